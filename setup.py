@@ -1,0 +1,62 @@
+"""Packaging for vitpose_hf (src layout)."""
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+ROOT = Path(__file__).parent
+about = {}
+exec((ROOT / "src" / "vitpose_hf" / "version.py").read_text(), about)
+
+install_requires = [
+    # torch first: on CPU-only machines install torch==<local wheel> before this package,
+    # the range below is then already satisfied and nothing else is pulled in.
+    "torch>=2.1",
+    "transformers>=5.0,<6",
+    "accelerate>=1.0",
+    "datasets>=3.0",
+    "evaluate>=0.4",
+    "safetensors>=0.4",
+    "pycocotools>=2.0.7",
+    "pillow>=10.0",
+    "numpy>=1.24",
+    "tqdm>=4.60",
+]
+
+extras = {
+    "detector": ["onnxruntime>=1.16"],
+    "peft": ["peft>=0.10"],
+    "cv": ["opencv-python-headless>=4.8"],
+}
+extras["dev"] = sorted(
+    {
+        "pytest>=7.4",
+        "pytest-timeout>=2.2",
+        "hypothesis>=6.80",
+        "scipy>=1.10",
+        *extras["detector"],
+        *extras["cv"],
+    }
+)
+extras["all"] = sorted({dep for deps in extras.values() for dep in deps})
+
+setup(
+    name="vitpose_hf",
+    version=about["__version__"],
+    description="ViTPose and ViTPose++ human pose estimation, native to the Hugging Face stack: "
+    "inference, training, conversion and evaluation.",
+    long_description=(ROOT / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    package_dir={"": "src"},
+    packages=find_packages("src"),
+    include_package_data=True,
+    python_requires=">=3.10",
+    install_requires=install_requires,
+    extras_require=extras,
+    entry_points={"console_scripts": ["vitpose-hf=vitpose_hf.cli:main"]},
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "License :: OSI Approved :: Apache Software License",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+)

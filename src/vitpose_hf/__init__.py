@@ -1,0 +1,36 @@
+"""vitpose_hf: ViTPose and ViTPose++ for the Hugging Face stack.
+
+Importing the package registers the model with transformers' Auto classes (`AutoConfig`,
+`AutoModel`, `AutoModelForPoseEstimation`) and, where available, the "keypoint-detection"
+pipeline. Registration is idempotent.
+"""
+
+from .version import __version__
+from .configuration_vitpose import VitPoseConfig
+from .modeling_vitpose import (
+    VitPoseEstimatorOutput,
+    VitPoseForPoseEstimation,
+    VitPoseModel,
+    VitPoseModelOutput,
+    VitPosePreTrainedModel,
+    flip_heatmaps,
+    joints_mse_loss,
+    resample_position_embeddings,
+)
+from .registration import register
+
+register()
+
+__all__ = [
+    "__version__",
+    "VitPoseConfig",
+    "VitPoseModel",
+    "VitPoseForPoseEstimation",
+    "VitPosePreTrainedModel",
+    "VitPoseModelOutput",
+    "VitPoseEstimatorOutput",
+    "flip_heatmaps",
+    "joints_mse_loss",
+    "resample_position_embeddings",
+    "register",
+]

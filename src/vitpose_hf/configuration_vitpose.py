@@ -1,0 +1,369 @@
+"""Configuration of ViTPose / ViTPose++ models.
+
+One flat config holds the backbone and the head (``hidden_size``, ``num_hidden_layers``, ... at the
+top level, like ``ViTConfig``). Configs written by transformers' own VitPose (``model_type
+"vitpose"`` with a nested ``backbone_config``) are read too: their fields are lifted to the top
+level, with transformers' defaults for whatever that file left out, so that
+``VitPoseForPoseEstimation.from_pretrained`` loads such a checkpoint with no conversion step.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from transformers import PretrainedConfig
+
+logger = logging.getLogger(__name__)
+
+MODEL_TYPE = "vitpose_hf"
+
+COCO_KEYPOINT_NAMES = (
+    "nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
+    "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip", "left_knee",
+    "right_knee", "left_ankle", "right_ankle",
+)  # fmt: skip
+
+# Defaults of transformers' VitPoseBackboneConfig / VitPoseConfig. A config.json written by
+# transformers only stores values that differ from these, so they fill the gaps when we read one.
+TRANSFORMERS_BACKBONE_DEFAULTS: dict[str, Any] = {
+    "image_size": [256, 192],
+    "patch_size": [16, 16],
+    "num_channels": 3,
+    "hidden_size": 768,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+    "mlp_ratio": 4,
+    "num_experts": 1,
+    "part_features": 256,
+    "hidden_act": "gelu",
+    "hidden_dropout_prob": 0.0,
+    "attention_probs_dropout_prob": 0.0,
+    "initializer_range": 0.02,
+    "layer_norm_eps": 1e-12,
+    "qkv_bias": True,
+}
+TRANSFORMERS_POSE_DEFAULTS: dict[str, Any] = {"scale_factor": 4, "use_simple_decoder": True}
+
+# name -> (hidden_size, num_hidden_layers, num_attention_heads, drop_path_rate, layer_decay_rate)
+# S/B/L/H from the official configs; G is ours (see docs/model.md): ViT-g/14 widths (1408 wide,
+# 40 deep, 16 heads, mlp 4x ~ 1.0B parameters) with patch 16 so the 1/16 grid of the paper holds.
+PRESETS: dict[str, tuple[int, int, int, float, float]] = {
+    "small": (384, 12, 12, 0.1, 0.8),
+    "base": (768, 12, 12, 0.3, 0.75),
+    "large": (1024, 24, 16, 0.5, 0.8),
+    "huge": (1280, 32, 16, 0.55, 0.85),
+    "giant": (1408, 40, 16, 0.6, 0.9),
+}
+PRESET_ALIASES = {"s": "small", "b": "base", "l": "large", "h": "huge", "g": "giant"}
+
+ATTENTION_TYPES = ("global", "window", "shifted_window", "pooled_window")
+
+
+def _pair(value: Any, name: str) -> tuple[int, int]:
+    if isinstance(value, int):
+        return (value, value)
+    try:
+        pair = tuple(int(v) for v in value)
+    except TypeError as err:
+        raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}") from err
+    if len(pair) != 2:
+        raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
+    return pair  # type: ignore[return-value]
+
+
+class VitPoseConfig(PretrainedConfig):
+    r"""Configuration of a ViTPose model (backbone + heatmap head).
+
+    The defaults reproduce the official ViTPose-B (256x192 input, patch 16 with padding 2, 768 wide,
+    12 layers, 12 heads, LayerNorm eps 1e-6, classic deconvolution head, 17 COCO keypoints).
+
+    Args:
+        image_size (`int` or `(int, int)`, defaults to `(256, 192)`): input (height, width) the
+            position embeddings were trained for; other multiples of the patch size also run.
+        patch_size (`int` or `(int, int)`, defaults to 16): patch kernel size.
+        patch_stride (`int` or `(int, int)`, *optional*): patch stride, defaults to `patch_size`;
+            8 gives the paper's 1/8 feature resolution.
+        patch_padding (`int`, defaults to 2): padding of the patch convolution (official: 2).
+        num_channels (`int`, defaults to 3): input channels.
+        hidden_size (`int`, defaults to 768), num_hidden_layers (`int`, defaults to 12),
+        num_attention_heads (`int`, defaults to 12), mlp_ratio (`float`, defaults to 4): ViT sizes.
+        hidden_act (`str`, defaults to `"gelu"`): MLP activation.
+        hidden_dropout_prob, attention_probs_dropout_prob (`float`, defaults to 0): dropout.
+        drop_path_rate (`float`, defaults to 0.3): stochastic depth, linear from 0 to this value.
+        layer_norm_eps (`float`, defaults to 1e-6): LayerNorm epsilon (official value).
+        qkv_bias (`bool`, defaults to True): bias of the query/key/value projections.
+        initializer_range (`float`, defaults to 0.02): std of the truncated-normal init.
+        num_experts (`int`, defaults to 1): ViTPose++ MoE experts (1 = plain MLP).
+        part_features (`int`, *optional*): width of each expert's output; defaults to
+            `hidden_size // 4` (the released ViTPose++-S uses 96 = 384 // 4).
+        use_simple_decoder (`bool`, *optional*, defaults to False): simple head (ReLU, bilinear x`scale_factor`,
+            3x3 conv) instead of the classic one (2 deconvs + BN + ReLU, 1x1 conv).
+        scale_factor (`int`, defaults to 4): upsampling of the simple head.
+        decoder_hidden_size (`int`, defaults to 256): channels of the classic head's deconvs.
+        num_deconv_layers (`int`, defaults to 2): deconvolutions of the classic head (1 for 1/8 features).
+        num_labels / id2label: keypoints of the main head (COCO-17 by default).
+        dataset_heads (`list[dict]`, *optional*): extra heads of a multi-dataset model; each entry is
+            `{"dataset_index": int, "num_labels": int, "name": str}` and optionally `"id2label"`.
+            The main head serves `dataset_index` 0 (`main_dataset_index`).
+        attention_type (`str` or list of `str`, defaults to `"global"`): attention of each layer:
+            `"global"`, `"window"`, `"shifted_window"` or `"pooled_window"` (one value for all or one
+            per layer); `global_attention_layers` forces some layers back to global.
+        window_size (`int` or `(int, int)`, defaults to `(8, 6)`): window of windowed attention.
+        num_knowledge_tokens (`int`, defaults to 0): learned tokens prepended to the patch tokens
+            (knowledge-token distillation).
+        edges (`list[list[int]]`, *optional*): skeleton of the main schema, kept for display.
+    """
+
+    model_type = MODEL_TYPE
+
+    def __init__(
+        self,
+        image_size: int | tuple[int, int] = (256, 192),
+        patch_size: int | tuple[int, int] = 16,
+        patch_stride: int | tuple[int, int] | None = None,
+        patch_padding: int = 2,
+        num_channels: int = 3,
+        hidden_size: int = 768,
+        num_hidden_layers: int = 12,
+        num_attention_heads: int = 12,
+        mlp_ratio: float = 4,
+        hidden_act: str = "gelu",
+        hidden_dropout_prob: float = 0.0,
+        attention_probs_dropout_prob: float = 0.0,
+        drop_path_rate: float = 0.3,
+        layer_norm_eps: float = 1e-6,
+        qkv_bias: bool = True,
+        initializer_range: float = 0.02,
+        num_experts: int = 1,
+        part_features: int | None = None,
+        use_simple_decoder: bool | None = None,
+        scale_factor: int = 4,
+        decoder_hidden_size: int = 256,
+        num_deconv_layers: int = 2,
+        main_dataset_index: int = 0,
+        dataset_heads: list[dict] | None = None,
+        attention_type: str | list[str] = "global",
+        window_size: int | tuple[int, int] = (8, 6),
+        global_attention_layers: list[int] | None = None,
+        num_knowledge_tokens: int = 0,
+        edges: list[list[int]] | None = None,
+        keypoint_schema: str | None = None,
+        **kwargs,
+    ):
+        # A config written by transformers' VitPose: lift backbone_config to the top level.
+        backbone_config = kwargs.pop("backbone_config", None)
+        incoming_type = kwargs.pop("model_type", None)
+        if backbone_config is not None or incoming_type == "vitpose":
+            lifted = dict(TRANSFORMERS_BACKBONE_DEFAULTS)
+            if backbone_config is not None:
+                if not isinstance(backbone_config, dict):
+                    backbone_config = backbone_config.to_dict()
+                lifted.update({k: v for k, v in backbone_config.items() if k in TRANSFORMERS_BACKBONE_DEFAULTS})
+            image_size = lifted["image_size"]
+            patch_size = lifted["patch_size"]
+            num_channels = lifted["num_channels"]
+            hidden_size = lifted["hidden_size"]
+            num_hidden_layers = lifted["num_hidden_layers"]
+            num_attention_heads = lifted["num_attention_heads"]
+            mlp_ratio = lifted["mlp_ratio"]
+            num_experts = lifted["num_experts"]
+            part_features = lifted["part_features"]
+            hidden_act = lifted["hidden_act"]
+            hidden_dropout_prob = lifted["hidden_dropout_prob"]
+            attention_probs_dropout_prob = lifted["attention_probs_dropout_prob"]
+            layer_norm_eps = lifted["layer_norm_eps"]
+            qkv_bias = lifted["qkv_bias"]
+            # transformers' pose config: use_simple_decoder defaults to True there (ours: False).
+            if use_simple_decoder is None:
+                use_simple_decoder = TRANSFORMERS_POSE_DEFAULTS["use_simple_decoder"]
+            drop_path_rate = 0.0
+            kwargs.pop("backbone", None)
+            kwargs.pop("use_pretrained_backbone", None)
+            kwargs.pop("use_timm_backbone", None)
+            kwargs.pop("backbone_kwargs", None)
+
+        self.image_size = list(_pair(image_size, "image_size"))
+        self.patch_size = list(_pair(patch_size, "patch_size"))
+        self.patch_stride = list(_pair(patch_stride, "patch_stride")) if patch_stride is not None else None
+        self.patch_padding = int(patch_padding)
+        self.num_channels = int(num_channels)
+        self.hidden_size = int(hidden_size)
+        self.num_hidden_layers = int(num_hidden_layers)
+        self.num_attention_heads = int(num_attention_heads)
+        self.mlp_ratio = mlp_ratio
+        self.hidden_act = hidden_act
+        self.hidden_dropout_prob = float(hidden_dropout_prob)
+        self.attention_probs_dropout_prob = float(attention_probs_dropout_prob)
+        self.drop_path_rate = float(drop_path_rate)
+        self.layer_norm_eps = float(layer_norm_eps)
+        self.qkv_bias = bool(qkv_bias)
+        self.initializer_range = float(initializer_range)
+        self.num_experts = int(num_experts)
+        self.part_features = int(part_features) if part_features is not None else self.hidden_size // 4
+        self.use_simple_decoder = bool(use_simple_decoder) if use_simple_decoder is not None else False
+        self.scale_factor = int(scale_factor)
+        self.decoder_hidden_size = int(decoder_hidden_size)
+        self.num_deconv_layers = int(num_deconv_layers)
+        self.main_dataset_index = int(main_dataset_index)
+        self.dataset_heads = [dict(h) for h in dataset_heads] if dataset_heads else []
+        self.attention_type = attention_type
+        self.window_size = list(_pair(window_size, "window_size"))
+        self.global_attention_layers = list(global_attention_layers) if global_attention_layers else []
+        self.num_knowledge_tokens = int(num_knowledge_tokens)
+        self.edges = edges
+        self.keypoint_schema = keypoint_schema
+
+        if "id2label" not in kwargs and "num_labels" not in kwargs:
+            kwargs["id2label"] = dict(enumerate(COCO_KEYPOINT_NAMES))
+        super().__init__(**kwargs)
+        self._validate()
+
+    # ------------------------------------------------------------------ validation
+    def _validate(self) -> None:
+        if self.hidden_size % self.num_attention_heads != 0:
+            raise ValueError(
+                f"hidden_size ({self.hidden_size}) must be a multiple of num_attention_heads "
+                f"({self.num_attention_heads})"
+            )
+        if min(self.patch_size) <= 0 or min(self.image_size) <= 0:
+            raise ValueError(f"image_size {self.image_size} and patch_size {self.patch_size} must be positive")
+        if self.num_experts < 1:
+            raise ValueError(f"num_experts must be >= 1, got {self.num_experts}")
+        if self.num_experts > 1 and not 0 < self.part_features < self.hidden_size:
+            raise ValueError(
+                f"part_features ({self.part_features}) must be in (0, hidden_size={self.hidden_size})"
+            )
+        if not 0.0 <= self.drop_path_rate < 1.0:
+            raise ValueError(f"drop_path_rate must be in [0, 1), got {self.drop_path_rate}")
+        types = self.layer_attention_types()
+        for t in types:
+            if t not in ATTENTION_TYPES:
+                raise ValueError(f"attention_type {t!r} is not one of {ATTENTION_TYPES}")
+        for i in self.global_attention_layers:
+            if not 0 <= i < self.num_hidden_layers:
+                raise ValueError(f"global_attention_layers has {i}, outside [0, {self.num_hidden_layers})")
+        seen = {self.main_dataset_index}
+        for head in self.dataset_heads:
+            if "dataset_index" not in head or "num_labels" not in head:
+                raise ValueError(f"each dataset_heads entry needs dataset_index and num_labels, got {head}")
+            if head["dataset_index"] in seen:
+                raise ValueError(f"dataset_index {head['dataset_index']} has two heads")
+            seen.add(head["dataset_index"])
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def effective_patch_stride(self) -> list[int]:
+        """Stride of the patch embedding ((h, w)), `patch_size` unless `patch_stride` is set."""
+        return self.patch_stride if self.patch_stride is not None else self.patch_size
+
+    def layer_attention_types(self) -> list[str]:
+        """Attention kind of every layer, after `global_attention_layers` overrides."""
+        if isinstance(self.attention_type, str):
+            types = [self.attention_type] * self.num_hidden_layers
+        else:
+            types = list(self.attention_type)
+            if len(types) != self.num_hidden_layers:
+                raise ValueError(
+                    f"attention_type has {len(types)} entries for {self.num_hidden_layers} layers"
+                )
+        for i in self.global_attention_layers:
+            if 0 <= i < len(types):
+                types[i] = "global"
+        return types
+
+    def head_specs(self) -> list[dict]:
+        """All heads: the main one first, then `dataset_heads`; each `{dataset_index, num_labels, name}`."""
+        main = {"dataset_index": self.main_dataset_index, "num_labels": self.num_labels, "name": "main"}
+        return [main] + [dict(h) for h in self.dataset_heads]
+
+    @property
+    def num_datasets(self) -> int:
+        """Largest dataset index any part of the model can serve, plus one."""
+        indices = [h["dataset_index"] for h in self.head_specs()]
+        return max([self.num_experts] + [i + 1 for i in indices])
+
+    def uses_only_transformers_features(self) -> bool:
+        """True when transformers' own VitPose can represent this model (for export)."""
+        return (
+            self.patch_stride in (None, self.patch_size)
+            and self.patch_padding == 2
+            and not self.dataset_heads
+            and all(t == "global" for t in self.layer_attention_types())
+            and self.num_knowledge_tokens == 0
+            and self.decoder_hidden_size == 256
+            and self.num_deconv_layers == 2
+            and self.main_dataset_index == 0
+        )
+
+    @classmethod
+    def from_preset(cls, name: str, **kwargs) -> "VitPoseConfig":
+        """Config of a named model size.
+
+        Args:
+            name: `"small"`, `"base"`, `"large"`, `"huge"` or `"giant"` (or `s/b/l/h/g`, optionally
+                prefixed `vitpose-`, suffixed `-simple` for the simple decoder or `-plus` for the
+                ViTPose++ MoE with 6 experts).
+            kwargs: any other config field, overriding the preset.
+        """
+        key = name.lower().replace("vitpose_", "").replace("vitpose-", "")
+        simple = key.endswith("-simple") or key.endswith("_simple")
+        key = key.replace("-simple", "").replace("_simple", "")
+        plus = key.endswith("-plus") or key.endswith("++")
+        key = key.replace("-plus", "").replace("++", "")
+        key = PRESET_ALIASES.get(key, key)
+        if key not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)} (or s/b/l/h/g)")
+        hidden, depth, heads, dpr, _ = PRESETS[key]
+        values: dict[str, Any] = dict(
+            hidden_size=hidden, num_hidden_layers=depth, num_attention_heads=heads, drop_path_rate=dpr,
+            use_simple_decoder=simple,
+        )
+        if plus:
+            values.update(num_experts=6, part_features=hidden // 4)
+        values.update(kwargs)
+        return cls(**values)
+
+    def layer_decay_rate(self) -> float:
+        """Official layer-wise lr decay rate for this width (0.75 for B, 0.8 for S/L, ...)."""
+        for hidden, depth, _, _, rate in PRESETS.values():
+            if hidden == self.hidden_size and depth == self.num_hidden_layers:
+                return rate
+        return 0.75
+
+    def to_transformers_dict(self) -> dict[str, Any]:
+        """This config in transformers' VitPose layout (`model_type "vitpose"` + `backbone_config`)."""
+        if not self.uses_only_transformers_features():
+            raise ValueError(
+                "this model uses features transformers' VitPose lacks (extra dataset heads, windowed "
+                "attention, knowledge tokens, patch stride or padding other than the official one); "
+                "it cannot be exported to the transformers format"
+            )
+        backbone = {
+            "model_type": "vitpose_backbone",
+            "image_size": list(self.image_size),
+            "patch_size": list(self.patch_size),
+            "num_channels": self.num_channels,
+            "hidden_size": self.hidden_size,
+            "num_hidden_layers": self.num_hidden_layers,
+            "num_attention_heads": self.num_attention_heads,
+            "mlp_ratio": self.mlp_ratio,
+            "num_experts": self.num_experts,
+            "part_features": self.part_features,
+            "hidden_act": self.hidden_act,
+            "layer_norm_eps": self.layer_norm_eps,
+            "qkv_bias": self.qkv_bias,
+            "initializer_range": self.initializer_range,
+            "out_indices": [self.num_hidden_layers],
+        }
+        return {
+            "model_type": "vitpose",
+            "architectures": ["VitPoseForPoseEstimation"],
+            "backbone_config": backbone,
+            "use_simple_decoder": self.use_simple_decoder,
+            "scale_factor": self.scale_factor,
+            "initializer_range": self.initializer_range,
+            "id2label": {str(k): v for k, v in self.id2label.items()},
+            "label2id": {v: int(k) for k, v in self.id2label.items()},
+            "edges": self.edges,
+        }

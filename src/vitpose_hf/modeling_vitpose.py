@@ -1,0 +1,786 @@
+"""ViTPose / ViTPose++ in PyTorch: plain ViT backbone + heatmap heads.
+
+Module names follow transformers' VitPose (``backbone.embeddings.patch_embeddings.projection``,
+``backbone.encoder.layer.{i}.attention.attention.{query,key,value}``, ``head.deconv1`` ...), so a
+checkpoint written by transformers loads here as it is. The arithmetic follows the official
+ViTPose code (DESIGN.md section 3): patch conv padding 2, the extra position-embedding slot added
+to every patch, pre-LN blocks, LayerNorm eps 1e-6, drop path linear in depth.
+
+Nothing here imports the processor, data or training code.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+from transformers import PreTrainedModel
+from transformers.activations import ACT2FN
+from transformers.utils import ModelOutput
+
+from .attention import AttentionKind, build_attention_mask_fn, sdpa_or_eager_attention
+from .configuration_vitpose import VitPoseConfig
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "VitPoseModel",
+    "VitPoseForPoseEstimation",
+    "VitPosePreTrainedModel",
+    "VitPoseModelOutput",
+    "VitPoseEstimatorOutput",
+    "flip_heatmaps",
+    "joints_mse_loss",
+    "resample_position_embeddings",
+]
+
+
+# ----------------------------------------------------------------------------- outputs
+@dataclass
+class VitPoseModelOutput(ModelOutput):
+    """Output of `VitPoseModel`.
+
+    Args:
+        last_hidden_state (`(B, N, C)`): patch tokens after the final LayerNorm (knowledge tokens
+            removed), N = h * w.
+        feature_map (`(B, C, h, w)`): the same tokens as a feature map, h = H / stride, w = W / stride.
+        hidden_states (tuple of `(B, N, C)`, *optional*): embeddings output and every layer's output.
+        attentions (tuple of `(B, heads, N, N)`, *optional*): attention probabilities per layer
+            (global layers; windowed layers give `(B * windows, heads, n, n)`).
+    """
+
+    last_hidden_state: torch.Tensor | None = None
+    feature_map: torch.Tensor | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None
+
+
+@dataclass
+class VitPoseEstimatorOutput(ModelOutput):
+    """Output of `VitPoseForPoseEstimation`.
+
+    Args:
+        loss (`()` scalar, *optional*): JointsMSELoss with target weight, when `labels` is given.
+        heatmaps (`(B, K, H/4, W/4)`): one heatmap per keypoint. With several dataset heads, K is the
+            largest head's keypoint count and rows of smaller heads are zero past their own K.
+        hidden_states, attentions: as in `VitPoseModelOutput`.
+        feature_map (`(B, C, h, w)`, *optional*): backbone features (only with `output_hidden_states`).
+    """
+
+    loss: torch.Tensor | None = None
+    heatmaps: torch.Tensor | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None
+    feature_map: torch.Tensor | None = None
+
+
+# ----------------------------------------------------------------------------- functional helpers
+def resample_position_embeddings(
+    pos_embed: torch.Tensor, old_grid: Sequence[int], new_grid: Sequence[int], num_prefix: int = 1
+) -> torch.Tensor:
+    """Resample ViT position embeddings to another patch grid (bicubic, explicit (h, w) grids).
+
+    Args:
+        pos_embed: `(1, num_prefix + h0 * w0, C)`; the first `num_prefix` slots are kept unchanged
+            (ViTPose's extra slot, or a cls token).
+        old_grid: `(h0, w0)` grid of `pos_embed`.
+        new_grid: `(h1, w1)` target grid.
+        num_prefix: number of leading non-grid slots.
+
+    Returns:
+        `(1, num_prefix + h1 * w1, C)`, same dtype as the input.
+    """
+    h0, w0 = int(old_grid[0]), int(old_grid[1])
+    h1, w1 = int(new_grid[0]), int(new_grid[1])
+    if pos_embed.shape[1] != num_prefix + h0 * w0:
+        raise ValueError(
+            f"position embeddings have {pos_embed.shape[1]} slots, expected {num_prefix} + {h0}x{w0}"
+        )
+    if (h0, w0) == (h1, w1):
+        return pos_embed
+    prefix, grid = pos_embed[:, :num_prefix], pos_embed[:, num_prefix:]
+    dim = grid.shape[-1]
+    grid = grid.reshape(1, h0, w0, dim).permute(0, 3, 1, 2).float()
+    grid = F.interpolate(grid, size=(h1, w1), mode="bicubic", align_corners=False)
+    grid = grid.permute(0, 2, 3, 1).reshape(1, h1 * w1, dim).to(pos_embed.dtype)
+    return torch.cat([prefix, grid], dim=1)
+
+
+def flip_heatmaps(
+    heatmaps: torch.Tensor, flip_pairs: torch.Tensor | Sequence[Sequence[int]] | None, shift: bool = False
+) -> torch.Tensor:
+    """Map heatmaps predicted on horizontally mirrored crops back to the original orientation.
+
+    Swaps the channels of every left/right pair, then mirrors the width axis. This is the official
+    `flip_back`; with UDP (ViTPose's default) no shift is applied, `shift=True` gives the legacy
+    one-pixel shift used without UDP.
+
+    Args:
+        heatmaps: `(B, K, h, w)` heatmaps of the flipped crops.
+        flip_pairs: `(P, 2)` keypoint index pairs (tensor or nested sequence), or None (no swap).
+        shift: shift the result one pixel to the right (non-UDP flip test).
+
+    Returns:
+        `(B, K, h, w)` heatmaps aligned with the unflipped crops (a new tensor).
+    """
+    if heatmaps.ndim != 4:
+        raise ValueError(f"heatmaps must be (B, K, h, w), got shape {tuple(heatmaps.shape)}")
+    num_keypoints = heatmaps.shape[1]
+    order = list(range(num_keypoints))
+    if flip_pairs is not None:
+        pairs = flip_pairs.tolist() if isinstance(flip_pairs, torch.Tensor) else [list(p) for p in flip_pairs]
+        for pair in pairs:
+            if len(pair) != 2:
+                raise ValueError(f"flip pairs must be (left, right) index pairs, got {pair}")
+            left, right = int(pair[0]), int(pair[1])
+            if not (0 <= left < num_keypoints and 0 <= right < num_keypoints):
+                raise ValueError(f"flip pair {pair} is out of range for {num_keypoints} keypoints")
+            order[left], order[right] = right, left
+    out = heatmaps[:, order].flip(-1)
+    if shift:
+        out = torch.cat([out[..., :1], out[..., :-1]], dim=-1)
+    return out
+
+
+def joints_mse_loss(
+    heatmaps: torch.Tensor, labels: torch.Tensor, target_weight: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The official JointsMSELoss with target weight: mean over joints of MSE(pred * w, gt * w).
+
+    Args:
+        heatmaps: `(B, K, h, w)` predictions.
+        labels: `(B, K, h, w)` target heatmaps.
+        target_weight: `(B, K)` or `(B, K, 1)` per-joint weights (0 for unlabeled joints), or None.
+
+    Returns:
+        scalar loss. Each joint's MSE is a mean over B*h*w values, so the mean over joints equals the
+        mean over all elements.
+    """
+    if labels.shape != heatmaps.shape:
+        raise ValueError(f"labels must have the heatmaps' shape {tuple(heatmaps.shape)}, got {tuple(labels.shape)}")
+    diff = heatmaps.float() - labels.float()
+    if target_weight is not None:
+        weight = target_weight.float()
+        if weight.ndim == 3 and weight.shape[-1] == 1:
+            weight = weight[..., 0]
+        if weight.shape != heatmaps.shape[:2]:
+            raise ValueError(
+                f"target_weight must be (B, K) = {tuple(heatmaps.shape[:2])} or (B, K, 1), got {tuple(target_weight.shape)}"
+            )
+        diff = diff * weight[:, :, None, None]
+    return diff.pow(2).mean()
+
+
+def drop_path(x: torch.Tensor, drop_prob: float, training: bool) -> torch.Tensor:
+    """Stochastic depth: zero whole samples of a residual branch with probability `drop_prob`.
+
+    Args:
+        x: `(B, ...)` residual branch output.
+    """
+    if drop_prob == 0.0 or not training:
+        return x
+    keep = 1.0 - drop_prob
+    mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+    return x * mask / keep
+
+
+# ----------------------------------------------------------------------------- modules
+class VitPosePatchEmbeddings(nn.Module):
+    """Conv patch embedding: `(B, 3, H, W)` -> `(B, h*w, C)` with the official padding of 2."""
+
+    def __init__(self, config: VitPoseConfig):
+        super().__init__()
+        self.patch_size = tuple(config.patch_size)
+        self.stride = tuple(config.effective_patch_stride)
+        self.num_channels = config.num_channels
+        self.projection = nn.Conv2d(
+            config.num_channels, config.hidden_size, kernel_size=self.patch_size, stride=self.stride,
+            padding=config.patch_padding,
+        )
+
+    def grid_size(self, height: int, width: int) -> tuple[int, int]:
+        """Output grid `(h, w)` of the patch conv for an input of `height x width`."""
+        pad = self.projection.padding
+        h = (height + 2 * pad[0] - self.patch_size[0]) // self.stride[0] + 1
+        w = (width + 2 * pad[1] - self.patch_size[1]) // self.stride[1] + 1
+        return h, w
+
+    def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Returns tokens `(B, h*w, C)` and the grid `(h, w)`."""
+        if pixel_values.ndim != 4:
+            raise ValueError(f"pixel_values must be (B, C, H, W), got shape {tuple(pixel_values.shape)}")
+        _, channels, height, width = pixel_values.shape
+        if channels != self.num_channels:
+            raise ValueError(f"pixel_values has {channels} channels, the model expects {self.num_channels}")
+        if height % self.stride[0] or width % self.stride[1] or height < self.patch_size[0] or width < self.patch_size[1]:
+            raise ValueError(
+                f"input size {height}x{width} must be a multiple of the patch stride {self.stride[0]}x{self.stride[1]} "
+                f"and at least one patch ({self.patch_size[0]}x{self.patch_size[1]})"
+            )
+        x = self.projection(pixel_values.to(self.projection.weight.dtype))
+        grid = (x.shape[-2], x.shape[-1])
+        return x.flatten(2).transpose(1, 2), grid
+
+
+class VitPoseEmbeddings(nn.Module):
+    """Patch embedding + position embeddings (`(1, 1 + h0*w0, C)`, the extra slot added to every patch)
+    + optional knowledge tokens.
+
+    Position embeddings are resampled (bicubic) when the input grid differs from the config's, and
+    `load_state_dict` resamples a checkpoint's grid to this module's.
+    """
+
+    def __init__(self, config: VitPoseConfig):
+        super().__init__()
+        self.patch_embeddings = VitPosePatchEmbeddings(config)
+        self.grid = self.patch_embeddings.grid_size(*config.image_size)
+        self.position_embeddings = nn.Parameter(torch.zeros(1, self.grid[0] * self.grid[1] + 1, config.hidden_size))
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.num_knowledge_tokens = config.num_knowledge_tokens
+        if self.num_knowledge_tokens:
+            self.knowledge_tokens = nn.Parameter(torch.zeros(1, self.num_knowledge_tokens, config.hidden_size))
+
+    def position_embeddings_for(self, grid: tuple[int, int]) -> torch.Tensor:
+        """`(1, h*w, C)` position embeddings for `grid`, the extra slot already added."""
+        pos = resample_position_embeddings(self.position_embeddings, self.grid, grid)
+        return pos[:, 1:] + pos[:, :1]
+
+    def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """`(B, 3, H, W)` -> tokens `(B, T + h*w, C)` (T knowledge tokens first) and the grid `(h, w)`."""
+        tokens, grid = self.patch_embeddings(pixel_values)
+        tokens = tokens + self.position_embeddings_for(grid).to(tokens.dtype)
+        if self.num_knowledge_tokens:
+            tokens = torch.cat([self.knowledge_tokens.expand(tokens.shape[0], -1, -1).to(tokens.dtype), tokens], dim=1)
+        return self.dropout(tokens), grid
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        key = prefix + "position_embeddings"
+        if key in state_dict and state_dict[key].shape != self.position_embeddings.shape:
+            incoming = state_dict[key]
+            side = incoming.shape[1] - 1
+            old = _infer_grid(side, self.grid)
+            logger.info("resampling position embeddings %s -> %s", old, self.grid)
+            state_dict[key] = resample_position_embeddings(incoming, old, self.grid)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+def _infer_grid(num_patches: int, target: tuple[int, int]) -> tuple[int, int]:
+    """Guess the (h, w) grid of `num_patches` tokens: the factorisation closest to `target`'s aspect."""
+    aspect = target[0] / target[1]
+    best = None
+    for h in range(1, num_patches + 1):
+        if num_patches % h == 0:
+            w = num_patches // h
+            score = abs(math.log((h / w) / aspect))
+            if best is None or score < best[0]:
+                best = (score, (h, w))
+    if best is None:
+        raise ValueError(f"cannot infer a grid for {num_patches} position embeddings")
+    return best[1]
+
+
+class VitPoseSelfAttention(nn.Module):
+    """Multi-head self-attention with separate q/k/v projections (transformers' key layout).
+
+    Runs global, windowed, shifted-window or pooled-window attention over the `(h, w)` token grid
+    (see `attention.py`); the kind is fixed per layer by the config. The arithmetic kernel is SDPA
+    or eager, picked by `config._attn_implementation`.
+    """
+
+    def __init__(self, config: VitPoseConfig, kind: AttentionKind = "global", shift: bool = False):
+        super().__init__()
+        self.config = config
+        self.num_heads = config.num_attention_heads
+        self.head_dim = config.hidden_size // config.num_attention_heads
+        self.scaling = self.head_dim**-0.5
+        self.dropout_prob = config.attention_probs_dropout_prob
+        self.kind = kind
+        self.shift = shift
+        self.window_size = tuple(config.window_size)
+        self.query = nn.Linear(config.hidden_size, config.hidden_size, bias=config.qkv_bias)
+        self.key = nn.Linear(config.hidden_size, config.hidden_size, bias=config.qkv_bias)
+        self.value = nn.Linear(config.hidden_size, config.hidden_size, bias=config.qkv_bias)
+
+    def forward(
+        self, hidden_states: torch.Tensor, grid: tuple[int, int], num_prefix: int = 0, output_attentions: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`(B, T + h*w, C)` -> `(B, T + h*w, C)` context (before the output projection), attention probs."""
+        impl = getattr(self.config, "_attn_implementation", None) or "sdpa"
+        if output_attentions:
+            impl = "eager"
+        q = self.query(hidden_states)
+        k = self.key(hidden_states)
+        v = self.value(hidden_states)
+        attend = build_attention_mask_fn(self.kind, grid, self.window_size, self.shift, num_prefix)
+        return attend(
+            q, k, v, num_heads=self.num_heads, scaling=self.scaling, impl=impl, module=self,
+            dropout=self.dropout_prob if self.training else 0.0, kernel=sdpa_or_eager_attention,
+        )
+
+
+class VitPoseSelfOutput(nn.Module):
+    """Output projection of the attention (`attention.output.dense`)."""
+
+    def __init__(self, config: VitPoseConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """`(B, N, C)` -> `(B, N, C)`."""
+        return self.dropout(self.dense(hidden_states))
+
+
+class VitPoseAttention(nn.Module):
+    """Self-attention + output projection."""
+
+    def __init__(self, config: VitPoseConfig, kind: AttentionKind = "global", shift: bool = False):
+        super().__init__()
+        self.attention = VitPoseSelfAttention(config, kind, shift)
+        self.output = VitPoseSelfOutput(config)
+
+    def forward(self, hidden_states, grid, num_prefix=0, output_attentions=False):
+        """`(B, N, C)` -> (`(B, N, C)`, attention probs or None)."""
+        context, probs = self.attention(hidden_states, grid, num_prefix, output_attentions)
+        return self.output(context), probs
+
+
+class VitPoseMLP(nn.Module):
+    """Plain ViT MLP: fc1 (C -> rC), activation, fc2 (rC -> C)."""
+
+    def __init__(self, config: VitPoseConfig):
+        super().__init__()
+        hidden = int(config.hidden_size * config.mlp_ratio)
+        self.fc1 = nn.Linear(config.hidden_size, hidden)
+        self.activation = ACT2FN[config.hidden_act]
+        self.fc2 = nn.Linear(hidden, config.hidden_size)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, hidden_states: torch.Tensor, dataset_index: torch.Tensor | None = None) -> torch.Tensor:
+        """`(B, N, C)` -> `(B, N, C)`; `dataset_index` is ignored."""
+        return self.dropout(self.fc2(self.activation(self.fc1(hidden_states))))
+
+
+class VitPoseMoeMLP(nn.Module):
+    """ViTPose++ MoE MLP: shared fc1 (C -> rC) and fc2 (rC -> C - p), plus one expert Linear(rC -> p)
+    per dataset, chosen by `dataset_index` (hard routing, no router); output = cat(shared, expert).
+
+    Each sample only runs its own expert (grouped by index), unlike running all experts and masking.
+    """
+
+    def __init__(self, config: VitPoseConfig):
+        super().__init__()
+        hidden = int(config.hidden_size * config.mlp_ratio)
+        self.part_features = config.part_features
+        self.fc1 = nn.Linear(config.hidden_size, hidden)
+        self.activation = ACT2FN[config.hidden_act]
+        self.fc2 = nn.Linear(hidden, config.hidden_size - config.part_features)
+        self.experts = nn.ModuleList([nn.Linear(hidden, config.part_features) for _ in range(config.num_experts)])
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, hidden_states: torch.Tensor, dataset_index: torch.Tensor | None = None) -> torch.Tensor:
+        """`(B, N, C)` and `dataset_index` `(B,)` (long) -> `(B, N, C)`."""
+        hidden = self.activation(self.fc1(hidden_states))
+        shared = self.fc2(hidden)
+        if dataset_index is None:
+            dataset_index = torch.zeros(hidden.shape[0], dtype=torch.long, device=hidden.device)
+        unique = torch.unique(dataset_index).tolist()
+        if len(unique) == 1:
+            expert = self.experts[int(unique[0])](hidden)
+        else:
+            expert = shared.new_empty(hidden.shape[:-1] + (self.part_features,))
+            for idx in unique:
+                rows = (dataset_index == idx).nonzero(as_tuple=True)[0]
+                expert[rows] = self.experts[int(idx)](hidden[rows]).to(expert.dtype)
+        return self.dropout(torch.cat([shared, expert], dim=-1))
+
+
+class VitPoseLayer(nn.Module):
+    """Pre-LN transformer block: x + attn(LN(x)), then x + mlp(LN(x)), each with drop path."""
+
+    def __init__(self, config: VitPoseConfig, layer_index: int = 0):
+        super().__init__()
+        kind = config.layer_attention_types()[layer_index]
+        shift = kind == "shifted_window" and layer_index % 2 == 1
+        self.attention = VitPoseAttention(config, kind, shift)
+        self.mlp = VitPoseMoeMLP(config) if config.num_experts > 1 else VitPoseMLP(config)
+        self.layernorm_before = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.layernorm_after = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        depth = max(config.num_hidden_layers - 1, 1)
+        self.drop_path_rate = config.drop_path_rate * layer_index / depth if config.num_hidden_layers > 1 else 0.0
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        dataset_index: torch.Tensor | None,
+        grid: tuple[int, int],
+        num_prefix: int = 0,
+        output_attentions: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`(B, N, C)` -> (`(B, N, C)`, attention probs or None)."""
+        attn, probs = self.attention(self.layernorm_before(hidden_states), grid, num_prefix, output_attentions)
+        hidden_states = hidden_states + drop_path(attn, self.drop_path_rate, self.training)
+        mlp = self.mlp(self.layernorm_after(hidden_states), dataset_index)
+        hidden_states = hidden_states + drop_path(mlp, self.drop_path_rate, self.training)
+        return hidden_states, probs
+
+
+class VitPoseEncoder(nn.Module):
+    """The stack of `VitPoseLayer`s, with optional gradient checkpointing."""
+
+    def __init__(self, config: VitPoseConfig):
+        super().__init__()
+        self.layer = nn.ModuleList([VitPoseLayer(config, i) for i in range(config.num_hidden_layers)])
+        self.gradient_checkpointing = False
+
+    def forward(self, hidden_states, dataset_index, grid, num_prefix=0, output_hidden_states=False, output_attentions=False):
+        """`(B, N, C)` -> last hidden state `(B, N, C)`, all hidden states, all attentions."""
+        all_hidden = (hidden_states,) if output_hidden_states else None
+        all_attn = () if output_attentions else None
+        for layer in self.layer:
+            if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+                hidden_states, probs = checkpoint(
+                    layer, hidden_states, dataset_index, grid, num_prefix, output_attentions, use_reentrant=False
+                )
+            else:
+                hidden_states, probs = layer(hidden_states, dataset_index, grid, num_prefix, output_attentions)
+            if output_hidden_states:
+                all_hidden = all_hidden + (hidden_states,)
+            if output_attentions:
+                all_attn = all_attn + (probs,)
+        return hidden_states, all_hidden, all_attn
+
+
+class VitPoseClassicDecoder(nn.Module):
+    """Classic head: N x [ConvTranspose2d(k4, s2, p1, no bias) -> BN -> ReLU] -> Conv2d 1x1 (N = 2
+    officially; 1 for the 1/8-resolution variant).
+
+    `(B, C, h, w)` -> `(B, K, 2^N h, 2^N w)`.
+    """
+
+    def __init__(self, in_channels: int, num_keypoints: int, hidden: int = 256, num_deconv_layers: int = 2):
+        super().__init__()
+        if num_deconv_layers not in (1, 2):
+            raise ValueError(f"num_deconv_layers must be 1 or 2, got {num_deconv_layers}")
+        self.deconv1 = nn.ConvTranspose2d(in_channels, hidden, kernel_size=4, stride=2, padding=1, bias=False)
+        self.batchnorm1 = nn.BatchNorm2d(hidden)
+        if num_deconv_layers == 2:
+            self.deconv2 = nn.ConvTranspose2d(hidden, hidden, kernel_size=4, stride=2, padding=1, bias=False)
+            self.batchnorm2 = nn.BatchNorm2d(hidden)
+        self.num_deconv_layers = num_deconv_layers
+        self.conv = nn.Conv2d(hidden, num_keypoints, kernel_size=1)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.batchnorm1(self.deconv1(features)))
+        if self.num_deconv_layers == 2:
+            x = F.relu(self.batchnorm2(self.deconv2(x)))
+        return self.conv(x)
+
+
+class VitPoseSimpleDecoder(nn.Module):
+    """Simple head: ReLU -> bilinear x`scale_factor` (align_corners=False) -> Conv2d 3x3.
+
+    `(B, C, h, w)` -> `(B, K, s*h, s*w)`.
+    """
+
+    def __init__(self, in_channels: int, num_keypoints: int, scale_factor: int = 4):
+        super().__init__()
+        self.scale_factor = scale_factor
+        self.conv = nn.Conv2d(in_channels, num_keypoints, kernel_size=3, padding=1)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        x = F.relu(features)
+        x = F.interpolate(x, scale_factor=self.scale_factor, mode="bilinear", align_corners=False)
+        return self.conv(x)
+
+
+# ----------------------------------------------------------------------------- pretrained base
+class VitPosePreTrainedModel(PreTrainedModel):
+    """Weight init, hooks and shared helpers of the ViTPose models."""
+
+    config_class = VitPoseConfig
+    base_model_prefix = "backbone"
+    main_input_name = "pixel_values"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["VitPoseEmbeddings", "VitPoseLayer"]
+    _supports_sdpa = True
+
+    def _init_weights(self, module: nn.Module) -> None:
+        std = self.config.initializer_range
+        if isinstance(module, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
+            _trunc_normal(module.weight, std)
+            if module.bias is not None:
+                _zeros(module.bias)
+        elif isinstance(module, (nn.LayerNorm, nn.BatchNorm2d)):
+            _ones(module.weight)
+            _zeros(module.bias)
+            if isinstance(module, nn.BatchNorm2d) and module.running_mean is not None:
+                _zeros(module.running_mean)
+                _ones(module.running_var)
+        elif isinstance(module, VitPoseEmbeddings):
+            _trunc_normal(module.position_embeddings, std)
+            if module.num_knowledge_tokens:
+                _trunc_normal(module.knowledge_tokens, std)
+
+    def _set_gradient_checkpointing(self, enable: bool = True, gradient_checkpointing_func=None, **kwargs):
+        for module in self.modules():
+            if isinstance(module, VitPoseEncoder):
+                module.gradient_checkpointing = enable
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameter names (as in `named_parameters()`) that must not get weight decay, beyond 1-D ones."""
+        prefix = "" if isinstance(self, VitPoseModel) else "backbone."
+        names = {prefix + "embeddings.position_embeddings"}
+        if self.config.num_knowledge_tokens:
+            names.add(prefix + "embeddings.knowledge_tokens")
+        return names
+
+    def get_layer_id(self, name: str) -> int:
+        """Layer id for layer-wise lr decay: 0 embeddings, i + 1 for block i, depth + 1 for the rest.
+
+        `lr = base_lr * rate ** (num_layer_ids - 1 - layer_id)` with `num_layer_ids = depth + 2`.
+        """
+        if name.startswith("backbone."):
+            name = name[len("backbone."):]
+        if name.startswith("embeddings."):
+            return 0
+        if name.startswith("encoder.layer."):
+            return int(name.split(".")[2]) + 1
+        return self.config.num_hidden_layers + 1
+
+    @property
+    def num_layer_ids(self) -> int:
+        """`depth + 2`: the number of distinct layer ids of `get_layer_id`."""
+        return self.config.num_hidden_layers + 2
+
+
+def _init_fn(name: str):
+    try:  # transformers' guarded init functions skip tensors already loaded from a checkpoint
+        from transformers import initialization as hf_init
+
+        return getattr(hf_init, name)
+    except (ImportError, AttributeError):  # pragma: no cover - older transformers
+        return getattr(nn.init, name)
+
+
+def _trunc_normal(t, std):
+    _init_fn("trunc_normal_")(t, mean=0.0, std=std)
+
+
+def _zeros(t):
+    _init_fn("zeros_")(t)
+
+
+def _ones(t):
+    _init_fn("ones_")(t)
+
+
+def _check_dataset_index(dataset_index, batch_size: int, num_datasets: int, device) -> torch.Tensor:
+    """Normalise `dataset_index` to a `(B,)` long tensor (default 0), validating its range."""
+    if dataset_index is None:
+        return torch.zeros(batch_size, dtype=torch.long, device=device)
+    if not isinstance(dataset_index, torch.Tensor):
+        dataset_index = torch.as_tensor(dataset_index)
+    if dataset_index.is_floating_point():
+        raise ValueError(f"dataset_index must hold integers, got dtype {dataset_index.dtype}")
+    dataset_index = dataset_index.to(device=device, dtype=torch.long).reshape(-1)
+    if dataset_index.numel() == 1 and batch_size != 1:
+        dataset_index = dataset_index.expand(batch_size)
+    if dataset_index.numel() != batch_size:
+        raise ValueError(f"dataset_index must have shape ({batch_size},), got {dataset_index.numel()} values")
+    low, high = int(dataset_index.min()), int(dataset_index.max())
+    if low < 0 or high >= num_datasets:
+        bad = low if low < 0 else high
+        raise ValueError(f"dataset_index {bad} is out of range: this model serves indices 0..{num_datasets - 1}")
+    return dataset_index
+
+
+# ----------------------------------------------------------------------------- models
+class VitPoseModel(VitPosePreTrainedModel):
+    """The ViTPose backbone: patch embedding, position embeddings, pre-LN blocks, final LayerNorm.
+
+    Input `pixel_values` `(B, 3, H, W)` with H, W multiples of the patch stride; output
+    `feature_map` `(B, C, H/16, W/16)` (default stride) and `last_hidden_state` `(B, N, C)`.
+    """
+
+    def __init__(self, config: VitPoseConfig):
+        super().__init__(config)
+        self.embeddings = VitPoseEmbeddings(config)
+        self.encoder = VitPoseEncoder(config)
+        self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.post_init()
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        dataset_index: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> VitPoseModelOutput | tuple:
+        r"""
+        Args:
+            pixel_values: `(B, 3, H, W)` normalized crops.
+            dataset_index: `(B,)` ints selecting the ViTPose++ experts (0 = COCO); default 0.
+            output_hidden_states / output_attentions / return_dict: as in transformers.
+
+        Returns:
+            `VitPoseModelOutput` with `feature_map` `(B, C, h, w)`.
+        """
+        output_hidden_states = self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        tokens, grid = self.embeddings(pixel_values)
+        limit = self.config.num_experts if self.config.num_experts > 1 else self.config.num_datasets
+        dataset_index = _check_dataset_index(dataset_index, tokens.shape[0], limit, tokens.device)
+        num_prefix = self.config.num_knowledge_tokens
+        hidden, all_hidden, all_attn = self.encoder(
+            tokens, dataset_index, grid, num_prefix, output_hidden_states, output_attentions
+        )
+        hidden = self.layernorm(hidden)[:, num_prefix:]
+        batch = hidden.shape[0]
+        feature_map = hidden.transpose(1, 2).reshape(batch, -1, grid[0], grid[1])
+        if not return_dict:
+            return tuple(v for v in (hidden, feature_map, all_hidden, all_attn) if v is not None)
+        return VitPoseModelOutput(
+            last_hidden_state=hidden, feature_map=feature_map, hidden_states=all_hidden, attentions=all_attn
+        )
+
+    def resize_position_embeddings(self, image_size: Sequence[int]) -> None:
+        """Resample the position embeddings (bicubic) to a new input size and record it in the config.
+
+        Args:
+            image_size: `(H, W)`, multiples of the patch stride.
+        """
+        emb = self.embeddings
+        h, w = int(image_size[0]), int(image_size[1])
+        stride = emb.patch_embeddings.stride
+        if h % stride[0] or w % stride[1]:
+            raise ValueError(f"image_size {h}x{w} must be a multiple of the patch stride {stride[0]}x{stride[1]}")
+        new_grid = emb.patch_embeddings.grid_size(h, w)
+        with torch.no_grad():
+            new = resample_position_embeddings(emb.position_embeddings.data, emb.grid, new_grid)
+        emb.position_embeddings = nn.Parameter(new)
+        emb.grid = new_grid
+        self.config.image_size = [h, w]
+
+
+class VitPoseForPoseEstimation(VitPosePreTrainedModel):
+    """ViTPose: backbone + heatmap head(s). `(B, 3, H, W)` -> heatmaps `(B, K, H/4, W/4)`.
+
+    The main head is `head` (dataset index `config.main_dataset_index`, 0 by default); a
+    multi-dataset model (ViTPose++) has one more head per entry of `config.dataset_heads` in
+    `extra_heads`, and each sample is decoded by the head of its `dataset_index`.
+    """
+
+    def __init__(self, config: VitPoseConfig):
+        super().__init__(config)
+        self.backbone = VitPoseModel(config)
+        self.head = self._make_head(config.num_labels)
+        self.extra_heads = nn.ModuleDict(
+            {str(h["dataset_index"]): self._make_head(int(h["num_labels"])) for h in config.dataset_heads}
+        )
+        self.post_init()
+
+    def _make_head(self, num_keypoints: int) -> nn.Module:
+        cfg = self.config
+        if cfg.use_simple_decoder:
+            return VitPoseSimpleDecoder(cfg.hidden_size, num_keypoints, cfg.scale_factor)
+        return VitPoseClassicDecoder(cfg.hidden_size, num_keypoints, cfg.decoder_hidden_size, cfg.num_deconv_layers)
+
+    def head_for(self, dataset_index: int) -> nn.Module:
+        """The head module that serves `dataset_index`."""
+        if dataset_index == self.config.main_dataset_index:
+            return self.head
+        key = str(int(dataset_index))
+        if key in self.extra_heads:
+            return self.extra_heads[key]
+        return self.head
+
+    def num_keypoints_for(self, dataset_index: int) -> int:
+        """Number of keypoints of the head serving `dataset_index`."""
+        for spec in self.config.head_specs():
+            if spec["dataset_index"] == dataset_index:
+                return int(spec["num_labels"])
+        return self.config.num_labels
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        dataset_index: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        target_weight: torch.Tensor | None = None,
+        flip_pairs: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> VitPoseEstimatorOutput | tuple:
+        r"""
+        Args:
+            pixel_values: `(B, 3, H, W)` normalized crops, H and W multiples of the patch stride.
+            dataset_index: `(B,)` ints: ViTPose++ expert and head of each sample; default 0 (COCO).
+            labels: `(B, K, H/4, W/4)` target heatmaps; when given, `loss` is the JointsMSELoss.
+            target_weight: `(B, K)` or `(B, K, 1)` joint weights for the loss (default all ones).
+            flip_pairs: `(P, 2)` pairs; when given, the heatmaps are flipped back (`flip_heatmaps`):
+                use it for the mirrored half of a flip test.
+
+        Returns:
+            `VitPoseEstimatorOutput` with `heatmaps` `(B, K, H/4, W/4)` and `loss` when `labels` is set.
+        """
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        output_hidden_states = self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        batch = pixel_values.shape[0] if isinstance(pixel_values, torch.Tensor) and pixel_values.ndim == 4 else None
+        if batch is None:
+            raise ValueError(f"pixel_values must be a (B, C, H, W) tensor, got {type(pixel_values).__name__} "
+                             f"{tuple(getattr(pixel_values, 'shape', ()))}")
+        dataset_index = _check_dataset_index(dataset_index, batch, self.config.num_datasets, pixel_values.device)
+        outputs = self.backbone(
+            pixel_values, dataset_index=dataset_index, output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions, return_dict=True,
+        )
+        heatmaps = self._run_heads(outputs.feature_map, dataset_index)
+        if flip_pairs is not None:
+            heatmaps = flip_heatmaps(heatmaps, flip_pairs)
+        loss = None
+        if labels is not None:
+            loss = joints_mse_loss(heatmaps, labels.to(heatmaps.dtype), target_weight)
+        result = VitPoseEstimatorOutput(
+            loss=loss, heatmaps=heatmaps, hidden_states=outputs.hidden_states, attentions=outputs.attentions,
+            feature_map=outputs.feature_map if output_hidden_states else None,
+        )
+        return result if return_dict else result.to_tuple()
+
+    def _run_heads(self, features: torch.Tensor, dataset_index: torch.Tensor) -> torch.Tensor:
+        if not len(self.extra_heads):
+            return self.head(features)
+        unique = torch.unique(dataset_index).tolist()
+        if len(unique) == 1:
+            return self.head_for(int(unique[0]))(features)
+        max_k = max(int(h["num_labels"]) for h in self.config.head_specs())
+        out = None
+        for idx in unique:
+            rows = (dataset_index == idx).nonzero(as_tuple=True)[0]
+            part = self.head_for(int(idx))(features[rows])
+            if out is None:
+                out = part.new_zeros((features.shape[0], max_k) + part.shape[2:])
+            out[rows, : part.shape[1]] = part
+        return out
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, image_size=None, **kwargs):
+        """`PreTrainedModel.from_pretrained`, plus `image_size=(H, W)` to resample the position
+        embeddings to another input size at load time. Reads our checkpoints and transformers'
+        VitPose ones (`model_type "vitpose"`) alike."""
+        model = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        if image_size is not None:
+            model.backbone.resize_position_embeddings(image_size)
+            model.config.image_size = list(model.backbone.config.image_size)
+        return model

@@ -1,0 +1,38 @@
+"""Idempotent registration of vitpose_hf with transformers' Auto classes and pipelines."""
+
+from __future__ import annotations
+
+import logging
+
+logger = logging.getLogger(__name__)
+_DONE: set[str] = set()
+
+
+def register() -> None:
+    """Register `VitPoseConfig` / models with the Auto classes (and the pipeline, when present).
+
+    Safe to call many times; a registration transformers already holds for our model type is kept.
+    """
+    from transformers import AutoConfig, AutoModel, AutoModelForPoseEstimation
+
+    from .configuration_vitpose import MODEL_TYPE, VitPoseConfig
+    from .modeling_vitpose import VitPoseForPoseEstimation, VitPoseModel
+
+    if "auto" not in _DONE:
+        for fn in (
+            lambda: AutoConfig.register(MODEL_TYPE, VitPoseConfig, exist_ok=True),
+            lambda: AutoModel.register(VitPoseConfig, VitPoseModel, exist_ok=True),
+            lambda: AutoModelForPoseEstimation.register(VitPoseConfig, VitPoseForPoseEstimation, exist_ok=True),
+        ):
+            try:
+                fn()
+            except ValueError as err:  # already registered by an earlier import
+                logger.debug("registration skipped: %s", err)
+        _DONE.add("auto")
+    if "pipeline" not in _DONE:
+        try:
+            from .pipeline_keypoint_detection import register_pipeline
+        except ImportError:
+            return
+        register_pipeline()
+        _DONE.add("pipeline")
