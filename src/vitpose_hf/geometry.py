@@ -1,0 +1,354 @@
+"""Top-down crop geometry in pure, batched torch: boxes -> (center, scale) -> affine warps -> crops,
+and heatmap coordinates -> image coordinates.
+
+The same functions serve inference (the image processor) and training (augmentation crops), so a
+keypoint and its pixels are always moved by the very same matrix.
+
+Conventions (those of the official ViTPose / mmpose 0.x code):
+- boxes are COCO `xywh` (top-left corner, width, height), in pixels;
+- `center` is `(x, y)` in pixels, `scale` is `(w, h)` of the padded crop window divided by
+  `pixel_std` (200), as in mmpose 0.x;
+- a pixel's integer index is its centre (OpenCV's convention): pixel `(i, j)` covers `[i-0.5, i+0.5]`;
+- affine matrices are `(N, 2, 3)` and map image (source) points to crop (destination) points, as the
+  matrix given to `cv2.warpAffine`;
+- sizes given as pairs are `(height, width)`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "box_xywh_to_center_scale",
+    "get_udp_warp_matrix",
+    "get_plain_warp_matrix",
+    "invert_affine",
+    "transform_points",
+    "warp_affine_batch",
+    "heatmap_coords_to_image",
+]
+
+SizeLike = Sequence[int] | torch.Tensor
+
+
+def _as_float_tensor(x, name: str, dtype: torch.dtype | None = None, device=None) -> torch.Tensor:
+    t = torch.as_tensor(x, device=device)
+    if not t.is_floating_point():
+        t = t.to(torch.float64)
+    if dtype is not None:
+        t = t.to(dtype)
+    return t
+
+
+def _hw(size: SizeLike, name: str = "output_size") -> tuple[int, int]:
+    if isinstance(size, torch.Tensor):
+        size = size.tolist()
+    if len(size) != 2:
+        raise ValueError(f"{name} must be (height, width), got {size!r}")
+    h, w = int(size[0]), int(size[1])
+    if h < 2 or w < 2:
+        raise ValueError(f"{name} must be at least 2x2, got {size!r}")
+    return h, w
+
+
+def box_xywh_to_center_scale(
+    boxes: torch.Tensor,
+    aspect_ratio: float,
+    padding: float = 1.25,
+    pixel_std: float = 200.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """COCO `xywh` boxes to mmpose's `(center, scale)` (the official `_box2cs`).
+
+    The box is grown (never shrunk) along one axis to reach `aspect_ratio`, then padded.
+
+    Args:
+        boxes: `(N, 4)` boxes `[x, y, w, h]` in pixels (any float dtype; integers become float64).
+        aspect_ratio: crop width / crop height, e.g. `192 / 256`.
+        padding: multiplicative padding of the window (1.25 for ViTPose).
+        pixel_std: normaliser of the scale (200 in mmpose 0.x).
+
+    Returns:
+        `center (N, 2)` as `(x, y)` pixels and `scale (N, 2)` as `(w, h) / pixel_std`, both in the
+        boxes' float dtype.
+    """
+    boxes = _as_float_tensor(boxes, "boxes")
+    if boxes.ndim != 2 or boxes.shape[-1] != 4:
+        raise ValueError(f"boxes must be (N, 4) xywh, got shape {tuple(boxes.shape)}")
+    if not aspect_ratio > 0:
+        raise ValueError(f"aspect_ratio must be > 0, got {aspect_ratio}")
+    x, y, w, h = boxes.unbind(-1)
+    center = torch.stack([x + w * 0.5, y + h * 0.5], dim=-1)
+    wider = w > aspect_ratio * h
+    taller = w < aspect_ratio * h
+    new_h = torch.where(wider, w / aspect_ratio, h)
+    new_w = torch.where(taller, h * aspect_ratio, w)
+    scale = torch.stack([new_w, new_h], dim=-1) / pixel_std * padding
+    return center, scale
+
+
+def _rotation(rotation, n: int, dtype, device) -> torch.Tensor:
+    if rotation is None:
+        return torch.zeros(n, dtype=dtype, device=device)
+    r = torch.as_tensor(rotation, dtype=dtype, device=device)
+    if r.ndim == 0:
+        r = r.expand(n)
+    if r.shape != (n,):
+        raise ValueError(f"rotation must be a scalar or have shape ({n},), got {tuple(r.shape)}")
+    return r
+
+
+def _center_scale(center, scale) -> tuple[torch.Tensor, torch.Tensor]:
+    center = _as_float_tensor(center, "center")
+    scale = _as_float_tensor(scale, "scale", dtype=center.dtype, device=center.device)
+    if center.ndim != 2 or center.shape[-1] != 2 or scale.shape != center.shape:
+        raise ValueError(
+            f"center and scale must both be (N, 2), got {tuple(center.shape)} and {tuple(scale.shape)}"
+        )
+    return center, scale
+
+
+def get_udp_warp_matrix(
+    center: torch.Tensor,
+    scale: torch.Tensor,
+    output_size: SizeLike,
+    rotation: torch.Tensor | float | None = None,
+    pixel_std: float = 200.0,
+) -> torch.Tensor:
+    """Image -> crop affine of Unbiased Data Processing (mmpose 0.x `get_warp_matrix`, as called by
+    `TopDownAffine(use_udp=True)`: `size_input = center * 2`, `size_dst = output_size - 1`,
+    `size_target = scale * pixel_std`).
+
+    The window `center +- scale * pixel_std / 2` maps onto pixel centres `0 .. W-1` and `0 .. H-1`,
+    i.e. `dst = S @ (R @ (p - center) + size_target / 2)` with `S = diag((W-1)/sw, (H-1)/sh)` and
+    `R = [[cos, -sin], [sin, cos]]` of `rotation` (degrees, the official sign convention).
+
+    Args:
+        center: `(N, 2)` window centres `(x, y)` in pixels.
+        scale: `(N, 2)` window sizes `(w, h) / pixel_std`.
+        output_size: crop `(height, width)`, e.g. `(256, 192)`.
+        rotation: `(N,)` or scalar degrees, or None for no rotation.
+        pixel_std: scale normaliser (200).
+
+    Returns:
+        `(N, 2, 3)` matrices in the dtype of `center`.
+    """
+    center, scale = _center_scale(center, scale)
+    out_h, out_w = _hw(output_size)
+    n = center.shape[0]
+    theta = torch.deg2rad(_rotation(rotation, n, center.dtype, center.device))
+    cos, sin = torch.cos(theta), torch.sin(theta)
+    target = scale * pixel_std  # (N, 2) window size in pixels
+    sx = (out_w - 1.0) / target[:, 0]
+    sy = (out_h - 1.0) / target[:, 1]
+    cx, cy = center[:, 0], center[:, 1]
+    m = torch.zeros(n, 2, 3, dtype=center.dtype, device=center.device)
+    m[:, 0, 0] = cos * sx
+    m[:, 0, 1] = -sin * sx
+    m[:, 0, 2] = sx * (-cx * cos + cy * sin + 0.5 * target[:, 0])
+    m[:, 1, 0] = sin * sy
+    m[:, 1, 1] = cos * sy
+    m[:, 1, 2] = sy * (-cx * sin - cy * cos + 0.5 * target[:, 1])
+    return m
+
+
+def get_plain_warp_matrix(
+    center: torch.Tensor,
+    scale: torch.Tensor,
+    output_size: SizeLike,
+    rotation: torch.Tensor | float | None = None,
+    pixel_std: float = 200.0,
+) -> torch.Tensor:
+    """Image -> crop affine of mmpose 0.x `get_affine_transform` (the non-UDP path).
+
+    The official function builds three point pairs (centre, centre + rotated half-width up vector,
+    and a third point at a right angle) and solves for the affine. Only the window *width* sets the
+    (isotropic) zoom, `k = W / (scale_w * pixel_std)`; the centre lands at `(W/2, H/2)`. The result is
+    `dst = k * R(-rotation) @ (p - center) + (W/2, H/2)`, which this function evaluates in closed form.
+
+    Args and returns as `get_udp_warp_matrix`.
+    """
+    center, scale = _center_scale(center, scale)
+    out_h, out_w = _hw(output_size)
+    n = center.shape[0]
+    theta = torch.deg2rad(_rotation(rotation, n, center.dtype, center.device))
+    cos, sin = torch.cos(theta), torch.sin(theta)
+    k = out_w / (scale[:, 0] * pixel_std)
+    a = torch.stack([torch.stack([cos, sin], -1), torch.stack([-sin, cos], -1)], dim=-2) * k[:, None, None]
+    t = torch.tensor([out_w * 0.5, out_h * 0.5], dtype=center.dtype, device=center.device) - (
+        a @ center[:, :, None]
+    )[..., 0]
+    return torch.cat([a, t[:, :, None]], dim=-1)
+
+
+def invert_affine(m: torch.Tensor) -> torch.Tensor:
+    """Invert `(N, 2, 3)` affine matrices (crop -> image for a warp matrix).
+
+    Raises ValueError for a singular matrix.
+    """
+    if m.ndim != 3 or m.shape[-2:] != (2, 3):
+        raise ValueError(f"affine matrices must be (N, 2, 3), got shape {tuple(m.shape)}")
+    a, t = m[:, :, :2], m[:, :, 2:]
+    det = a[:, 0, 0] * a[:, 1, 1] - a[:, 0, 1] * a[:, 1, 0]
+    if not bool(torch.isfinite(det).all()) or bool((det == 0).any()):
+        raise ValueError(f"affine matrix is singular or not finite (determinants {det.tolist()})")
+    inv_a = torch.stack(
+        [torch.stack([a[:, 1, 1], -a[:, 0, 1]], -1), torch.stack([-a[:, 1, 0], a[:, 0, 0]], -1)], dim=-2
+    ) / det[:, None, None]
+    return torch.cat([inv_a, -(inv_a @ t)], dim=-1)
+
+
+def transform_points(points: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """Apply `(N, 2, 3)` affines to `(N, K, 2)` points; returns `(N, K, 2)` (`p @ A^T + t`)."""
+    if points.ndim != 3 or points.shape[-1] != 2:
+        raise ValueError(f"points must be (N, K, 2), got shape {tuple(points.shape)}")
+    if m.ndim != 3 or m.shape[-2:] != (2, 3) or m.shape[0] != points.shape[0]:
+        raise ValueError(f"matrices must be (N={points.shape[0]}, 2, 3), got shape {tuple(m.shape)}")
+    m = m.to(points.dtype) if points.is_floating_point() else m
+    return points @ m[:, :, :2].transpose(1, 2) + m[:, None, :, 2]
+
+
+def _footprints(inv: torch.Tensor, out_h: int, out_w: int) -> torch.Tensor:
+    """Integer source bounds `(N, 4) [x0, y0, x1, y1]` (inclusive) touched by bilinear sampling."""
+    corners = torch.tensor(
+        [[0.0, 0.0], [out_w - 1.0, 0.0], [0.0, out_h - 1.0], [out_w - 1.0, out_h - 1.0]], dtype=inv.dtype
+    )
+    src = transform_points(corners.expand(inv.shape[0], 4, 2), inv)
+    lo = torch.floor(src.amin(dim=1)) - 1
+    hi = torch.floor(src.amax(dim=1)) + 2
+    return torch.cat([lo, hi], dim=-1)
+
+
+def _sample(region: torch.Tensor, inv: torch.Tensor, out_h: int, out_w: int, border_value: float) -> torch.Tensor:
+    """Bilinear sampling of `region (C, h, w)` (float) at crop pixels mapped by `inv (N, 2, 3)`
+    (crop -> region pixel coordinates); returns `(N, C, out_h, out_w)`."""
+    c, rh, rw = region.shape
+    n = inv.shape[0]
+    ys, xs = torch.meshgrid(
+        torch.arange(out_h, dtype=torch.float64), torch.arange(out_w, dtype=torch.float64), indexing="ij"
+    )
+    grid = torch.stack([xs, ys], dim=-1).reshape(1, -1, 2).expand(n, -1, -1)
+    src = transform_points(grid, inv.to(torch.float64))  # (N, h*w, 2) region pixel coords
+    # pixel centre convention with align_corners=False: x_pix = ((u + 1) * W - 1) / 2
+    norm = torch.stack([(2.0 * src[..., 0] + 1.0) / rw - 1.0, (2.0 * src[..., 1] + 1.0) / rh - 1.0], dim=-1)
+    norm = norm.to(region.dtype).reshape(1, n * out_h, out_w, 2)
+    if border_value != 0.0:
+        region = region - border_value
+    out = F.grid_sample(region[None], norm, mode="bilinear", padding_mode="zeros", align_corners=False)
+    if border_value != 0.0:
+        out = out + border_value
+    return out[0].reshape(c, n, out_h, out_w).permute(1, 0, 2, 3)
+
+
+def warp_affine_batch(
+    image: torch.Tensor,
+    matrices: torch.Tensor,
+    output_size: SizeLike,
+    border_value: float = 0.0,
+    max_region_ratio: float = 4.0,
+) -> torch.Tensor:
+    """Warp one image into N crops, like `cv2.warpAffine(img, M, (w, h), flags=cv2.INTER_LINEAR,
+    borderMode=cv2.BORDER_CONSTANT, borderValue=border_value)` for each `M`.
+
+    Bilinear `grid_sample` in the pixel-centre convention; pixels outside the image read as
+    `border_value` (also inside the interpolation, as OpenCV does). Only the source region that the
+    crops can touch is converted to float: when the union of the boxes' footprints is small compared
+    with the sum of the footprints (`max_region_ratio`), all crops come from one `grid_sample` on that
+    union, otherwise each crop samples its own footprint. Cost therefore scales with the crops, not the
+    image (a 10000x10000 image with a few boxes is cheap). A crop whose footprint misses the image
+    entirely is filled with `border_value`.
+
+    Args:
+        image: `(C, H, W)` tensor, uint8 or float.
+        matrices: `(N, 2, 3)` image -> crop affines (e.g. `get_udp_warp_matrix`).
+        output_size: crop `(height, width)`.
+        border_value: constant for pixels outside the image.
+        max_region_ratio: union-vs-sum area ratio above which crops are sampled one by one.
+
+    Returns:
+        `(N, C, h, w)` crops: float32 for integer images, else the image's dtype. Values are not
+        rounded (OpenCV rounds uint8 outputs and quantises coordinates to 1/32 px).
+    """
+    if image.ndim != 3:
+        raise ValueError(f"image must be (C, H, W), got shape {tuple(image.shape)}")
+    if matrices.ndim != 3 or matrices.shape[-2:] != (2, 3):
+        raise ValueError(f"matrices must be (N, 2, 3), got shape {tuple(matrices.shape)}")
+    out_h, out_w = _hw(output_size)
+    c, img_h, img_w = image.shape
+    n = matrices.shape[0]
+    dtype = image.dtype if image.is_floating_point() else torch.float32
+    out = torch.full((n, c, out_h, out_w), float(border_value), dtype=dtype, device=image.device)
+    if n == 0:
+        return out
+    if not bool(torch.isfinite(matrices).all()):
+        raise ValueError("warp matrices contain NaN or inf")
+    inv = invert_affine(matrices.to(torch.float64).cpu())
+    bounds = _footprints(inv, out_h, out_w)  # (N, 4) unclamped
+    lo = torch.stack([bounds[:, 0].clamp(0, img_w - 1), bounds[:, 1].clamp(0, img_h - 1)], -1)
+    hi = torch.stack([bounds[:, 2].clamp(0, img_w - 1), bounds[:, 3].clamp(0, img_h - 1)], -1)
+    visible = (bounds[:, 2] >= 0) & (bounds[:, 3] >= 0) & (bounds[:, 0] <= img_w - 1) & (bounds[:, 1] <= img_h - 1)
+    idx = torch.nonzero(visible).flatten()
+    if idx.numel() == 0:
+        return out
+    areas = ((hi - lo + 1).prod(dim=-1))[idx]
+    u_lo = lo[idx].amin(dim=0)
+    u_hi = hi[idx].amax(dim=0)
+    union_area = float((u_hi - u_lo + 1).prod())
+    if union_area <= max_region_ratio * float(areas.sum()) or idx.numel() == 1:
+        groups = [(idx, u_lo, u_hi)]
+    else:
+        groups = [(idx[i : i + 1], lo[idx[i]], hi[idx[i]]) for i in range(idx.numel())]
+    for sel, g_lo, g_hi in groups:
+        x0, y0 = int(g_lo[0]), int(g_lo[1])
+        x1, y1 = int(g_hi[0]), int(g_hi[1])
+        region = image[:, y0 : y1 + 1, x0 : x1 + 1].to(dtype)
+        shift = inv[sel].clone()
+        shift[:, 0, 2] -= x0
+        shift[:, 1, 2] -= y0
+        out[sel.to(image.device)] = _sample(region, shift.to(image.device), out_h, out_w, float(border_value))
+    return out
+
+
+def heatmap_coords_to_image(
+    coords: torch.Tensor,
+    center: torch.Tensor,
+    scale: torch.Tensor,
+    heatmap_size: SizeLike,
+    use_udp: bool = True,
+    pixel_std: float = 200.0,
+) -> torch.Tensor:
+    """Heatmap pixel coordinates back to image pixels (the official `transform_preds`, no rotation).
+
+    UDP: `x_img = x_hm * sw / (w_hm - 1) + cx - sw / 2`, with `sw = scale_w * pixel_std`;
+    non-UDP: the same with `w_hm` in place of `w_hm - 1`.
+
+    Args:
+        coords: `(N, K, 2)` `(x, y)` in heatmap pixels.
+        center: `(N, 2)` window centres; scale: `(N, 2)` window sizes / pixel_std.
+        heatmap_size: `(height, width)` of the heatmaps, e.g. `(64, 48)`.
+        use_udp: unbiased (`size - 1`) or legacy (`size`) scaling.
+        pixel_std: scale normaliser (200).
+
+    Returns:
+        `(N, K, 2)` image coordinates in the dtype of `coords` (float).
+    """
+    if coords.ndim != 3 or coords.shape[-1] != 2:
+        raise ValueError(f"coords must be (N, K, 2), got shape {tuple(coords.shape)}")
+    center, scale = _center_scale(center, scale)
+    if center.shape[0] != coords.shape[0]:
+        raise ValueError(f"center has {center.shape[0]} rows, coords {coords.shape[0]}")
+    hm_h, hm_w = _hw(heatmap_size, "heatmap_size")
+    dtype = coords.dtype if coords.is_floating_point() else torch.float32
+    size = (scale * pixel_std).to(device=coords.device, dtype=torch.float64)
+    denom = torch.tensor(
+        [hm_w - 1.0, hm_h - 1.0] if use_udp else [float(hm_w), float(hm_h)], dtype=torch.float64, device=coords.device
+    )
+    factor = size / denom
+    offset = center.to(device=coords.device, dtype=torch.float64) - size * 0.5
+    return (coords.to(torch.float64) * factor[:, None, :] + offset[:, None, :]).to(dtype)
