@@ -217,7 +217,20 @@ class VitPoseConfig(PretrainedConfig):
         if "id2label" not in kwargs and "num_labels" not in kwargs:
             kwargs["id2label"] = dict(enumerate(COCO_KEYPOINT_NAMES))
         super().__init__(**kwargs)
+        if self.id2label is not None and not self.label2id:
+            self.label2id = {name: int(idx) for idx, name in self.id2label.items()}
         self._validate()
+
+    @classmethod
+    def get_config_dict(cls, pretrained_model_name_or_path, **kwargs):
+        """`PretrainedConfig.get_config_dict`, with transformers' `model_type "vitpose"` files marked as
+        ours (their `backbone_config` is lifted in `__init__`), so loading them logs no type warning."""
+        config_dict, kwargs = super().get_config_dict(pretrained_model_name_or_path, **kwargs)
+        if config_dict.get("model_type") == "vitpose":
+            config_dict = dict(config_dict)
+            config_dict["model_type"] = MODEL_TYPE
+            config_dict.setdefault("backbone_config", {})
+        return config_dict, kwargs
 
     # ------------------------------------------------------------------ validation
     def _validate(self) -> None:
@@ -339,6 +352,15 @@ class VitPoseConfig(PretrainedConfig):
                 "attention, knowledge tokens, patch stride or padding other than the official one); "
                 "it cannot be exported to the transformers format"
             )
+        mlp_ratio = float(self.mlp_ratio)
+        if not mlp_ratio.is_integer():
+            raise ValueError(f"transformers' VitPose needs an integer mlp_ratio, this model has {self.mlp_ratio}")
+        if min(self.patch_size) <= 2 * self.patch_padding:
+            # transformers derives the grid as image_size // patch_size, which only equals the padded
+            # convolution's grid when the patch is larger than the total padding.
+            raise ValueError(
+                f"patch_size {self.patch_size} must exceed twice the padding ({self.patch_padding}) to export"
+            )
         backbone = {
             "model_type": "vitpose_backbone",
             "image_size": list(self.image_size),
@@ -347,10 +369,12 @@ class VitPoseConfig(PretrainedConfig):
             "hidden_size": self.hidden_size,
             "num_hidden_layers": self.num_hidden_layers,
             "num_attention_heads": self.num_attention_heads,
-            "mlp_ratio": self.mlp_ratio,
+            "mlp_ratio": int(mlp_ratio),
             "num_experts": self.num_experts,
             "part_features": self.part_features,
             "hidden_act": self.hidden_act,
+            "hidden_dropout_prob": self.hidden_dropout_prob,
+            "attention_probs_dropout_prob": self.attention_probs_dropout_prob,
             "layer_norm_eps": self.layer_norm_eps,
             "qkv_bias": self.qkv_bias,
             "initializer_range": self.initializer_range,

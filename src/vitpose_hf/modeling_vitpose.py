@@ -511,6 +511,12 @@ class VitPosePreTrainedModel(PreTrainedModel):
     _no_split_modules = ["VitPoseEmbeddings", "VitPoseLayer"]
     _supports_sdpa = True
 
+    @classmethod
+    def _can_set_attn_implementation(cls) -> bool:
+        # transformers guesses this from the module source; our attention reads
+        # `config._attn_implementation` at every call, so switching at run time is safe.
+        return True
+
     def _init_weights(self, module: nn.Module) -> None:
         std = self.config.initializer_range
         if isinstance(module, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
@@ -773,6 +779,18 @@ class VitPoseForPoseEstimation(VitPosePreTrainedModel):
                 out = part.new_zeros((features.shape[0], max_k) + part.shape[2:])
             out[rows, : part.shape[1]] = part
         return out
+
+    def save_pretrained_transformers(self, save_directory) -> None:
+        """Write this model in transformers' own VitPose format (`model_type "vitpose"`, safetensors)
+        so that `transformers.VitPoseForPoseEstimation.from_pretrained(save_directory)` loads it.
+
+        Raises:
+            ValueError: the model uses a feature transformers' VitPose lacks (extra dataset heads,
+                windowed attention, knowledge tokens, another patch stride/padding or head width).
+        """
+        from .convert_vitpose_to_hf import export_to_transformers
+
+        export_to_transformers(self, save_directory)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, image_size=None, **kwargs):

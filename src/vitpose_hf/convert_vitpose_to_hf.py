@@ -1,0 +1,529 @@
+"""Checkpoint conversion: official ViTPose / ViTPose++ `.pth` -> vitpose_hf, and vitpose_hf -> the
+transformers hub format.
+
+Official checkpoints (the mmpose 0.x fork, `{'state_dict': ..., 'meta': ...}`) use fused `qkv`
+projections and mmpose module names; `convert_official_state_dict` maps them to our names (which are
+transformers' names) as a pure `dict -> dict` function and reports every key it drops with the
+reason. `infer_config_from_state_dict` reads the architecture off the tensor shapes. The command line
+
+    python -m vitpose_hf.convert_vitpose_to_hf --checkpoint vitpose-b.pth --output vitpose-b-hf
+
+writes a directory `VitPoseForPoseEstimation.from_pretrained` loads strictly (checked after writing).
+
+Checkpoints saved by transformers' own `VitPoseForPoseEstimation` need no conversion (our classes
+load them as they are); `export_to_transformers` goes the other way for models that only use
+features transformers supports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import re
+import sys
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import torch
+
+from .configuration_vitpose import COCO_KEYPOINT_NAMES, PRESETS, VitPoseConfig
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "convert_official_state_dict",
+    "infer_config_from_state_dict",
+    "load_official_checkpoint",
+    "convert_official_checkpoint",
+    "export_to_transformers",
+    "main",
+]
+
+# ViTPose++ extra heads: `associate_keypoint_heads.{j}` serves dataset index j + 1.
+PLUS_DATASETS: tuple[tuple[str, int], ...] = (
+    ("aic", 14),
+    ("mpii", 16),
+    ("ap10k", 17),
+    ("apt36k", 17),
+    ("wholebody", 133),
+)
+# hidden size -> number of attention heads (official S/B/L/H, our G).
+HEADS_BY_WIDTH: dict[int, int] = {hidden: heads for hidden, _, heads, _, _ in PRESETS.values()}
+
+# official classic head: Sequential(deconv, BN, ReLU, deconv, BN, ReLU) + final 1x1 conv.
+_HEAD_MAP = {
+    "deconv_layers.0.": "deconv1.",
+    "deconv_layers.1.": "batchnorm1.",
+    "deconv_layers.3.": "deconv2.",
+    "deconv_layers.4.": "batchnorm2.",
+    "final_layer.": "conv.",
+}
+_BLOCK_MAP = {
+    "norm1.": "layernorm_before.",
+    "attn.proj.": "attention.output.dense.",
+    "norm2.": "layernorm_after.",
+    "mlp.fc1.": "mlp.fc1.",
+    "mlp.fc2.": "mlp.fc2.",
+}
+_BACKBONE_MAP = {
+    "patch_embed.proj.": "embeddings.patch_embeddings.projection.",
+    "last_norm.": "layernorm.",
+}
+_BLOCK_RE = re.compile(r"^backbone\.blocks\.(\d+)\.(.+)$")
+_EXPERT_RE = re.compile(r"^mlp\.experts\.(\d+)\.(weight|bias)$")
+_ASSOC_RE = re.compile(r"^associate_keypoint_heads\.(\d+)\.(.+)$")
+
+
+# ----------------------------------------------------------------------------- loading
+def _unwrap(checkpoint: object, source: str = "checkpoint") -> dict[str, torch.Tensor]:
+    """The flat tensor dict of an official checkpoint (`state_dict`/`model` wrappers and DDP
+    `module.` prefixes removed)."""
+    if not isinstance(checkpoint, Mapping):
+        raise ValueError(f"{source} holds a {type(checkpoint).__name__}, expected a dict of tensors")
+    state = checkpoint
+    for wrapper in ("state_dict", "model"):
+        if wrapper in state and isinstance(state[wrapper], Mapping):
+            state = state[wrapper]
+            break
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        if not isinstance(value, torch.Tensor):
+            raise ValueError(f"{source}: entry {key!r} is a {type(value).__name__}, not a tensor")
+        out[key[len("module."):] if key.startswith("module.") else key] = value
+    if not out:
+        raise ValueError(f"{source} holds no tensors")
+    # MAE / backbone-only files store the ViT without the `backbone.` prefix.
+    if not any(k.startswith("backbone.") for k in out) and "pos_embed" in out:
+        out = {(f"backbone.{k}" if k.startswith(("patch_embed.", "pos_embed", "blocks.", "last_norm.", "cls_token")) else k): v
+               for k, v in out.items()}
+    return out
+
+
+def load_official_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read an official `.pth` safely (`torch.load(..., weights_only=True)`, no code runs).
+
+    Returns:
+        the flat state dict (`'state_dict'` wrapper and `module.` prefixes removed).
+
+    Raises:
+        ValueError: the file is missing, corrupt, not a torch checkpoint, or holds no tensor dict.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"checkpoint file {path} does not exist")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # corrupt zip, truncated pickle, disallowed globals, ...
+        raise ValueError(f"cannot read checkpoint {path}: {type(err).__name__}: {err}") from err
+    return _unwrap(checkpoint, str(path))
+
+
+# ----------------------------------------------------------------------------- key mapping
+def _map_head_key(rest: str) -> str | None:
+    for old, new in _HEAD_MAP.items():
+        if rest.startswith(old):
+            return new + rest[len(old):]
+    return None
+
+
+def convert_official_state_dict(
+    state_dict: Mapping[str, torch.Tensor],
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Map an official ViTPose / ViTPose++ state dict to vitpose_hf (= transformers) names.
+
+    Fused `attn.qkv` (`(3C, C)` weight, `(3C,)` bias, rows ordered q, k, v) is split into
+    `attention.attention.{query,key,value}`; `associate_keypoint_heads.{j}` becomes
+    `extra_heads.{j + 1}` (the head of ViTPose++ dataset index j + 1). Tensors are not copied.
+
+    Args:
+        state_dict: official keys (`backbone.*`, `keypoint_head.*`, `associate_keypoint_heads.*`).
+
+    Returns:
+        `(new_state_dict, dropped)` where `dropped` maps every key that was not carried over to the
+        reason (e.g. `backbone.cls_token`, unused by ViTPose's forward).
+
+    Raises:
+        ValueError: a fused qkv tensor whose first dimension is not divisible by 3.
+    """
+    new: dict[str, torch.Tensor] = {}
+    dropped: dict[str, str] = {}
+    for key, value in state_dict.items():
+        if key == "backbone.pos_embed":
+            new["backbone.embeddings.position_embeddings"] = value
+            continue
+        if key == "backbone.cls_token":
+            dropped[key] = "cls token: ViTPose's forward never uses it (multi-dataset training leftover)"
+            continue
+        block = _BLOCK_RE.match(key)
+        if block:
+            index, rest = block.groups()
+            prefix = f"backbone.encoder.layer.{index}."
+            if rest in ("attn.qkv.weight", "attn.qkv.bias"):
+                if value.shape[0] % 3:
+                    raise ValueError(f"{key} has {value.shape[0]} rows, not a multiple of 3 (fused q, k, v)")
+                kind = rest.rsplit(".", 1)[1]
+                for name, part in zip(("query", "key", "value"), value.chunk(3, dim=0)):
+                    new[f"{prefix}attention.attention.{name}.{kind}"] = part
+                continue
+            expert = _EXPERT_RE.match(rest)
+            if expert:
+                new[f"{prefix}mlp.experts.{expert.group(1)}.{expert.group(2)}"] = value
+                continue
+            for old, repl in _BLOCK_MAP.items():
+                if rest.startswith(old):
+                    new[prefix + repl + rest[len(old):]] = value
+                    break
+            else:
+                dropped[key] = "block parameter with no vitpose_hf counterpart"
+            continue
+        if key.startswith("backbone."):
+            rest = key[len("backbone."):]
+            for old, repl in _BACKBONE_MAP.items():
+                if rest.startswith(old):
+                    new["backbone." + repl + rest[len(old):]] = value
+                    break
+            else:
+                dropped[key] = "backbone parameter with no vitpose_hf counterpart"
+            continue
+        if key.startswith("keypoint_head."):
+            mapped = _map_head_key(key[len("keypoint_head."):])
+            if mapped is None:
+                dropped[key] = "keypoint head parameter with no vitpose_hf counterpart"
+            else:
+                new["head." + mapped] = value
+            continue
+        assoc = _ASSOC_RE.match(key)
+        if assoc:
+            j, rest = assoc.groups()
+            mapped = _map_head_key(rest)
+            if mapped is None:
+                dropped[key] = "extra dataset head parameter with no vitpose_hf counterpart"
+            else:
+                new[f"extra_heads.{int(j) + 1}.{mapped}"] = value
+            continue
+        if key.startswith(("decoder", "mask_token")):
+            dropped[key] = "MAE pre-training decoder: not part of the pose model"
+            continue
+        dropped[key] = "not part of the ViTPose backbone or heads"
+    return new, dropped
+
+
+# ----------------------------------------------------------------------------- config inference
+def _require(state_dict: Mapping[str, torch.Tensor], key: str) -> torch.Tensor:
+    if key not in state_dict:
+        raise ValueError(f"the official checkpoint lacks {key!r}; is it a ViTPose checkpoint?")
+    return state_dict[key]
+
+
+def _head_spec(state_dict: Mapping[str, torch.Tensor], prefix: str, hidden: int) -> dict:
+    """Decoder kind and sizes of the head stored under `prefix` (e.g. `keypoint_head.`)."""
+    final = _require(state_dict, prefix + "final_layer.weight")
+    if final.ndim != 4:
+        raise ValueError(f"{prefix}final_layer.weight has shape {tuple(final.shape)}, expected a conv weight")
+    if prefix + "deconv_layers.0.weight" in state_dict:
+        deconv = state_dict[prefix + "deconv_layers.0.weight"]
+        if prefix + "deconv_layers.6.weight" in state_dict:
+            raise ValueError(f"{prefix}deconv_layers has 3 deconvolutions; vitpose_hf supports 1 or 2")
+        if tuple(final.shape[2:]) != (1, 1):
+            raise ValueError(f"{prefix}final_layer is a {tuple(final.shape[2:])} conv; the classic head uses 1x1")
+        return {
+            "use_simple_decoder": False,
+            "num_labels": int(final.shape[0]),
+            "decoder_hidden_size": int(deconv.shape[1]),
+            "num_deconv_layers": 2 if prefix + "deconv_layers.3.weight" in state_dict else 1,
+        }
+    if tuple(final.shape[2:]) != (3, 3) or final.shape[1] != hidden:
+        raise ValueError(
+            f"{prefix}final_layer.weight has shape {tuple(final.shape)}; a simple head needs "
+            f"(K, {hidden}, 3, 3)"
+        )
+    return {"use_simple_decoder": True, "num_labels": int(final.shape[0])}
+
+
+def _grid_for(num_patches: int, aspect: float) -> tuple[int, int]:
+    best = None
+    for h in range(1, num_patches + 1):
+        if num_patches % h == 0:
+            w = num_patches // h
+            score = abs(math.log((h / w) / aspect))
+            if best is None or score < best[0]:
+                best = (score, (h, w))
+    assert best is not None
+    return best[1]
+
+
+def infer_config_from_state_dict(
+    state_dict: Mapping[str, torch.Tensor],
+    use_simple_decoder: bool | None = None,
+    image_size: Sequence[int] | None = None,
+    num_attention_heads: int | None = None,
+    aspect: float = 4 / 3,
+) -> VitPoseConfig:
+    """Read the architecture of an official checkpoint off its tensor shapes.
+
+    Width from `pos_embed`, depth from the block count, patch size and channels from the patch
+    conv, heads from the size table (384 -> 12, 768 -> 12, 1024 -> 16, 1280 -> 16, 1408 -> 16),
+    MLP ratio from `fc1`, experts and `part_features` from `mlp.experts`, decoder kind and keypoint
+    count from `keypoint_head`, and one `dataset_heads` entry per `associate_keypoint_heads.{j}`
+    (dataset index j + 1: AIC, MPII, AP-10K, APT-36K, COCO-WholeBody).
+
+    Args:
+        state_dict: official keys (see `load_official_checkpoint`).
+        use_simple_decoder: the decoder to build; must agree with the weights when they hold a head.
+            Needed for backbone-only checkpoints (the head then starts from random weights).
+        image_size: `(H, W)` to run at; defaults to the size the position embeddings were trained for.
+        num_attention_heads: override of the size table (required for a width not in it).
+        aspect: H / W of the training grid used to factor the position-embedding count (4:3 for
+            every official checkpoint).
+
+    Returns:
+        a `VitPoseConfig` (eps 1e-6, patch padding 2, no drop path).
+
+    Raises:
+        ValueError: missing keys, inconsistent shapes, or a decoder choice contradicting the weights.
+    """
+    pos = _require(state_dict, "backbone.pos_embed")
+    proj = _require(state_dict, "backbone.patch_embed.proj.weight")
+    if pos.ndim != 3 or pos.shape[0] != 1:
+        raise ValueError(f"backbone.pos_embed has shape {tuple(pos.shape)}, expected (1, 1 + N, C)")
+    hidden = int(pos.shape[-1])
+    if proj.ndim != 4 or proj.shape[0] != hidden:
+        raise ValueError(f"backbone.patch_embed.proj.weight has shape {tuple(proj.shape)}, expected ({hidden}, 3, p, p)")
+    patch = (int(proj.shape[2]), int(proj.shape[3]))
+    blocks = sorted({int(m.group(1)) for k in state_dict if (m := _BLOCK_RE.match(k))})
+    if not blocks:
+        raise ValueError("the official checkpoint has no backbone.blocks.* keys")
+    if blocks != list(range(len(blocks))):
+        missing = sorted(set(range(blocks[-1] + 1)) - set(blocks))
+        raise ValueError(f"the official checkpoint lacks backbone.blocks {missing}")
+    depth = len(blocks)
+    heads = num_attention_heads or HEADS_BY_WIDTH.get(hidden)
+    if heads is None:
+        if hidden % 64:
+            raise ValueError(f"width {hidden} is not in the size table; pass num_attention_heads")
+        heads = hidden // 64
+        logger.warning("width %d is not in the size table; assuming %d heads of 64", hidden, heads)
+    fc1 = _require(state_dict, "backbone.blocks.0.mlp.fc1.weight")
+    ratio = fc1.shape[0] / hidden
+    mlp_ratio: float | int = int(ratio) if float(ratio).is_integer() else ratio
+    experts = sorted({int(m.group(1)) for k in state_dict if (m := re.match(r"^backbone\.blocks\.0\.mlp\.experts\.(\d+)\.weight$", k))})
+    num_experts = len(experts) if experts else 1
+    part_features = int(state_dict["backbone.blocks.0.mlp.experts.0.weight"].shape[0]) if experts else None
+
+    num_patches = int(pos.shape[1]) - 1
+    trained_grid = _grid_for(num_patches, aspect)
+    trained_size = (trained_grid[0] * patch[0], trained_grid[1] * patch[1])
+
+    has_head = "keypoint_head.final_layer.weight" in state_dict
+    if has_head:
+        head = _head_spec(state_dict, "keypoint_head.", hidden)
+        if use_simple_decoder is not None and use_simple_decoder != head["use_simple_decoder"]:
+            kind = "simple" if head["use_simple_decoder"] else "classic"
+            raise ValueError(
+                f"the checkpoint holds a {kind} head but a {'simple' if use_simple_decoder else 'classic'} "
+                "decoder was requested"
+            )
+    elif use_simple_decoder is None:
+        raise ValueError(
+            "the checkpoint has no keypoint_head.*: choose a decoder (--simple or --classic) to build a fresh head"
+        )
+    else:
+        head = {"use_simple_decoder": use_simple_decoder, "num_labels": len(COCO_KEYPOINT_NAMES)}
+        logger.warning("no keypoint_head in the checkpoint: the %s head starts from random weights",
+                       "simple" if use_simple_decoder else "classic")
+
+    dataset_heads = []
+    assoc = sorted({int(m.group(1)) for k in state_dict if (m := _ASSOC_RE.match(k))})
+    for j in assoc:
+        spec = _head_spec(state_dict, f"associate_keypoint_heads.{j}.", hidden)
+        if spec["use_simple_decoder"] != head["use_simple_decoder"] or spec.get("decoder_hidden_size") != head.get(
+            "decoder_hidden_size"
+        ) or spec.get("num_deconv_layers") != head.get("num_deconv_layers"):
+            raise ValueError(f"associate_keypoint_heads.{j} is not built like keypoint_head")
+        name = PLUS_DATASETS[j][0] if j < len(PLUS_DATASETS) else f"dataset_{j + 1}"
+        dataset_heads.append({"dataset_index": j + 1, "num_labels": spec["num_labels"], "name": name})
+
+    num_labels = head.pop("num_labels")
+    id2label = dict(enumerate(COCO_KEYPOINT_NAMES)) if num_labels == len(COCO_KEYPOINT_NAMES) else {
+        i: f"keypoint_{i}" for i in range(num_labels)
+    }
+    return VitPoseConfig(
+        image_size=tuple(image_size) if image_size is not None else trained_size,
+        patch_size=patch,
+        patch_padding=2,
+        num_channels=int(proj.shape[1]),
+        hidden_size=hidden,
+        num_hidden_layers=depth,
+        num_attention_heads=heads,
+        mlp_ratio=mlp_ratio,
+        qkv_bias="backbone.blocks.0.attn.qkv.bias" in state_dict,
+        layer_norm_eps=1e-6,
+        drop_path_rate=0.0,
+        num_experts=num_experts,
+        part_features=part_features,
+        dataset_heads=dataset_heads,
+        id2label=id2label,
+        **head,
+    )
+
+
+# ----------------------------------------------------------------------------- conversion
+def _trained_grid(state_dict: Mapping[str, torch.Tensor], aspect: float = 4 / 3) -> tuple[int, int]:
+    return _grid_for(int(state_dict["backbone.pos_embed"].shape[1]) - 1, aspect)
+
+
+def convert_official_checkpoint(
+    checkpoint: str | Path | Mapping[str, torch.Tensor],
+    output_dir: str | Path | None = None,
+    use_simple_decoder: bool | None = None,
+    image_size: Sequence[int] | None = None,
+    num_attention_heads: int | None = None,
+):
+    """Convert an official `.pth` (path or already loaded dict) into a `VitPoseForPoseEstimation`.
+
+    The converted tensors are loaded strictly (every model key present, no key left over); with
+    `output_dir`, the model is saved there (safetensors + config.json) and read back to check that
+    `from_pretrained` finds no missing, unexpected or mismatched key.
+
+    Returns:
+        `(model, dropped)`: the model in eval mode and `{official key: reason}` for dropped keys.
+
+    Raises:
+        ValueError: unreadable file, missing or unexpected keys, shape mismatches.
+    """
+    from .modeling_vitpose import VitPoseForPoseEstimation, resample_position_embeddings
+
+    if isinstance(checkpoint, (str, Path)):
+        official = load_official_checkpoint(checkpoint)
+    else:
+        official = _unwrap(checkpoint)
+    config = infer_config_from_state_dict(official, use_simple_decoder, image_size, num_attention_heads)
+    new_sd, dropped = convert_official_state_dict(official)
+    for key, reason in sorted(dropped.items()):
+        logger.info("dropped %s: %s", key, reason)
+
+    model = VitPoseForPoseEstimation(config)
+    old_grid = _trained_grid(official)
+    new_grid = model.backbone.embeddings.grid
+    pos_key = "backbone.embeddings.position_embeddings"
+    if tuple(old_grid) != tuple(new_grid):
+        logger.info("resampling position embeddings %s -> %s for image_size %s", old_grid, new_grid, config.image_size)
+        new_sd[pos_key] = resample_position_embeddings(new_sd[pos_key], old_grid, new_grid)
+
+    expected = set(model.state_dict())
+    missing = sorted(expected - set(new_sd))
+    unexpected = sorted(set(new_sd) - expected)
+    fresh_head = "keypoint_head.final_layer.weight" not in official
+    if fresh_head:
+        missing = [k for k in missing if not k.startswith("head.")]
+    if missing or unexpected:
+        raise ValueError(f"converted checkpoint does not fit the inferred model: missing keys {missing}, "
+                         f"unexpected keys {unexpected}")
+    try:
+        model.load_state_dict(new_sd, strict=not fresh_head)
+    except RuntimeError as err:
+        raise ValueError(f"converted checkpoint does not fit the inferred model: {err}") from err
+    model.eval()
+
+    if output_dir is not None:
+        output_dir = Path(output_dir)
+        model.save_pretrained(output_dir)
+        with open(output_dir / "conversion.json", "w") as f:
+            json.dump({"dropped_keys": dropped}, f, indent=2, sort_keys=True)
+        reloaded, info = VitPoseForPoseEstimation.from_pretrained(output_dir, output_loading_info=True)
+        problems = {k: v for k, v in info.items() if k in ("missing_keys", "unexpected_keys", "mismatched_keys") and v}
+        if problems:
+            raise ValueError(f"the written checkpoint in {output_dir} does not load strictly: {problems}")
+        reloaded_sd = reloaded.state_dict()
+        for key, value in model.state_dict().items():
+            if not torch.equal(reloaded_sd[key], value):
+                raise ValueError(f"the written checkpoint in {output_dir} differs from the conversion at {key}")
+        logger.info("wrote %s (%d tensors, %d keys dropped)", output_dir, len(new_sd), len(dropped))
+    return model, dropped
+
+
+def export_to_transformers(model, save_directory: str | Path) -> Path:
+    """Write a vitpose_hf `VitPoseForPoseEstimation` in transformers' VitPose hub format.
+
+    Writes `config.json` (`VitPoseConfig.to_transformers_dict()`: `model_type "vitpose"` with a
+    `backbone_config`) and `model.safetensors` (our key names are transformers' key names).
+
+    Returns:
+        the directory.
+
+    Raises:
+        ValueError: not a `VitPoseForPoseEstimation`, or it uses features transformers lacks (extra
+            dataset heads, windowed attention, knowledge tokens, other patch stride/padding, a classic
+            head not 2 x 256 wide).
+    """
+    from safetensors.torch import save_file
+
+    from .modeling_vitpose import VitPoseForPoseEstimation
+
+    if not isinstance(model, VitPoseForPoseEstimation):
+        raise ValueError(f"export_to_transformers needs a VitPoseForPoseEstimation, got {type(model).__name__}")
+    config_dict = model.config.to_transformers_dict()  # raises ValueError for unsupported features
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    unexpected = [k for k in state if not k.startswith(("backbone.", "head."))]
+    if unexpected:
+        raise ValueError(f"these weights have no place in transformers' VitPose: {unexpected}")
+    if model.config.drop_path_rate:
+        logger.info("drop_path_rate %.3g is not exported (transformers' VitPose has no drop path)",
+                    model.config.drop_path_rate)
+    save_directory = Path(save_directory)
+    save_directory.mkdir(parents=True, exist_ok=True)
+    config_dict["dtype"] = str(next(iter(state.values())).dtype).replace("torch.", "")
+    with open(save_directory / "config.json", "w") as f:
+        json.dump(config_dict, f, indent=2, sort_keys=True)
+    save_file(state, str(save_directory / "model.safetensors"), metadata={"format": "pt"})
+    logger.info("exported %d tensors to %s in transformers' VitPose format", len(state), save_directory)
+    return save_directory
+
+
+# ----------------------------------------------------------------------------- CLI
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m vitpose_hf.convert_vitpose_to_hf",
+        description="Convert an official ViTPose / ViTPose++ .pth checkpoint to a vitpose_hf directory.",
+    )
+    parser.add_argument("--checkpoint", required=True, help="official .pth file (mmpose layout)")
+    parser.add_argument("--output", required=True, help="directory to write (config.json, model.safetensors)")
+    kind = parser.add_mutually_exclusive_group()
+    kind.add_argument("--simple", dest="simple", action="store_true", default=None,
+                      help="expect / build the simple decoder")
+    kind.add_argument("--classic", dest="simple", action="store_false", help="expect / build the classic decoder")
+    parser.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"),
+                        help="input size to run at (position embeddings are resampled)")
+    parser.add_argument("--num-attention-heads", type=int, help="override the heads of the size table")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every step")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line entry point; returns the exit status (0 on success, 1 on a conversion error)."""
+    args = _parser().parse_args(argv)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        model, dropped = convert_official_checkpoint(
+            args.checkpoint, args.output, use_simple_decoder=args.simple, image_size=args.image_size,
+            num_attention_heads=args.num_attention_heads,
+        )
+    except ValueError as err:
+        logger.error("conversion failed: %s", err)
+        return 1
+    for key, reason in sorted(dropped.items()):
+        logger.warning("dropped %s: %s", key, reason)
+    cfg = model.config
+    logger.warning(
+        "converted %s -> %s: width %d, depth %d, heads %d, %s head, %d keypoints, %d experts, %d extra heads",
+        args.checkpoint, args.output, cfg.hidden_size, cfg.num_hidden_layers, cfg.num_attention_heads,
+        "simple" if cfg.use_simple_decoder else "classic", cfg.num_labels, cfg.num_experts, len(cfg.dataset_heads),
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
