@@ -1,0 +1,481 @@
+"""Person detectors for top-down pose estimation.
+
+A detector maps one RGB image to a list of person detections, each
+`{"bbox": [x, y, w, h], "score": float}` in the pixel coordinates of the original image, sorted
+by decreasing score. Two implementations are provided:
+
+- `YoloxOnnxDetector`: an exported YOLOX ONNX model (e.g. YOLOX-nano, COCO-trained) run with
+  onnxruntime on the CPU (optional dependency: `pip install vitpose_hf[detector]`).
+- `HFDetector`: a transformers "object-detection" pipeline (DETR, RT-DETR, ...), keeping the
+  detections labelled "person".
+
+`build_detector(spec)` turns a path to a `.onnx` file, a transformers pipeline, a model id or an
+existing detector into a detector. `load_rgb_image` is the image loader shared by the pipeline,
+the CLI and the detectors (paths, URLs, PIL images and numpy arrays of any common mode).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+logger = logging.getLogger(__name__)
+
+Detection = dict  # {"bbox": [x, y, w, h], "score": float}
+
+__all__ = [
+    "BaseDetector",
+    "YoloxOnnxDetector",
+    "HFDetector",
+    "CallableDetector",
+    "build_detector",
+    "load_rgb_image",
+    "nms",
+]
+
+
+# ----------------------------------------------------------------------------------------------
+# images
+# ----------------------------------------------------------------------------------------------
+
+
+def _array_to_uint8(arr: np.ndarray, what: str) -> np.ndarray:
+    """Scale an integer / float array to uint8 (16-bit -> /257, float in [0, 1] -> *255)."""
+    if arr.dtype == np.uint8:
+        return arr
+    if arr.dtype == np.bool_:
+        return arr.astype(np.uint8) * 255
+    if np.issubdtype(arr.dtype, np.floating):
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(f"{what} holds NaN or infinite pixel values")
+        scale = 255.0 if arr.size and float(arr.max()) <= 1.0 else 1.0
+        return np.clip(np.rint(arr * scale), 0, 255).astype(np.uint8)
+    if np.issubdtype(arr.dtype, np.integer):
+        peak = int(arr.max()) if arr.size else 0
+        if peak > 255:  # 16-bit data (uint16, or PIL's 32-bit "I" mode holding 16-bit values)
+            return np.clip(np.rint(arr.astype(np.float64) / 257.0), 0, 255).astype(np.uint8)
+        return np.clip(arr, 0, 255).astype(np.uint8)
+    raise ValueError(f"{what} has unsupported pixel dtype {arr.dtype}")
+
+
+def load_rgb_image(image: Any, timeout: float | None = None) -> Image.Image:
+    """Load `image` as an 8-bit RGB PIL image.
+
+    Args:
+        image: a path (`str` / `os.PathLike`), an http(s) URL, a PIL image of any mode (L, LA, P,
+            RGBA, I;16, I, F, ...), or a numpy array `(H, W)`, `(H, W, 1)`, `(H, W, 3)` or
+            `(H, W, 4)` in RGB(A) order (uint8, uint16, or float in [0, 1] / [0, 255]). EXIF
+            orientation of files is applied; alpha is dropped; 16-bit data is scaled to 8 bits.
+        timeout: seconds for URL downloads.
+
+    Returns:
+        `PIL.Image.Image` in mode "RGB".
+
+    Raises:
+        ValueError: missing or unreadable file (the message names it), an empty image, an
+            unsupported array shape or type.
+    """
+    if isinstance(image, (str, os.PathLike)):
+        name = os.fspath(image)
+        if name.startswith(("http://", "https://")):
+            from transformers.image_utils import load_image
+
+            try:
+                pil = load_image(name, timeout=timeout)
+            except Exception as err:  # network or decoding failure
+                raise ValueError(f"could not load image from URL {name!r}: {err}") from err
+        else:
+            if not os.path.isfile(name):
+                raise ValueError(f"image file not found: {name!r}")
+            try:
+                with Image.open(name) as opened:
+                    opened.load()
+                    pil = ImageOps.exif_transpose(opened)
+                    if pil is opened:
+                        pil = opened.copy()
+            except (UnidentifiedImageError, OSError, SyntaxError) as err:
+                raise ValueError(f"could not read image file {name!r} (corrupt or not an image): {err}") from err
+        return load_rgb_image(pil)
+    if isinstance(image, Image.Image):
+        if image.width == 0 or image.height == 0:
+            raise ValueError(f"empty image of size {image.size}")
+        if image.mode == "RGB":
+            return image
+        if image.mode in ("L", "LA", "P", "PA", "RGBA", "RGBa", "CMYK", "YCbCr", "LAB", "HSV", "1", "La"):
+            if image.mode == "P" and "transparency" in image.info:
+                image = image.convert("RGBA")
+            return image.convert("RGB")
+        # 16/32-bit integer or float modes: go through numpy to keep the full range
+        return load_rgb_image(np.asarray(image))
+    if isinstance(image, np.ndarray):
+        arr = image
+        if arr.ndim == 3 and arr.shape[-1] == 1:
+            arr = arr[..., 0]
+        if arr.ndim == 2:
+            arr = np.stack([arr] * 3, axis=-1)
+        if arr.ndim != 3 or arr.shape[-1] not in (3, 4):
+            raise ValueError(f"image array must have shape (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), got {image.shape}")
+        if arr.shape[0] == 0 or arr.shape[1] == 0:
+            raise ValueError(f"empty image array of shape {image.shape}")
+        arr = _array_to_uint8(np.ascontiguousarray(arr[..., :3]), f"image array of shape {image.shape}")
+        return Image.fromarray(arr, mode="RGB")
+    try:  # torch tensors (C, H, W) or (H, W, C)
+        import torch
+
+        if isinstance(image, torch.Tensor):
+            arr = image.detach().cpu().numpy()
+            if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[-1] not in (1, 3, 4):
+                arr = np.moveaxis(arr, 0, -1)
+            return load_rgb_image(arr)
+    except ImportError:  # pragma: no cover
+        pass
+    raise ValueError(f"unsupported image input of type {type(image).__name__}: {image!r:.80}")
+
+
+# ----------------------------------------------------------------------------------------------
+# box utilities
+# ----------------------------------------------------------------------------------------------
+
+
+def nms(boxes_xyxy: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """Greedy non-maximum suppression.
+
+    Args:
+        boxes_xyxy: `(N, 4)` boxes `[x1, y1, x2, y2]`.
+        scores: `(N,)` scores.
+        iou_threshold: a box is dropped when its IoU with a kept, higher-scored box is above this.
+
+    Returns:
+        `(M,)` int64 indices of the kept boxes, by decreasing score.
+    """
+    boxes = np.asarray(boxes_xyxy, dtype=np.float64).reshape(-1, 4)
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    order = np.argsort(-scores, kind="stable")
+    areas = np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
+    keep: list[int] = []
+    while order.size:
+        i = int(order[0])
+        keep.append(i)
+        rest = order[1:]
+        xx1 = np.maximum(boxes[i, 0], boxes[rest, 0])
+        yy1 = np.maximum(boxes[i, 1], boxes[rest, 1])
+        xx2 = np.minimum(boxes[i, 2], boxes[rest, 2])
+        yy2 = np.minimum(boxes[i, 3], boxes[rest, 3])
+        inter = np.clip(xx2 - xx1, 0, None) * np.clip(yy2 - yy1, 0, None)
+        union = areas[i] + areas[rest] - inter
+        iou = np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+        order = rest[iou <= iou_threshold]
+    return np.asarray(keep, dtype=np.int64)
+
+
+def _finish(
+    boxes_xyxy: np.ndarray, scores: np.ndarray, width: int, height: int, max_detections: int | None
+) -> list[Detection]:
+    """Clip `(N, 4)` xyxy boxes to the image, drop empty ones, sort by score, convert to xywh dicts."""
+    out: list[Detection] = []
+    if len(scores) == 0:
+        return out
+    boxes = np.asarray(boxes_xyxy, dtype=np.float64).reshape(-1, 4).copy()
+    boxes[:, [0, 2]] = np.clip(boxes[:, [0, 2]], 0, width)
+    boxes[:, [1, 3]] = np.clip(boxes[:, [1, 3]], 0, height)
+    for idx in np.argsort(-np.asarray(scores), kind="stable"):
+        x1, y1, x2, y2 = boxes[idx]
+        if not (x2 > x1 and y2 > y1) or not np.isfinite(scores[idx]):
+            continue
+        out.append({"bbox": [float(x1), float(y1), float(x2 - x1), float(y2 - y1)], "score": float(scores[idx])})
+        if max_detections is not None and len(out) >= max_detections:
+            break
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# detectors
+# ----------------------------------------------------------------------------------------------
+
+
+class BaseDetector:
+    """Interface: `detector(image) -> [{"bbox": [x, y, w, h], "score": float}, ...]` (persons only,
+    original pixel coordinates, decreasing score; `[]` when nobody is found)."""
+
+    score_threshold: float = 0.0
+    max_detections: int | None = None
+
+    def detect(self, image: Image.Image, score_threshold: float | None = None) -> list[Detection]:
+        raise NotImplementedError
+
+    def __call__(
+        self, image: Any, score_threshold: float | None = None, max_detections: int | None = None
+    ) -> list[Detection]:
+        """Detect persons in one image (anything `load_rgb_image` accepts)."""
+        dets = self.detect(load_rgb_image(image), score_threshold=score_threshold)
+        limit = max_detections if max_detections is not None else self.max_detections
+        return dets if limit is None else dets[: int(limit)]
+
+
+class YoloxOnnxDetector(BaseDetector):
+    """YOLOX exported to ONNX (raw head outputs), run with onnxruntime; keeps COCO class 0 (person).
+
+    Preprocessing (as YOLOX's own demo): RGB -> BGR, resize keeping the aspect ratio so the image
+    fits the model input (bilinear), paste at the top-left of a canvas filled with 114, float32
+    0..255 without normalization, layout `(1, 3, H_in, W_in)`.
+    Decoding: the `(1, A, 5 + C)` output rows are `(x, y, w, h, objectness, class scores...)` over
+    the grids of strides 8/16/32; centre = (xy + grid) * stride, size = exp(wh) * stride; person
+    score = objectness * class score; then score threshold and NMS; boxes are divided by the
+    resize ratio and clipped to the image.
+
+    Args:
+        path: the `.onnx` file.
+        score_threshold: minimum person score kept (default 0.3).
+        nms_threshold: IoU threshold of the NMS (default 0.45).
+        input_size: `(height, width)` of the model input; read from the model when it is static,
+            else 416x416.
+        strides: feature strides of the output grids.
+        class_index: channel of the person class among the class scores (0 for COCO).
+        decoded_outputs: set True for exports that already decode boxes into canvas pixels.
+        max_detections: keep at most this many persons (None = all).
+        providers: onnxruntime execution providers (default CPU).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        score_threshold: float = 0.3,
+        nms_threshold: float = 0.45,
+        input_size: Sequence[int] | None = None,
+        strides: Sequence[int] = (8, 16, 32),
+        class_index: int = 0,
+        decoded_outputs: bool = False,
+        max_detections: int | None = None,
+        providers: Sequence[str] | None = None,
+    ):
+        try:
+            import onnxruntime as ort
+        except ImportError as err:
+            raise ImportError(
+                "YoloxOnnxDetector needs onnxruntime: `pip install onnxruntime` "
+                "(or `pip install vitpose_hf[detector]`)"
+            ) from err
+        path = os.fspath(path)
+        if not os.path.isfile(path):
+            raise ValueError(f"YOLOX ONNX file not found: {path!r}")
+        if not 0.0 <= score_threshold <= 1.0:
+            raise ValueError(f"score_threshold must be in [0, 1], got {score_threshold}")
+        if not 0.0 < nms_threshold <= 1.0:
+            raise ValueError(f"nms_threshold must be in (0, 1], got {nms_threshold}")
+        options = ort.SessionOptions()
+        threads = os.environ.get("OMP_NUM_THREADS")
+        if threads and threads.isdigit():
+            options.intra_op_num_threads = int(threads)
+        try:
+            self.session = ort.InferenceSession(
+                path, sess_options=options, providers=list(providers or ["CPUExecutionProvider"])
+            )
+        except Exception as err:
+            raise ValueError(f"onnxruntime could not load {path!r}: {err}") from err
+        self.path = path
+        inp = self.session.get_inputs()[0]
+        self.input_name = inp.name
+        if input_size is None:
+            shape = inp.shape
+            if len(shape) == 4 and all(isinstance(s, int) and s > 0 for s in shape[2:]):
+                input_size = (shape[2], shape[3])
+            else:
+                input_size = (416, 416)
+        self.input_size = (int(input_size[0]), int(input_size[1]))
+        self.strides = tuple(int(s) for s in strides)
+        self.class_index = int(class_index)
+        self.decoded_outputs = bool(decoded_outputs)
+        self.score_threshold = float(score_threshold)
+        self.nms_threshold = float(nms_threshold)
+        self.max_detections = max_detections
+        self._grid, self._grid_strides = self._make_grids()
+
+    def __repr__(self) -> str:
+        return (
+            f"YoloxOnnxDetector(path={self.path!r}, input_size={self.input_size}, "
+            f"score_threshold={self.score_threshold}, nms_threshold={self.nms_threshold})"
+        )
+
+    def _make_grids(self) -> tuple[np.ndarray, np.ndarray]:
+        """`(A, 2)` cell offsets (x, y) and `(A, 1)` strides, in the output row order."""
+        grids, strides = [], []
+        h, w = self.input_size
+        for s in self.strides:
+            gh, gw = h // s, w // s
+            ys, xs = np.meshgrid(np.arange(gh), np.arange(gw), indexing="ij")
+            grids.append(np.stack([xs, ys], axis=-1).reshape(-1, 2))
+            strides.append(np.full((gh * gw, 1), s))
+        return np.concatenate(grids).astype(np.float32), np.concatenate(strides).astype(np.float32)
+
+    def preprocess(self, image: Image.Image) -> tuple[np.ndarray, float]:
+        """RGB PIL image -> (`(1, 3, H_in, W_in)` float32 BGR canvas, resize ratio)."""
+        h_in, w_in = self.input_size
+        ratio = min(h_in / image.height, w_in / image.width)
+        new_w, new_h = max(1, int(image.width * ratio)), max(1, int(image.height * ratio))
+        rgb = np.asarray(image, dtype=np.uint8)
+        try:
+            import cv2
+
+            resized = cv2.resize(rgb, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+        except ImportError:
+            resized = np.asarray(image.resize((new_w, new_h), Image.BILINEAR), dtype=np.uint8)
+        canvas = np.full((h_in, w_in, 3), 114, dtype=np.float32)
+        canvas[:new_h, :new_w] = resized[..., ::-1]  # RGB -> BGR
+        return np.ascontiguousarray(canvas.transpose(2, 0, 1)[None]), ratio
+
+    def decode(self, raw: np.ndarray) -> np.ndarray:
+        """`(A, 5 + C)` raw rows -> same rows with xywh (centre, size) in canvas pixels."""
+        out = raw.astype(np.float32).copy()
+        if self.decoded_outputs:
+            return out
+        if out.shape[0] != self._grid.shape[0]:
+            raise ValueError(
+                f"YOLOX output has {out.shape[0]} rows but input {self.input_size} with strides "
+                f"{self.strides} gives {self._grid.shape[0]} cells; pass input_size/strides, or "
+                "decoded_outputs=True for exports with the decoding built in"
+            )
+        out[:, :2] = (out[:, :2] + self._grid) * self._grid_strides
+        out[:, 2:4] = np.exp(np.clip(out[:, 2:4], -20.0, 20.0)) * self._grid_strides
+        return out
+
+    def detect(self, image: Image.Image, score_threshold: float | None = None) -> list[Detection]:
+        """Persons in one RGB PIL image: `[{"bbox": [x, y, w, h], "score": s}, ...]`."""
+        threshold = self.score_threshold if score_threshold is None else float(score_threshold)
+        blob, ratio = self.preprocess(image)
+        raw = self.session.run(None, {self.input_name: blob})[0]
+        rows = self.decode(np.asarray(raw).reshape(-1, raw.shape[-1]))
+        scores = rows[:, 4] * rows[:, 5 + self.class_index]
+        keep = scores >= threshold
+        if not np.any(keep):
+            return []
+        rows, scores = rows[keep], scores[keep]
+        cx, cy, w, h = rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3]
+        boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1) / ratio
+        kept = nms(boxes, scores, self.nms_threshold)
+        return _finish(boxes[kept], scores[kept], image.width, image.height, None)
+
+
+class HFDetector(BaseDetector):
+    """A transformers "object-detection" pipeline (or a model id / directory to build one from),
+    keeping only the detections whose label is "person" (case-insensitive; `person_labels` to
+    change).
+
+    Args:
+        detector: a `transformers` object-detection pipeline (any callable with its output
+            format: `[{"score", "label", "box": {"xmin", "ymin", "xmax", "ymax"}}, ...]`) or a
+            model id / local directory.
+        score_threshold: minimum detection score (default 0.5).
+        max_detections: keep at most this many persons.
+        person_labels: labels counted as persons.
+        device: device for a pipeline built from a model id.
+    """
+
+    def __init__(
+        self,
+        detector: Any,
+        score_threshold: float = 0.5,
+        max_detections: int | None = None,
+        person_labels: Sequence[str] = ("person",),
+        device: Any = None,
+    ):
+        if isinstance(detector, (str, os.PathLike)):
+            from transformers import pipeline
+
+            kwargs = {} if device is None else {"device": device}
+            detector = pipeline("object-detection", model=os.fspath(detector), **kwargs)
+        if not callable(detector):
+            raise ValueError(f"HFDetector needs an object-detection pipeline or model id, got {detector!r:.80}")
+        self.pipe = detector
+        self.score_threshold = float(score_threshold)
+        self.max_detections = max_detections
+        self.person_labels = {str(label).lower() for label in person_labels}
+
+    def __repr__(self) -> str:
+        return f"HFDetector({type(self.pipe).__name__}, score_threshold={self.score_threshold})"
+
+    def detect(self, image: Image.Image, score_threshold: float | None = None) -> list[Detection]:
+        """Persons in one RGB PIL image: `[{"bbox": [x, y, w, h], "score": s}, ...]`."""
+        threshold = self.score_threshold if score_threshold is None else float(score_threshold)
+        raw = self.pipe(image, threshold=threshold)
+        if isinstance(raw, dict):
+            raw = [raw]
+        boxes, scores = [], []
+        for det in raw or []:
+            if str(det.get("label", "")).lower() not in self.person_labels:
+                continue
+            score = float(det["score"])
+            if score < threshold:
+                continue
+            box = det["box"]
+            boxes.append([box["xmin"], box["ymin"], box["xmax"], box["ymax"]])
+            scores.append(score)
+        if not boxes:
+            return []
+        return _finish(np.asarray(boxes, dtype=np.float64), np.asarray(scores), image.width, image.height, None)
+
+
+class CallableDetector(BaseDetector):
+    """Wraps a plain function `f(pil_image) -> [{"bbox": [x, y, w, h], "score": s}, ...]` (or
+    `[[x, y, w, h], ...]`, scored 1.0)."""
+
+    def __init__(self, fn: Callable[[Image.Image], Any], score_threshold: float = 0.0, max_detections: int | None = None):
+        self.fn = fn
+        self.score_threshold = float(score_threshold)
+        self.max_detections = max_detections
+
+    def detect(self, image: Image.Image, score_threshold: float | None = None) -> list[Detection]:
+        threshold = self.score_threshold if score_threshold is None else float(score_threshold)
+        out = []
+        for det in self.fn(image) or []:
+            if isinstance(det, dict):
+                bbox, score = det["bbox"], float(det.get("score", 1.0))
+            else:
+                bbox, score = det, 1.0
+            if score >= threshold:
+                out.append({"bbox": [float(v) for v in bbox], "score": score})
+        out.sort(key=lambda d: -d["score"])
+        return out
+
+
+def build_detector(spec: Any, score_threshold: float | None = None, max_detections: int | None = None, **kwargs) -> BaseDetector | None:
+    """Make a detector from a specification.
+
+    Args:
+        spec: `None` (-> `None`), a `BaseDetector` (returned as is), a path to a `.onnx` file
+            (-> `YoloxOnnxDetector`), a transformers pipeline object (-> `HFDetector`), a model id
+            or directory (-> `HFDetector`), or a function image -> detections
+            (-> `CallableDetector`).
+        score_threshold: overrides the detector's default score threshold when given.
+        max_detections: keep at most this many persons.
+        **kwargs: passed to the detector's constructor.
+    """
+    if spec is None:
+        return None
+    if isinstance(spec, BaseDetector):
+        return spec
+    extra = dict(kwargs)
+    if score_threshold is not None:
+        extra["score_threshold"] = score_threshold
+    if max_detections is not None:
+        extra["max_detections"] = max_detections
+    if isinstance(spec, (str, os.PathLike)):
+        name = os.fspath(spec)
+        if name.lower().endswith(".onnx"):
+            return YoloxOnnxDetector(name, **extra)
+        return HFDetector(name, **extra)
+    try:
+        from transformers import Pipeline
+
+        if isinstance(spec, Pipeline):
+            return HFDetector(spec, **extra)
+    except ImportError:  # pragma: no cover
+        pass
+    if callable(spec):
+        return CallableDetector(spec, **extra)
+    raise ValueError(f"cannot build a detector from {spec!r:.80}: expected a .onnx path, a pipeline, a model id or a callable")
