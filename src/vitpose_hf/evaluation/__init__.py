@@ -1,0 +1,42 @@
+"""COCO-style keypoint evaluation: OKS AP through pycocotools, OKS-NMS, rescoring, model evaluation.
+
+Public API:
+    coco_keypoint_eval(gt_annotations, predictions, sigmas=None, use_area=None) -> dict
+    persons_to_coco_results(persons, image_ids=None, category_id=1) -> list[dict]
+    oks_iou(...), oks_nms(persons, threshold=0.9, sigmas="coco"), oks_nms_arrays(...)
+    rescore(persons, keypoint_threshold=0.2), rescore_scores(box_scores, keypoint_scores, ...)
+    evaluate_model(model, processor, annotation_file, image_dir, ...) -> dict
+    OKS_AP_METRIC_PATH: path of the `evaluate` metric script (``evaluate.load(OKS_AP_METRIC_PATH)``).
+"""
+
+from pathlib import Path
+
+from .coco import (
+    METRIC_NAMES,
+    coco_keypoint_eval,
+    format_metrics_table,
+    ground_truth_as_results,
+    load_coco,
+    persons_to_coco_results,
+)
+from .nms import crop_box_areas, oks_iou, oks_nms, oks_nms_arrays, rescore, rescore_scores, resolve_sigmas
+
+OKS_AP_METRIC_PATH = str(Path(__file__).resolve().parent / "metrics" / "oks_ap" / "oks_ap.py")
+"""Path of the `evaluate` metric script: ``evaluate.load(OKS_AP_METRIC_PATH)`` works offline."""
+
+__all__ = [
+    "METRIC_NAMES",
+    "OKS_AP_METRIC_PATH",
+    "coco_keypoint_eval",
+    "crop_box_areas",
+    "format_metrics_table",
+    "ground_truth_as_results",
+    "load_coco",
+    "oks_iou",
+    "oks_nms",
+    "oks_nms_arrays",
+    "persons_to_coco_results",
+    "rescore",
+    "rescore_scores",
+    "resolve_sigmas",
+]
