@@ -306,3 +306,100 @@ def format_metrics_table(metrics: Mapping[str, float]) -> str:
         for n in names
     )
     return f"{header}\n{values}"
+
+
+def to_metric_rows(gt_annotations, predictions: Sequence[Mapping[str, Any]]) -> tuple[list[dict], list[dict]]:
+    """Ground truth + COCO results -> per-image rows for the `evaluate` OKS-AP metric.
+
+    One row per ground-truth image (sorted by id), in both lists:
+    ``predictions[i] = {"image_id", "keypoints": (P, 3K) lists, "scores": (P,)}`` and
+    ``references[i] = {"image_id", "keypoints": (G, 3K), "bboxes": (G, 4), "areas": (G,) or None,
+    "iscrowd": (G,)}``. `areas` is None for an image when some of its annotations lack `area`.
+    """
+    coco = load_coco(gt_annotations)
+    image_ids = sorted(coco.getImgIds())
+    known = set(image_ids)
+    per_image: dict[Any, list] = {image_id: [] for image_id in image_ids}
+    for idx, pred in enumerate(predictions):
+        if "image_id" not in pred:
+            raise ValueError(f"prediction {idx} lacks 'image_id'")
+        image_id = pred["image_id"]
+        if image_id not in known:
+            raise ValueError(f"prediction {idx} has image_id {image_id!r}, which is not in the ground truth")
+        per_image[image_id].append(pred)
+    pred_rows, ref_rows = [], []
+    for image_id in image_ids:
+        preds = per_image[image_id]
+        pred_rows.append(
+            {
+                "image_id": image_id,
+                "keypoints": [[float(v) for v in p["keypoints"]] for p in preds],
+                "scores": [float(p["score"]) for p in preds],
+            }
+        )
+        anns = [a for a in coco.imgToAnns.get(image_id, []) if "keypoints" in a]
+        ref_rows.append(
+            {
+                "image_id": image_id,
+                "keypoints": [[float(v) for v in a["keypoints"]] for a in anns],
+                "bboxes": [[float(v) for v in a["bbox"]] for a in anns],
+                "areas": [float(a["area"]) for a in anns] if all("area" in a for a in anns) else None,
+                "iscrowd": [int(a.get("iscrowd", 0)) for a in anns],
+            }
+        )
+    return pred_rows, ref_rows
+
+
+def from_metric_rows(
+    predictions: Sequence[Mapping[str, Any]], references: Sequence[Mapping[str, Any]]
+) -> tuple[dict, list[dict], bool]:
+    """Per-image metric rows (see :func:`to_metric_rows`) -> (COCO ground-truth dict, COCO results, use_area).
+
+    `use_area` is False when any reference row has no `areas` (then bbox area * 0.53 is used).
+    """
+    if len(predictions) != len(references):
+        raise ValueError(f"{len(predictions)} prediction rows but {len(references)} reference rows")
+    images, annotations, results = [], [], []
+    use_area = True
+    seen = set()
+    for row_idx, ref in enumerate(references):
+        image_id = ref["image_id"]
+        if image_id in seen:
+            raise ValueError(f"reference row {row_idx}: image_id {image_id!r} appears twice")
+        seen.add(image_id)
+        images.append({"id": image_id})
+        keypoints = ref.get("keypoints") or []
+        bboxes = ref.get("bboxes") or []
+        areas = ref.get("areas")
+        iscrowd = ref.get("iscrowd") or [0] * len(keypoints)
+        if len(bboxes) != len(keypoints) or len(iscrowd) != len(keypoints):
+            raise ValueError(
+                f"reference row {row_idx}: {len(keypoints)} keypoint sets, {len(bboxes)} bboxes, "
+                f"{len(iscrowd)} iscrowd flags (must be equal)"
+            )
+        if areas is None:
+            use_area = False
+        elif len(areas) != len(keypoints):
+            raise ValueError(f"reference row {row_idx}: {len(areas)} areas for {len(keypoints)} keypoint sets")
+        for j, kps in enumerate(keypoints):
+            ann = {
+                "id": len(annotations) + 1,
+                "image_id": image_id,
+                "category_id": 1,
+                "keypoints": list(kps),
+                "bbox": list(bboxes[j]),
+                "iscrowd": int(iscrowd[j]),
+            }
+            if areas is not None:
+                ann["area"] = float(areas[j])
+            annotations.append(ann)
+    for row_idx, pred in enumerate(predictions):
+        image_id = pred["image_id"]
+        keypoints = pred.get("keypoints") or []
+        scores = pred.get("scores") or []
+        if len(scores) != len(keypoints):
+            raise ValueError(f"prediction row {row_idx}: {len(keypoints)} keypoint sets but {len(scores)} scores")
+        for kps, score in zip(keypoints, scores):
+            results.append({"image_id": image_id, "category_id": 1, "keypoints": list(kps), "score": score})
+    gt = {"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "person"}]}
+    return gt, results, use_area
