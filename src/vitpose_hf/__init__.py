@@ -17,6 +17,7 @@ from .modeling_vitpose import (
     joints_mse_loss,
     resample_position_embeddings,
 )
+from .modeling_vitpose_mae import VitPoseForMaskedImageModeling, VitPoseMaskedImageModelingOutput, load_mae_checkpoint_into_backbone  # noqa: F401
 from .registration import register
 
 register()
