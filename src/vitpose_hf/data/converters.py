@@ -1,0 +1,149 @@
+"""Loaders for the other keypoint datasets, producing the same rows as `load_coco_keypoints`.
+
+- AI Challenger and CrowdPose ship COCO-style json with their own categories: they go through the
+  COCO loader with their schema (mmpose 0.x's `TopDownAicDataset` / `TopDownCrowdPoseDataset` are
+  the COCO loader too).
+- MPII ships a list of `{"image", "joints" [16][2], "joints_vis" [16], "center" [2], "scale"}` with
+  1-based (Matlab) pixel coordinates and `scale` = person height / 200. mmpose 0.x
+  (`TopDownMpiiDataset`) moves the centre down by `15 * scale` px, pads the scale by 1.25 and
+  subtracts 1 from centre and joints. Our rows hold a box instead: the square box of side
+  `200 * scale` around the adjusted, 0-based centre, so that the shared box -> (center, scale)
+  step (aspect fix + 1.25 padding) gives mmpose's window, grown to the model's aspect ratio
+  (mmpose's MPII configs use square 256x256 inputs, where the two coincide exactly).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from pathlib import Path
+
+import datasets
+
+from ..keypoint_schemas import KeypointSchema, get_schema
+from .coco import load_coco_keypoints, rows_to_dataset
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["load_aic", "load_crowdpose", "load_mpii", "load_keypoint_dataset"]
+
+
+def load_aic(annotation_file: str | os.PathLike, image_dir: str | os.PathLike, **kwargs) -> datasets.Dataset:
+    """AI Challenger (14 keypoints, COCO-style json) -> person rows with `dataset_index` 1.
+
+    Keyword arguments are those of `load_coco_keypoints`.
+    """
+    return load_coco_keypoints(annotation_file, image_dir, schema="aic", **kwargs)
+
+
+def load_crowdpose(annotation_file: str | os.PathLike, image_dir: str | os.PathLike, **kwargs) -> datasets.Dataset:
+    """CrowdPose (14 keypoints, COCO-style json; its `head` is our `top_head`) -> person rows.
+
+    CrowdPose has no ViTPose++ expert: `dataset_index` defaults to 0 (pass `dataset_index=` to
+    choose another). Keyword arguments are those of `load_coco_keypoints`.
+    """
+    return load_coco_keypoints(annotation_file, image_dir, schema="crowdpose", **kwargs)
+
+
+def _image_id(name: str, fallback: int) -> int:
+    stem = Path(name).stem
+    return int(stem) if re.fullmatch(r"\d{1,18}", stem) else fallback
+
+
+def load_mpii(
+    annotation_file: str | os.PathLike,
+    image_dir: str | os.PathLike,
+    dataset_index: int | None = None,
+    check_images: bool = True,
+) -> datasets.Dataset:
+    """MPII list-format json -> person rows (`dataset_index` 2 unless given).
+
+    Each entry becomes one row: `keypoints` are the 0-based joints with visibility 2 where
+    `joints_vis` is 1 (0 and zeroed coordinates elsewhere); `bbox` is the square box described in
+    the module docstring; `area` is the box area; `image_id` is the file stem when it is a number,
+    else the entry index; `annotation_id` is the entry index. Entries without any visible joint are
+    skipped (counted in the log), as in the COCO loader.
+
+    Raises:
+        ValueError: unreadable json, an entry with missing fields or not 16 joints (naming the file
+            and entry index), a missing image file, or no usable entry.
+    """
+    schema: KeypointSchema = get_schema("mpii")
+    num_joints = schema.num_keypoints
+    source = str(annotation_file)
+    try:
+        with open(annotation_file, encoding="utf-8") as f:
+            entries = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{source}: cannot read annotation file ({e})") from e
+    if not isinstance(entries, list):
+        raise ValueError(f"{source}: expected the MPII list format (a json list), got {type(entries).__name__}")
+    if dataset_index is None:
+        dataset_index = schema.dataset_index if schema.dataset_index is not None else 0
+    image_dir = Path(image_dir)
+    rows = []
+    skipped = 0
+    for idx, e in enumerate(entries):
+        what = f"annotation id {idx} (entry {idx})"
+        missing = [k for k in ("image", "joints", "joints_vis", "center", "scale") if k not in e]
+        if missing:
+            raise ValueError(f"{source}: {what} is missing field(s) {missing}")
+        joints, vis = e["joints"], e["joints_vis"]
+        if len(joints) != num_joints or len(vis) != num_joints:
+            raise ValueError(
+                f"{source}: {what} has {len(joints)} joints / {len(vis)} visibilities, expected {num_joints}"
+            )
+        s = float(e["scale"])
+        cx, cy = float(e["center"][0]), float(e["center"][1])
+        if not s > 0:
+            raise ValueError(f"{source}: {what} has a non-positive scale {e['scale']!r}")
+        if cx != -1:
+            cy += 15.0 * s
+        cx, cy = cx - 1.0, cy - 1.0
+        side = 200.0 * s
+        kps: list[float] = []
+        for (x, y), v in zip(joints, vis):
+            if float(v) > 0:
+                kps += [float(x) - 1.0, float(y) - 1.0, 2.0]
+            else:
+                kps += [0.0, 0.0, 0.0]
+        num_kp = sum(1 for v in vis if float(v) > 0)
+        if num_kp == 0:
+            skipped += 1
+            continue
+        image_path = str(image_dir / e["image"])
+        if check_images and not os.path.isfile(image_path):
+            raise ValueError(f"{source}: image file {image_path} of {what} does not exist")
+        rows.append(
+            {
+                "image_path": image_path,
+                "image_id": _image_id(e["image"], idx),
+                "annotation_id": idx,
+                "image_width": int(e.get("width", 0)),
+                "image_height": int(e.get("height", 0)),
+                "bbox": [cx - side / 2.0, cy - side / 2.0, side, side],
+                "keypoints": kps,
+                "num_keypoints": num_kp,
+                "area": side * side,
+                "iscrowd": 0,
+                "dataset_index": int(dataset_index),
+            }
+        )
+    logger.info("%s: kept %d of %d MPII entries; skipped %d (no visible joint)", source, len(rows), len(entries), skipped)
+    return rows_to_dataset(rows, source, schema)
+
+
+def load_keypoint_dataset(
+    annotation_file: str | os.PathLike,
+    image_dir: str | os.PathLike,
+    format: str = "coco",
+    **kwargs,
+) -> datasets.Dataset:
+    """Dispatch on `format` in {"coco", "aic", "crowdpose", "mpii"}; kwargs go to the loader."""
+    loaders = {"coco": load_coco_keypoints, "aic": load_aic, "crowdpose": load_crowdpose, "mpii": load_mpii}
+    key = format.lower()
+    if key not in loaders:
+        raise ValueError(f"unknown annotation format {format!r}; known: {sorted(loaders)}")
+    return loaders[key](annotation_file, image_dir, **kwargs)
