@@ -15,9 +15,11 @@ from .coco import (
     METRIC_NAMES,
     coco_keypoint_eval,
     format_metrics_table,
+    from_metric_rows,
     ground_truth_as_results,
     load_coco,
     persons_to_coco_results,
+    to_metric_rows,
 )
 from .nms import crop_box_areas, oks_iou, oks_nms, oks_nms_arrays, rescore, rescore_scores, resolve_sigmas
 
@@ -30,6 +32,7 @@ __all__ = [
     "coco_keypoint_eval",
     "crop_box_areas",
     "format_metrics_table",
+    "from_metric_rows",
     "ground_truth_as_results",
     "load_coco",
     "oks_iou",
@@ -39,4 +42,5 @@ __all__ = [
     "rescore",
     "rescore_scores",
     "resolve_sigmas",
+    "to_metric_rows",
 ]

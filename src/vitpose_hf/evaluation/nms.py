@@ -74,7 +74,8 @@ def resolve_sigmas(sigmas: Any, num_keypoints: int | None = None) -> np.ndarray:
     if array.size == 0 or not np.all(np.isfinite(array)) or np.any(array <= 0):
         raise ValueError(f"sigmas must be finite and positive, got {array.tolist()}")
     if num_keypoints is not None and array.shape[0] != num_keypoints:
-        raise ValueError(f"got {array.shape[0]} OKS sigmas for {num_keypoints} keypoints")
+        source = f" (schema {get_schema(sigmas).name!r})" if isinstance(sigmas, (str, KeypointSchema)) else ""
+        raise ValueError(f"got {array.shape[0]} OKS sigmas{source} for data with {num_keypoints} keypoints")
     return array
 
 

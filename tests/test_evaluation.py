@@ -1,0 +1,313 @@
+"""Evaluation: pycocotools OKS AP, OKS-NMS, rescoring, the `evaluate` metric and model evaluation."""
+
+from __future__ import annotations
+
+import copy
+import contextlib
+import io
+import json
+import math
+
+import numpy as np
+import pytest
+
+from vitpose_hf.evaluation import (
+    METRIC_NAMES,
+    OKS_AP_METRIC_PATH,
+    coco_keypoint_eval,
+    crop_box_areas,
+    ground_truth_as_results,
+    oks_iou,
+    oks_nms,
+    oks_nms_arrays,
+    persons_to_coco_results,
+    rescore,
+    rescore_scores,
+    to_metric_rows,
+)
+
+# Written out independently of keypoint_schemas (COCO: data README; CrowdPose: its official eval code).
+COCO_SIGMAS = np.array([.26, .25, .25, .35, .35, .79, .79, .72, .72, .62, .62, 1.07, 1.07, .87, .87, .89, .89]) / 10
+CROWDPOSE_SIGMAS = np.array([.79, .79, .72, .72, .62, .62, 1.07, 1.07, .87, .87, .89, .89, .79, .79]) / 10
+
+
+def _direct_cocoeval(gt_dict: dict, results: list[dict], sigmas: np.ndarray) -> np.ndarray:
+    """pycocotools used by hand, as its README does; returns the 10 keypoint stats."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO()
+        gt.dataset = copy.deepcopy(gt_dict)
+        gt.createIndex()
+        dt = gt.loadRes(copy.deepcopy(results))
+        ev = COCOeval(gt, dt, "keypoints")
+        ev.params.kpt_oks_sigmas = sigmas
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return np.asarray(ev.stats)
+
+
+def _perturbed_results(gt_dict: dict, seed: int) -> list[dict]:
+    """GT keypoints shifted by a few pixels, every third person dropped, distinct random scores."""
+    rng = np.random.default_rng(seed)
+    results = []
+    anns = [a for a in gt_dict["annotations"] if a.get("num_keypoints", 1) > 0 and not a.get("iscrowd", 0)]
+    for i, ann in enumerate(anns):
+        if i % 3 == 2:
+            continue
+        kps = np.asarray(ann["keypoints"], dtype=np.float64).reshape(-1, 3)
+        kps[:, :2] += rng.normal(0.0, 4.0, size=(len(kps), 2))
+        kps[:, 2] = rng.uniform(0.1, 1.0, size=len(kps))
+        results.append(
+            {"image_id": ann["image_id"], "category_id": 1, "keypoints": kps.reshape(-1).tolist(), "score": float(rng.uniform(0.2, 1.0))}
+        )
+    # one false positive far from everybody
+    kps = np.zeros((len(anns[0]["keypoints"]) // 3, 3))
+    kps[:, 0], kps[:, 1], kps[:, 2] = 5.0, 5.0, 0.5
+    results.append({"image_id": anns[0]["image_id"], "category_id": 1, "keypoints": kps.reshape(-1).tolist(), "score": 0.99})
+    return results
+
+
+@pytest.fixture(scope="module")
+def coco_gt(shared_data):
+    path = shared_data / "coco_sample" / "test_coco.json"
+    return path, json.loads(path.read_text())
+
+
+@pytest.fixture(scope="module")
+def crowdpose_gt(shared_data):
+    path = shared_data / "crowdpose_sample" / "test_crowdpose.json"
+    return path, json.loads(path.read_text())
+
+
+# --------------------------------------------------------------------------- pycocotools AP
+
+
+def test_ground_truth_as_predictions_gives_ap_one(coco_gt):
+    path, data = coco_gt
+    results = ground_truth_as_results(path)
+    assert len(results) == 12  # 14 annotations, 2 with num_keypoints == 0
+    metrics = coco_keypoint_eval(path, results)
+    assert list(metrics) == list(METRIC_NAMES)
+    for name in METRIC_NAMES:
+        assert metrics[name] == pytest.approx(1.0), name
+    # the same from the dict and from a COCO object; the inputs are left untouched
+    before = copy.deepcopy(data)
+    results_before = copy.deepcopy(results)
+    assert coco_keypoint_eval(data, results, sigmas="coco")["AP"] == pytest.approx(1.0)
+    assert data == before and results == results_before
+
+
+def test_perturbation_matches_direct_pycocotools(coco_gt):
+    path, data = coco_gt
+    results = _perturbed_results(data, seed=0)
+    metrics = coco_keypoint_eval(path, results, sigmas="coco")
+    expected = _direct_cocoeval(data, results, COCO_SIGMAS)
+    np.testing.assert_allclose([metrics[n] for n in METRIC_NAMES], expected[:10], rtol=0, atol=1e-12)
+    assert 0.2 < metrics["AP"] < 0.95  # the perturbation really changes the number
+
+
+def test_explicit_sigmas_change_the_result(coco_gt):
+    path, data = coco_gt
+    results = _perturbed_results(data, seed=1)
+    wide = COCO_SIGMAS * 3
+    metrics = coco_keypoint_eval(path, results, sigmas=wide.tolist())
+    expected = _direct_cocoeval(data, results, wide)
+    np.testing.assert_allclose([metrics[n] for n in METRIC_NAMES], expected[:10], rtol=0, atol=1e-12)
+    assert metrics["AP"] > coco_keypoint_eval(path, results)["AP"]
+
+
+def test_crowdpose_14_keypoints_with_its_sigmas(crowdpose_gt):
+    path, data = crowdpose_gt
+    assert "area" not in data["annotations"][0]
+    gt_results = ground_truth_as_results(path)
+    assert coco_keypoint_eval(path, gt_results, sigmas="crowdpose")["AP"] == pytest.approx(1.0)
+    results = _perturbed_results(data, seed=2)
+    metrics = coco_keypoint_eval(path, results, sigmas="crowdpose")
+    # reference: the official CrowdPose/AIC convention (xtcocotools use_area=False): area = 0.53 w h
+    filled = copy.deepcopy(data)
+    for ann in filled["annotations"]:
+        ann["area"] = ann["bbox"][2] * ann["bbox"][3] * 0.53
+    expected = _direct_cocoeval(filled, results, CROWDPOSE_SIGMAS)
+    np.testing.assert_allclose([metrics[n] for n in METRIC_NAMES], expected[:10], rtol=0, atol=1e-12)
+    # 14 keypoints: AIC and CrowdPose differ, so the sigmas must be named
+    with pytest.raises(ValueError, match="14 keypoints"):
+        coco_keypoint_eval(path, results)
+
+
+def test_bad_input(coco_gt):
+    path, data = coco_gt
+    good = ground_truth_as_results(path)
+    assert coco_keypoint_eval(path, []) == {name: 0.0 for name in METRIC_NAMES}
+    bad = copy.deepcopy(good)
+    del bad[3]["score"]
+    with pytest.raises(ValueError, match=r"prediction 3 lacks \['score'\]"):
+        coco_keypoint_eval(path, bad)
+    bad = copy.deepcopy(good)
+    bad[1]["keypoints"] = bad[1]["keypoints"][:-3]
+    with pytest.raises(ValueError, match=r"48 keypoint values \(16 keypoints\).*17 keypoints"):
+        coco_keypoint_eval(path, bad)
+    with pytest.raises(ValueError, match="14 OKS sigmas .schema 'crowdpose'. for data with 17 keypoints"):
+        coco_keypoint_eval(path, good, sigmas="crowdpose")
+    bad = copy.deepcopy(good)
+    bad[0]["image_id"] = 123456789
+    with pytest.raises(ValueError, match="123456789"):
+        coco_keypoint_eval(path, bad)
+    bad = copy.deepcopy(good)
+    bad[0]["keypoints"][4] = float("nan")
+    with pytest.raises(ValueError, match="non-finite"):
+        coco_keypoint_eval(path, bad)
+    with pytest.raises(ValueError, match="not found"):
+        coco_keypoint_eval(str(path) + ".missing", good)
+    with pytest.raises(ValueError, match="lacks"):
+        coco_keypoint_eval({"images": []}, good)
+    with pytest.raises(ValueError, match="positive"):
+        coco_keypoint_eval(path, good, sigmas=[0.0] * 17)
+
+
+def test_persons_to_coco_results():
+    persons = [
+        [{"keypoints": np.array([[1.0, 2.0], [3.0, 4.0]]), "scores": np.array([0.5, 0.25]), "score": np.float32(0.75)}],
+        [],
+        [{"keypoints": [[5.0, 6.0, 0.1], [7.0, 8.0, 0.2]], "score": 0.5}],
+    ]
+    results = persons_to_coco_results(persons, image_ids=[7, 8, np.int64(9)])
+    assert results == [
+        {"image_id": 7, "category_id": 1, "keypoints": [1.0, 2.0, 0.5, 3.0, 4.0, 0.25], "score": 0.75},
+        {"image_id": 9, "category_id": 1, "keypoints": [5.0, 6.0, 0.1, 7.0, 8.0, 0.2], "score": 0.5},
+    ]
+    assert type(results[1]["image_id"]) is int
+    json.dumps(results)
+    flat = persons_to_coco_results([{"image_id": 3, "keypoints": np.ones((2, 3))}])
+    assert flat[0]["score"] == 1.0 and flat[0]["image_id"] == 3
+    with pytest.raises(ValueError, match="image_id"):
+        persons_to_coco_results([{"keypoints": np.ones((2, 3))}])
+    with pytest.raises(ValueError, match="no 'scores'"):
+        persons_to_coco_results([[{"keypoints": np.ones((2, 2))}]], image_ids=[1])
+
+
+# --------------------------------------------------------------------------- NMS and rescoring
+
+
+def _reference_oks(g, d, area_g, area_d, sigmas, vis_thr=None):
+    """One pair, written from the mmpose 0.x formula (a loop over keypoints)."""
+    total, count = 0.0, 0
+    for k in range(len(sigmas)):
+        if vis_thr is not None and not d[k, 2] > vis_thr:
+            continue
+        var = (2 * sigmas[k]) ** 2
+        dist2 = (d[k, 0] - g[k, 0]) ** 2 + (d[k, 1] - g[k, 1]) ** 2
+        total += math.exp(-dist2 / var / ((area_g + area_d) / 2 + np.spacing(1)) / 2)
+        count += 1
+    return total / count if count else 0.0
+
+
+def _reference_nms(kpts, scores, areas, thr, sigmas):
+    """Greedy NMS, brute force: walk persons by decreasing score, drop those too similar to a kept one."""
+    order = sorted(range(len(scores)), key=lambda i: -scores[i])
+    keep, removed = [], set()
+    for i in order:
+        if i in removed:
+            continue
+        keep.append(i)
+        for j in order:
+            if j not in removed and j != i and j not in keep:
+                if _reference_oks(kpts[i], kpts[j], areas[i], areas[j], sigmas) > thr:
+                    removed.add(j)
+    return keep
+
+
+def _person_cluster(rng, n_clusters=4, per_cluster=5, k=17):
+    centers = rng.uniform(0, 400, size=(n_clusters, 1, 2)) + rng.uniform(-60, 60, size=(n_clusters, k, 2))
+    kpts, areas = [], []
+    for c in range(n_clusters):
+        for _ in range(per_cluster):
+            xy = centers[c] + rng.normal(0, rng.choice([0.5, 3.0, 15.0]), size=(k, 2))
+            kpts.append(np.concatenate([xy, rng.uniform(0, 1, size=(k, 1))], axis=1))
+            areas.append(rng.uniform(2000, 20000))
+    scores = rng.permutation(len(kpts)).astype(np.float64) / len(kpts) + 0.01  # distinct
+    return np.stack(kpts), scores, np.asarray(areas)
+
+
+def test_oks_iou_matches_loop_reference():
+    rng = np.random.default_rng(0)
+    kpts, _, areas = _person_cluster(rng, n_clusters=2, per_cluster=3)
+    for vis in (None, 0.5):
+        matrix = oks_iou(kpts, kpts[:4], areas, areas[:4], sigmas=COCO_SIGMAS, vis_threshold=vis)
+        assert matrix.shape == (len(kpts), 4)
+        for i in range(len(kpts)):
+            for j in range(4):
+                ref = _reference_oks(kpts[i], kpts[j], areas[i], areas[j], COCO_SIGMAS, vis)
+                assert matrix[i, j] == pytest.approx(ref, abs=1e-6)
+    torch = pytest.importorskip("torch")
+    out = oks_iou(torch.from_numpy(kpts), kpts, areas, areas, sigmas="coco")
+    assert isinstance(out, torch.Tensor) and torch.allclose(out.diagonal(), torch.ones(len(kpts)))
+
+
+def test_oks_nms_matches_brute_force():
+    rng = np.random.default_rng(1)
+    total_suppressed = 0
+    for _ in range(5):
+        kpts, scores, areas = _person_cluster(rng)
+        for thr in (0.5, 0.9):
+            keep = oks_nms_arrays(kpts, scores, areas, threshold=thr, sigmas="coco")
+            ref = _reference_nms(kpts, scores, areas, thr, COCO_SIGMAS)
+            assert keep.tolist() == ref
+            total_suppressed += len(scores) - len(keep)
+    assert total_suppressed > 10  # the test data really exercises suppression
+    persons = [{"keypoints": k[:, :2], "scores": k[:, 2], "score": s, "area": a} for k, s, a in zip(kpts, scores, areas)]
+    assert oks_nms(persons, threshold=0.9) == _reference_nms(kpts, scores, areas, 0.9, COCO_SIGMAS)
+    assert oks_nms([], 0.9) == []
+    with pytest.raises(ValueError, match="lacks"):
+        oks_nms([{"keypoints": kpts[0], "score": 1.0}])
+    with pytest.raises(ValueError, match="different keypoint counts"):
+        oks_nms([persons[0], {**persons[1], "keypoints": kpts[1][:14, :2], "scores": kpts[1][:14, 2]}])
+
+
+def test_rescoring_formula():
+    box = [0.9, 0.5, 1.0]
+    kps = [[0.1, 0.3, 0.5, 0.2], [0.1, 0.2, 0.15, 0.0], [1.0, 0.21, 0.8, 0.9]]
+    expected = [0.9 * (0.3 + 0.5) / 2, 0.0, 1.0 * (1.0 + 0.21 + 0.8 + 0.9) / 4]  # 0.2 itself is not above
+    np.testing.assert_allclose(rescore_scores(box, kps, 0.2), expected, rtol=1e-12)
+    persons = [{"score": b, "scores": np.array(k), "keypoints": np.zeros((4, 2))} for b, k in zip(box, kps)]
+    out = rescore(persons)
+    assert [p["score"] for p in out] == pytest.approx(expected)
+    assert [p["box_score"] for p in out] == box and persons[0]["score"] == 0.9  # inputs untouched
+    # rescoring a rescored list reads box_score, not the new score
+    assert [p["score"] for p in rescore(out)] == pytest.approx(expected)
+    with pytest.raises(ValueError, match="non-finite"):
+        rescore_scores([1.0], [[float("nan"), 0.5]])
+
+
+def test_crop_box_areas():
+    # 0.75 aspect: a 30x100 box becomes 75x100, a 90x100 box becomes 90x120; then x1.25 per side
+    np.testing.assert_allclose(
+        crop_box_areas([[0, 0, 30, 100], [5, 5, 90, 100]], aspect_ratio=0.75),
+        [75 * 100 * 1.25**2, 90 * 120 * 1.25**2],
+    )
+
+
+# --------------------------------------------------------------------------- evaluate metric
+
+
+def test_evaluate_metric_module_matches_library(coco_gt, crowdpose_gt, monkeypatch):
+    import evaluate
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    metric = evaluate.load(OKS_AP_METRIC_PATH)
+    path, data = coco_gt
+    results = _perturbed_results(data, seed=3)
+    predictions, references = to_metric_rows(path, results)
+    assert len(predictions) == len(references) == 4
+    got = metric.compute(predictions=predictions, references=references)
+    assert got == coco_keypoint_eval(path, results)
+    # batches, then compute; CrowdPose rows without areas and with named sigmas
+    path, data = crowdpose_gt
+    results = _perturbed_results(data, seed=4)
+    predictions, references = to_metric_rows(path, results)
+    for p, r in zip(predictions, references):
+        metric.add_batch(predictions=[p], references=[r])
+    got = metric.compute(sigmas="crowdpose")
+    assert got == coco_keypoint_eval(path, results, sigmas="crowdpose")
