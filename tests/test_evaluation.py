@@ -311,3 +311,79 @@ def test_evaluate_metric_module_matches_library(coco_gt, crowdpose_gt, monkeypat
         metric.add_batch(predictions=[p], references=[r])
     got = metric.compute(sigmas="crowdpose")
     assert got == coco_keypoint_eval(path, results, sigmas="crowdpose")
+
+
+# --------------------------------------------------------------------------- model evaluation
+
+
+class _OracleProcessor:
+    """Stands in for VitPoseImageProcessor: crops are blank, decoding returns the GT of each box.
+
+    It checks the calling contract of `evaluate_model` (nested boxes, batches across images,
+    chunks of at most `batch_size` crops per forward, flip pairs, dataset_index) without depending
+    on the real crop / decode code.
+    """
+
+    def __init__(self, gt_path, batch_size):
+        from vitpose_hf.evaluation.topdown import ground_truth_boxes
+
+        data = json.loads(gt_path.read_text())
+        self.lookup = {}
+        boxes = ground_truth_boxes(data)
+        for image_id, (image_boxes, _) in boxes.items():
+            anns = [
+                a for a in data["annotations"]
+                if a["image_id"] == image_id and not a["iscrowd"] and a["num_keypoints"] > 0
+            ]
+            for box, ann in zip(image_boxes, anns):
+                self.lookup[tuple(np.round(box, 6))] = np.asarray(ann["keypoints"], dtype=np.float64).reshape(-1, 3)
+        self.batch_size = batch_size
+        self.calls, self.chunks = [], []
+
+    def __call__(self, images, boxes, return_tensors="pt"):
+        import torch
+
+        assert return_tensors == "pt" and len(images) == len(boxes)
+        assert all(img.mode == "RGB" for img in images)
+        self.calls.append([len(b) for b in boxes])
+        return {"pixel_values": torch.zeros(sum(len(b) for b in boxes), 3, 64, 48)}
+
+    def predict_heatmaps(self, model, pixel_values, flip_test=True, flip_pairs=None, dataset_index=None):
+        assert pixel_values.shape[0] <= self.batch_size and flip_pairs[0] == (1, 2) and flip_test is False
+        self.chunks.append(pixel_values.shape[0])
+        return model(pixel_values).heatmaps
+
+    def post_process_pose_estimation(self, heatmaps, boxes):
+        out = []
+        for image_boxes in boxes:
+            persons = []
+            for box in image_boxes:
+                kps = self.lookup[tuple(np.round(box, 6))]
+                persons.append({"keypoints": kps[:, :2], "scores": np.where(kps[:, 2] > 0, 0.9, 0.1), "bbox": np.asarray(box)})
+            out.append(persons)
+        return out
+
+
+def test_evaluate_model_plumbing_with_oracle_processor(shared_data, tiny_config, tmp_path):
+    from vitpose_hf import VitPoseForPoseEstimation
+    from vitpose_hf.evaluation import evaluate_model
+
+    gt_path = shared_data / "coco_sample" / "test_coco.json"
+    model = VitPoseForPoseEstimation(tiny_config)
+    processor = _OracleProcessor(gt_path, batch_size=3)
+    out = tmp_path / "preds.json"
+    metrics = evaluate_model(
+        model, processor, gt_path, shared_data / "coco_sample", flip_test=False, batch_size=3, output_file=out
+    )
+    assert metrics["AP"] == pytest.approx(1.0) and metrics["AR"] == pytest.approx(1.0)
+    # 12 persons on 4 images (1, 2, 4, 5 boxes): images are grouped until >= 3 crops, chunks <= 3
+    assert processor.calls == [[1, 2], [4], [5]]
+    assert processor.chunks == [3, 3, 1, 3, 2]
+    written = json.loads(out.read_text())
+    assert len(written) == 12 and set(written[0]) == {"image_id", "category_id", "keypoints", "score"}
+    assert written[0]["score"] == pytest.approx(0.9)  # GT box score 1.0 x mean of the 0.9 scores
+    assert coco_keypoint_eval(gt_path, written) == metrics
+    with pytest.raises(ValueError, match="use_gt_boxes_if_no_det"):
+        evaluate_model(model, processor, gt_path, shared_data / "coco_sample", use_gt_boxes_if_no_det=False)
+    with pytest.raises(ValueError, match="image file not found"):
+        evaluate_model(model, processor, gt_path, tmp_path, flip_test=False, batch_size=3)

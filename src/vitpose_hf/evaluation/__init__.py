@@ -21,6 +21,7 @@ from .coco import (
     persons_to_coco_results,
     to_metric_rows,
 )
+from .topdown import detection_boxes, evaluate_model, ground_truth_boxes, predict_coco_results
 from .nms import crop_box_areas, oks_iou, oks_nms, oks_nms_arrays, rescore, rescore_scores, resolve_sigmas
 
 OKS_AP_METRIC_PATH = str(Path(__file__).resolve().parent / "metrics" / "oks_ap" / "oks_ap.py")
@@ -31,6 +32,10 @@ __all__ = [
     "OKS_AP_METRIC_PATH",
     "coco_keypoint_eval",
     "crop_box_areas",
+    "detection_boxes",
+    "evaluate_model",
+    "ground_truth_boxes",
+    "predict_coco_results",
     "format_metrics_table",
     "from_metric_rows",
     "ground_truth_as_results",

@@ -1,0 +1,339 @@
+"""Top-down COCO keypoint evaluation of a pose model, as the ViTPose paper reports it.
+
+Person boxes come from the ground truth or from a COCO-results detection file; every box is cropped
+by the image processor, the crops run through the model in batches that span images (with flip
+test), heatmaps are decoded to image coordinates, each person is rescored
+(``box score * mean(keypoint scores > 0.2)``), OKS-NMS at 0.9 runs per image, and pycocotools
+computes OKS AP with the schema's sigmas.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..keypoint_schemas import get_schema
+from .coco import coco_keypoint_eval, load_coco, persons_to_coco_results
+from .nms import crop_box_areas, oks_nms_arrays, rescore_scores, resolve_sigmas
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["evaluate_model", "ground_truth_boxes", "detection_boxes", "predict_coco_results"]
+
+
+@dataclass
+class _ImageBoxes:
+    image_id: Any
+    file_name: str
+    boxes: list = field(default_factory=list)  # [x, y, w, h]
+    scores: list = field(default_factory=list)
+
+
+def ground_truth_boxes(coco) -> dict[Any, tuple[list[list[float]], list[float]]]:
+    """Person boxes of the ground truth, selected and cleaned like mmpose 0.x `TopDownCocoDataset`.
+
+    Kept: non-crowd annotations with a bbox, ``area > 0`` (when present), a non-empty box after
+    clipping to the image, and at least one labelled keypoint. The box is clipped to the image as the
+    original does (``x2 = min(W - 1, x1 + max(0, w - 1))``, giving ``w' = x2 - x1``). Score 1.0.
+
+    Returns:
+        ``{image_id: (boxes [[x, y, w, h], ...], scores [1.0, ...])}`` for every image of `coco`.
+    """
+    coco = load_coco(coco)
+    out: dict[Any, tuple[list, list]] = {}
+    for image_id in sorted(coco.getImgIds()):
+        info = coco.imgs[image_id]
+        width, height = info.get("width"), info.get("height")
+        boxes: list[list[float]] = []
+        for ann in coco.imgToAnns.get(image_id, []):
+            if ann.get("iscrowd", 0) or "bbox" not in ann:
+                continue
+            if "area" in ann and not ann["area"] > 0:
+                continue
+            kps = ann.get("keypoints")
+            if not kps or max(kps) <= 0 or ann.get("num_keypoints", 1) == 0:
+                continue
+            x, y, w, h = (float(v) for v in ann["bbox"])
+            x1, y1 = max(0.0, x), max(0.0, y)
+            x2 = x1 + max(0.0, w - 1.0)
+            y2 = y1 + max(0.0, h - 1.0)
+            if width is not None and height is not None:
+                x2, y2 = min(width - 1.0, x2), min(height - 1.0, y2)
+            if x2 > x1 and y2 > y1:
+                boxes.append([x1, y1, x2 - x1, y2 - y1])
+        out[image_id] = (boxes, [1.0] * len(boxes))
+    return out
+
+
+def detection_boxes(
+    detections, coco, score_threshold: float = 0.0, category_id: int = 1
+) -> dict[Any, tuple[list[list[float]], list[float]]]:
+    """Person boxes from COCO-results detections (a path or a list of dicts).
+
+    Kept: ``category_id == category_id``, ``score >= score_threshold``, finite boxes with w, h > 0,
+    on an image of `coco` (others are skipped and counted in the log).
+
+    Returns:
+        ``{image_id: (boxes, scores)}`` for every image of `coco` (empty lists where none).
+    """
+    coco = load_coco(coco)
+    if isinstance(detections, (str, os.PathLike)):
+        path = os.fspath(detections)
+        if not os.path.isfile(path):
+            raise ValueError(f"detection file not found: {path!r}")
+        with open(path, "r", encoding="utf-8") as handle:
+            try:
+                detections = json.load(handle)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"detection file {path!r} is not valid JSON: {err}") from None
+    if not isinstance(detections, list):
+        raise ValueError(f"detections must be a COCO results list, got {type(detections).__name__}")
+    out = {image_id: ([], []) for image_id in sorted(coco.getImgIds())}
+    skipped = {"category": 0, "score": 0, "image": 0, "degenerate": 0}
+    for idx, det in enumerate(detections):
+        if not isinstance(det, dict):
+            raise ValueError(f"detection {idx} is a {type(det).__name__}, not a dict")
+        missing = [key for key in ("image_id", "bbox", "score") if key not in det]
+        if missing:
+            raise ValueError(f"detection {idx} lacks {missing} (COCO results need image_id, bbox, score)")
+        if int(det.get("category_id", category_id)) != category_id:
+            skipped["category"] += 1
+            continue
+        score = float(det["score"])
+        if not score >= score_threshold:
+            skipped["score"] += 1
+            continue
+        if det["image_id"] not in out:
+            skipped["image"] += 1
+            continue
+        box = [float(v) for v in det["bbox"]]
+        if len(box) != 4:
+            raise ValueError(f"detection {idx} bbox has {len(box)} values, expected 4 (x, y, w, h)")
+        if not all(math.isfinite(v) for v in box) or box[2] <= 0 or box[3] <= 0:
+            skipped["degenerate"] += 1
+            continue
+        out[det["image_id"]][0].append(box)
+        out[det["image_id"]][1].append(score)
+    if any(skipped.values()):
+        logger.info("detections skipped: %s", skipped)
+    return out
+
+
+def _model_input_size(model, processor) -> tuple[int, int]:
+    size = getattr(getattr(model, "config", None), "image_size", None)
+    if size is None:
+        size = getattr(processor, "size", None)
+        if isinstance(size, dict):
+            size = (size["height"], size["width"])
+    if size is None:
+        raise ValueError("cannot tell the model input size (model.config.image_size or processor.size)")
+    return int(size[0]), int(size[1])
+
+
+def _processor_padding(processor) -> float:
+    for name in ("padding_factor", "box_padding", "bbox_padding", "padding"):
+        value = getattr(processor, name, None)
+        if isinstance(value, (int, float)) and value > 0:
+            return float(value)
+    return 1.25
+
+
+def _run_group(model, processor, images, boxes, flip_test, flip_pairs, dataset_index, batch_size):
+    """Crops + forward (in chunks of `batch_size`) + decode for a group of images."""
+    import torch
+
+    inputs = processor(images, boxes=boxes, return_tensors="pt")
+    pixel_values = inputs["pixel_values"]
+    param = next(model.parameters())
+    heatmaps = []
+    with torch.inference_mode():
+        for start in range(0, pixel_values.shape[0], batch_size):
+            chunk = pixel_values[start : start + batch_size].to(device=param.device, dtype=param.dtype)
+            out = processor.predict_heatmaps(
+                model, chunk, flip_test=flip_test, flip_pairs=flip_pairs, dataset_index=dataset_index
+            )
+            heatmaps.append(out.float().cpu())
+    heatmaps = torch.cat(heatmaps, 0)
+    return processor.post_process_pose_estimation(heatmaps, boxes=boxes)
+
+
+def predict_coco_results(
+    model,
+    processor,
+    coco,
+    image_dir,
+    boxes_per_image: dict[Any, tuple[list, list]],
+    flip_test: bool = True,
+    batch_size: int = 32,
+    schema="coco",
+    dataset_index: int | None = None,
+    keypoint_threshold: float = 0.2,
+    oks_threshold: float | None = 0.9,
+) -> list[dict]:
+    """Run the model on the given person boxes; rescoring + OKS-NMS per image -> COCO results.
+
+    Args:
+        boxes_per_image: ``{image_id: (boxes [[x, y, w, h], ...], box scores)}``.
+        oks_threshold: OKS-NMS threshold, or None to keep every person.
+        (the others as in :func:`evaluate_model`)
+
+    Returns:
+        COCO keypoint results (``image_id, category_id, keypoints, score``), images in id order.
+    """
+    from PIL import Image
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    schema = get_schema(schema)
+    sigmas = resolve_sigmas(schema, schema.num_keypoints) if oks_threshold is not None else None
+    height, width = _model_input_size(model, processor)
+    aspect, padding = width / height, _processor_padding(processor)
+    image_dir = Path(image_dir)
+    entries = []
+    for image_id in sorted(boxes_per_image):
+        boxes, scores = boxes_per_image[image_id]
+        if len(boxes) != len(scores):
+            raise ValueError(f"image {image_id}: {len(boxes)} boxes but {len(scores)} scores")
+        if boxes:
+            entries.append(_ImageBoxes(image_id, coco.imgs[image_id]["file_name"], list(boxes), list(scores)))
+    groups, current, count = [], [], 0
+    for entry in entries:
+        current.append(entry)
+        count += len(entry.boxes)
+        if count >= batch_size:
+            groups.append(current)
+            current, count = [], 0
+    if current:
+        groups.append(current)
+    total = sum(len(e.boxes) for e in entries)
+    logger.info("evaluating %d persons on %d images in %d groups", total, len(entries), len(groups))
+
+    results: list[dict] = []
+    done = 0
+    was_training = model.training
+    model.eval()
+    try:
+        for group in groups:
+            images = []
+            for entry in group:
+                path = image_dir / entry.file_name
+                if not path.is_file():
+                    raise ValueError(f"image file not found: {path}")
+                with Image.open(path) as img:
+                    images.append(img.convert("RGB"))
+            boxes = [entry.boxes for entry in group]
+            persons = _run_group(
+                model, processor, images, boxes, flip_test, list(schema.flip_pairs), dataset_index, batch_size
+            )
+            if len(persons) != len(group):
+                raise ValueError(f"the processor returned {len(persons)} images for {len(group)}")
+            for entry, found in zip(group, persons):
+                results.extend(_select_persons(entry, found, schema, sigmas, aspect, padding, keypoint_threshold, oks_threshold))
+            done += sum(len(e.boxes) for e in group)
+            logger.info("evaluated %d / %d persons", done, total)
+    finally:
+        model.train(was_training)
+    return results
+
+
+def _select_persons(entry, found, schema, sigmas, aspect, padding, keypoint_threshold, oks_threshold):
+    if len(found) != len(entry.boxes):
+        raise ValueError(f"image {entry.image_id}: {len(found)} decoded persons for {len(entry.boxes)} boxes")
+    keypoints = np.stack([np.asarray(_numpy(p["keypoints"]), dtype=np.float64) for p in found])  # (P, K, 2)
+    kp_scores = np.stack([np.asarray(_numpy(p["scores"]), dtype=np.float64).reshape(-1) for p in found])  # (P, K)
+    if keypoints.shape[1] != schema.num_keypoints:
+        raise ValueError(
+            f"the model predicts {keypoints.shape[1]} keypoints but schema {schema.name!r} has {schema.num_keypoints}"
+        )
+    if not (np.all(np.isfinite(keypoints)) and np.all(np.isfinite(kp_scores))):
+        raise ValueError(f"image {entry.image_id}: non-finite keypoints decoded")
+    scores = rescore_scores(entry.scores, kp_scores, keypoint_threshold)
+    areas = crop_box_areas(entry.boxes, aspect_ratio=aspect, padding=padding)
+    kpts3 = np.concatenate([keypoints, kp_scores[..., None]], axis=-1)  # (P, K, 3)
+    if oks_threshold is None:
+        keep = np.argsort(scores)[::-1]
+    else:
+        keep = oks_nms_arrays(kpts3, scores, areas, threshold=oks_threshold, sigmas=sigmas)
+    persons = [{"image_id": entry.image_id, "keypoints": kpts3[i], "score": float(scores[i])} for i in keep]
+    return persons_to_coco_results(persons)
+
+
+def _numpy(value):
+    if hasattr(value, "detach"):
+        return value.detach().float().cpu().numpy()
+    return value
+
+
+def evaluate_model(
+    model,
+    processor,
+    annotation_file,
+    image_dir,
+    detection_file=None,
+    flip_test: bool = True,
+    batch_size: int = 32,
+    det_score_threshold: float = 0.0,
+    schema="coco",
+    dataset_index: int | None = None,
+    output_file=None,
+    use_gt_boxes_if_no_det: bool = True,
+    keypoint_threshold: float = 0.2,
+    oks_threshold: float | None = 0.9,
+    use_area: bool | None = None,
+) -> dict[str, float]:
+    """COCO keypoint AP of a top-down pose model on an annotated image folder.
+
+    Args:
+        model: a `VitPoseForPoseEstimation` (any device / dtype; put in eval mode for the run).
+        processor: a `VitPoseImageProcessor` (crops, `predict_heatmaps`, `post_process_pose_estimation`).
+        annotation_file: COCO keypoint annotations (path, dict or pycocotools `COCO`).
+        image_dir: folder holding the images' `file_name`s.
+        detection_file: COCO-results person detections (path or list); None uses ground-truth boxes
+            (see :func:`ground_truth_boxes`) when `use_gt_boxes_if_no_det`, else raises ValueError.
+        flip_test: average with the mirrored crops' heatmaps.
+        batch_size: crops per forward pass; crops of several images share a batch.
+        det_score_threshold: detections with a lower score are dropped (0.0 in ViTPose's config).
+        schema: keypoint schema name: flip pairs and OKS sigmas.
+        dataset_index: ViTPose++ dataset index (expert / head), None for the model's default.
+        output_file: where to write the predictions (COCO results JSON), or None.
+        keypoint_threshold: rescoring threshold (0.2); oks_threshold: OKS-NMS threshold (0.9, None = off).
+        use_area: see :func:`coco_keypoint_eval`.
+
+    Returns:
+        ``{"AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl"}``.
+    """
+    schema = get_schema(schema)
+    coco = load_coco(annotation_file)
+    if detection_file is not None:
+        boxes = detection_boxes(detection_file, coco, score_threshold=det_score_threshold)
+    elif use_gt_boxes_if_no_det:
+        boxes = ground_truth_boxes(coco)
+    else:
+        raise ValueError("no detection_file given and use_gt_boxes_if_no_det=False: no person boxes to evaluate")
+    results = predict_coco_results(
+        model,
+        processor,
+        coco,
+        image_dir,
+        boxes,
+        flip_test=flip_test,
+        batch_size=batch_size,
+        schema=schema,
+        dataset_index=dataset_index,
+        keypoint_threshold=keypoint_threshold,
+        oks_threshold=oks_threshold,
+    )
+    if output_file is not None:
+        output_file = Path(output_file)
+        output_file.parent.mkdir(parents=True, exist_ok=True)
+        output_file.write_text(json.dumps(results))
+        logger.info("wrote %d predictions to %s", len(results), output_file)
+    sigmas = schema if schema.sigmas is not None else None
+    return coco_keypoint_eval(coco, results, sigmas=sigmas, use_area=use_area)
