@@ -793,12 +793,48 @@ class VitPoseForPoseEstimation(VitPosePreTrainedModel):
         export_to_transformers(self, save_directory)
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, image_size=None, **kwargs):
-        """`PreTrainedModel.from_pretrained`, plus `image_size=(H, W)` to resample the position
-        embeddings to another input size at load time. Reads our checkpoints and transformers'
-        VitPose ones (`model_type "vitpose"`) alike."""
-        model = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, image_size=None, strict=None, **kwargs):
+        """`PreTrainedModel.from_pretrained`, plus:
+
+        - `image_size=(H, W)`: resample the position embeddings to another input size at load time;
+        - key checking: missing or unexpected `backbone.*` weights raise a `ValueError` naming them
+          (a backbone that does not fit the checkpoint is never silently half-random); missing or
+          unexpected head weights (a fresh head for fine-tuning) are logged as a warning.
+          `strict=True` raises for any missing, unexpected or mismatched key, `strict=False` only
+          logs (transformers' behaviour);
+        - an unreadable safetensors file raises a `ValueError` naming it.
+
+        Reads our checkpoints and transformers' VitPose ones (`model_type "vitpose"`) alike.
+        """
+        want_info = kwargs.pop("output_loading_info", False)
+        try:
+            model, info = super().from_pretrained(
+                pretrained_model_name_or_path, *model_args, output_loading_info=True, **kwargs
+            )
+        except Exception as err:
+            if type(err).__name__ == "SafetensorError":
+                raise ValueError(f"cannot read the weights of {pretrained_model_name_or_path}: {err}") from err
+            raise
+        missing = list(info.get("missing_keys", []))
+        unexpected = list(info.get("unexpected_keys", []))
+        mismatched = list(info.get("mismatched_keys", []))
+        if strict:
+            bad_missing, bad_unexpected = missing, unexpected
+        elif strict is None:
+            bad_missing = [k for k in missing if k.startswith("backbone.")]
+            bad_unexpected = [k for k in unexpected if k.startswith("backbone.")]
+        else:
+            bad_missing, bad_unexpected = [], []
+        if bad_missing or bad_unexpected or (strict and mismatched):
+            raise ValueError(
+                f"checkpoint {pretrained_model_name_or_path} does not fit {cls.__name__}: missing keys "
+                f"{sorted(bad_missing)}, unexpected keys {sorted(bad_unexpected)}"
+                + (f", mismatched keys {mismatched}" if strict and mismatched else "")
+            )
+        if missing or unexpected:
+            logger.warning("loading %s: weights not in the checkpoint (freshly initialised): %s; "
+                           "checkpoint weights not used: %s", pretrained_model_name_or_path, missing, unexpected)
         if image_size is not None:
             model.backbone.resize_position_embeddings(image_size)
             model.config.image_size = list(model.backbone.config.image_size)
-        return model
+        return (model, info) if want_info else model
