@@ -229,3 +229,70 @@ def test_pooled_window_is_cheaper_in_keys():
     # 5 x 5 windows of 48 tokens (grid padded to 40 x 30): 48 + 25 keys per query instead of 972
     assert lay.num_windows == 25 and lay.window_tokens == 48
     assert math.prod(lay.grid) == 972
+
+
+# ----------------------------------------------------------------------------- 1/8 feature resolution
+@pytest.mark.parametrize("simple", [False, True])
+def test_stride_8_heatmaps_are_quarter_resolution(simple):
+    from vitpose_hf.feature_stride import change_feature_stride
+
+    config = VitPoseConfig(**tiny_config_kwargs(patch_size=16, use_simple_decoder=simple))
+    teacher = VitPoseForPoseEstimation(config).eval()  # stride 16: grid 4 x 3
+    student = change_feature_stride(teacher, 8)
+    emb = student.backbone.embeddings
+    assert student.config.effective_patch_stride == [8, 8] and student.config.patch_padding == 4
+    assert emb.grid == (8, 6) and emb.position_embeddings.shape == (1, 1 + 48, 32)
+    x = torch.randn(2, 3, 64, 48)
+    with torch.no_grad():
+        out = student(x, output_hidden_states=True)
+    assert out.feature_map.shape[-2:] == (8, 6) and out.heatmaps.shape == (2, 17, 16, 12)
+    # same weights everywhere but the resampled position embeddings (and the dropped second deconv)
+    for name, p in teacher.backbone.named_parameters():
+        if name != "embeddings.position_embeddings":
+            assert torch.equal(p, student.backbone.get_parameter(name))
+    # the slot and the grid are resampled independently (bicubic), explicit (h, w) grids
+    src = teacher.backbone.embeddings.position_embeddings
+    expected = torch.nn.functional.interpolate(
+        src[:, 1:].reshape(1, 4, 3, 32).permute(0, 3, 1, 2), size=(8, 6), mode="bicubic", align_corners=False
+    ).permute(0, 2, 3, 1).reshape(1, 48, 32)
+    torch.testing.assert_close(emb.position_embeddings[:, 1:], expected)
+    assert torch.equal(emb.position_embeddings[:, :1], src[:, :1])
+
+
+def test_stride_8_config_padding_and_preset():
+    config = VitPoseConfig.from_preset("base", feature_stride=8)
+    assert config.effective_patch_stride == [8, 8] and config.patch_padding == 4 and config.num_deconv_layers == 1
+    simple = VitPoseConfig.from_preset("base-simple", feature_stride=8)
+    assert simple.scale_factor == 2 and simple.patch_padding == 4
+    assert VitPoseConfig().patch_padding == 2  # official stride-16 padding untouched
+    # (H + 2p - 16) / 8 + 1 == H / 8 needs 8 <= 2p < 16; padding 2 gives H/8 - 1
+    with pytest.raises(ValueError, match="patch_padding 2"):
+        VitPoseConfig(patch_stride=8, patch_padding=2)
+    assert VitPoseConfig(patch_stride=8, patch_padding=6).patch_padding == 6
+    with pytest.raises(ValueError, match="feature_stride"):
+        VitPoseConfig.from_preset("base", feature_stride=4)
+    # a full-size stride-8 backbone on the official 256 x 192 input: 32 x 24 grid, 64 x 48 heatmaps
+    model = VitPoseForPoseEstimation(VitPoseConfig.from_preset("small", feature_stride=8, num_hidden_layers=1))
+    assert model.backbone.embeddings.grid == (32, 24)
+    with torch.no_grad():
+        assert model.eval()(torch.randn(1, 3, 256, 192)).heatmaps.shape == (1, 17, 64, 48)
+
+
+def test_stride_16_checkpoint_loads_into_stride_8_model(tmp_path):
+    from vitpose_hf.feature_stride import change_feature_stride
+
+    teacher = VitPoseForPoseEstimation(VitPoseConfig(**tiny_config_kwargs(patch_size=16)))
+    teacher.save_pretrained(tmp_path / "s16")
+    student = change_feature_stride(VitPoseForPoseEstimation.from_pretrained(tmp_path / "s16"), 8)
+    # plain state-dict route: the backbone loads strictly (position embeddings resampled on load)
+    fresh = VitPoseForPoseEstimation(VitPoseConfig(**tiny_config_kwargs(patch_size=16, patch_stride=8, num_deconv_layers=1)))
+    fresh.backbone.load_state_dict(teacher.backbone.state_dict(), strict=True)
+    torch.testing.assert_close(fresh.backbone.embeddings.position_embeddings, student.backbone.embeddings.position_embeddings)
+    student.save_pretrained(tmp_path / "s8")
+    again, info = VitPoseForPoseEstimation.from_pretrained(tmp_path / "s8", output_loading_info=True)
+    assert not any(info.values())
+    assert again.config.patch_padding == 4 and again.config.num_deconv_layers == 1
+    x = torch.randn(1, 3, 64, 48)
+    with torch.no_grad():
+        torch.testing.assert_close(again.eval()(x).heatmaps, student.eval()(x).heatmaps)
+        assert again(x).heatmaps.shape == (1, 17, 16, 12)

@@ -10,6 +10,7 @@ level, with transformers' defaults for whatever that file left out, so that
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from transformers import PretrainedConfig
@@ -72,6 +73,23 @@ def _pair(value: Any, name: str) -> tuple[int, int]:
     return pair  # type: ignore[return-value]
 
 
+def _resolve_patch_padding(patch_size: list[int], patch_stride: list[int] | None, padding: int | None) -> int:
+    """Padding of the patch conv: official 2 for non-overlapping patches; for a smaller stride the
+    padding that makes the grid exactly `image_size / stride` (kernel centred on each stride cell)."""
+    if patch_stride is None or list(patch_stride) == list(patch_size):
+        return 2 if padding is None else int(padding)
+    if padding is None:
+        return max(math.ceil((k - s) / 2) for k, s in zip(patch_size, patch_stride))
+    padding = int(padding)
+    for k, s in zip(patch_size, patch_stride):
+        if not k - s <= 2 * padding < k:
+            raise ValueError(
+                f"patch_padding {padding} with patch_size {k} and patch_stride {s} does not give an "
+                f"image_size / {s} grid; use a padding p with {k - s} <= 2p < {k} (e.g. {math.ceil((k - s) / 2)})"
+            )
+    return padding
+
+
 class VitPoseConfig(PretrainedConfig):
     r"""Configuration of a ViTPose model (backbone + heatmap head).
 
@@ -84,7 +102,10 @@ class VitPoseConfig(PretrainedConfig):
         patch_size (`int` or `(int, int)`, defaults to 16): patch kernel size.
         patch_stride (`int` or `(int, int)`, *optional*): patch stride, defaults to `patch_size`;
             8 gives the paper's 1/8 feature resolution.
-        patch_padding (`int`, defaults to 2): padding of the patch convolution (official: 2).
+        patch_padding (`int`, *optional*): padding of the patch convolution. Default: 2 (official)
+            when the stride equals the patch size, else `ceil((patch - stride) / 2)` (4 for patch 16,
+            stride 8), the value for which the grid is exactly `image_size / stride`; with another
+            stride, a padding outside `patch - stride <= 2 * padding < patch` is a ValueError.
         num_channels (`int`, defaults to 3): input channels.
         hidden_size (`int`, defaults to 768), num_hidden_layers (`int`, defaults to 12),
         num_attention_heads (`int`, defaults to 12), mlp_ratio (`float`, defaults to 4): ViT sizes.
@@ -122,7 +143,7 @@ class VitPoseConfig(PretrainedConfig):
         image_size: int | tuple[int, int] = (256, 192),
         patch_size: int | tuple[int, int] = 16,
         patch_stride: int | tuple[int, int] | None = None,
-        patch_padding: int = 2,
+        patch_padding: int | None = None,
         num_channels: int = 3,
         hidden_size: int = 768,
         num_hidden_layers: int = 12,
@@ -186,7 +207,7 @@ class VitPoseConfig(PretrainedConfig):
         self.image_size = list(_pair(image_size, "image_size"))
         self.patch_size = list(_pair(patch_size, "patch_size"))
         self.patch_stride = list(_pair(patch_stride, "patch_stride")) if patch_stride is not None else None
-        self.patch_padding = int(patch_padding)
+        self.patch_padding = _resolve_patch_padding(self.patch_size, self.patch_stride, patch_padding)
         self.num_channels = int(num_channels)
         self.hidden_size = int(hidden_size)
         self.num_hidden_layers = int(num_hidden_layers)
@@ -268,7 +289,7 @@ class VitPoseConfig(PretrainedConfig):
     @property
     def effective_patch_stride(self) -> list[int]:
         """Stride of the patch embedding ((h, w)), `patch_size` unless `patch_stride` is set."""
-        return self.patch_stride if self.patch_stride is not None else self.patch_size
+        return list(_pair(self.patch_stride, "patch_stride")) if self.patch_stride is not None else self.patch_size
 
     def layer_attention_types(self) -> list[str]:
         """Attention kind of every layer, after `global_attention_layers` overrides."""
@@ -310,13 +331,16 @@ class VitPoseConfig(PretrainedConfig):
         )
 
     @classmethod
-    def from_preset(cls, name: str, **kwargs) -> "VitPoseConfig":
+    def from_preset(cls, name: str, feature_stride: int = 16, **kwargs) -> "VitPoseConfig":
         """Config of a named model size.
 
         Args:
             name: `"small"`, `"base"`, `"large"`, `"huge"` or `"giant"` (or `s/b/l/h/g`, optionally
                 prefixed `vitpose-`, suffixed `-simple` for the simple decoder or `-plus` for the
                 ViTPose++ MoE with 6 experts).
+            feature_stride: 16 (default) or 8 for the paper's 1/8 feature resolution: patch stride 8
+                (padding 4) with one deconvolution in the classic head or `scale_factor=2` in the
+                simple head, so heatmaps stay at 1/4 of the input.
             kwargs: any other config field, overriding the preset.
         """
         key = name.lower().replace("vitpose_", "").replace("vitpose-", "")
@@ -334,6 +358,11 @@ class VitPoseConfig(PretrainedConfig):
         )
         if plus:
             values.update(num_experts=6, part_features=hidden // 4)
+        if feature_stride == 8:
+            values.update(patch_stride=8)
+            values.update({"scale_factor": 2} if simple else {"num_deconv_layers": 1})
+        elif feature_stride != 16:
+            raise ValueError(f"feature_stride must be 16 or 8, got {feature_stride!r}")
         values.update(kwargs)
         return cls(**values)
 
