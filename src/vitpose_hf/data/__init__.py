@@ -12,6 +12,7 @@ Typical use::
 from .augmentation import IMAGENET_MEAN, IMAGENET_STD, TopDownTransform, load_image
 from .coco import PERSON_FEATURES, clean_coco_bbox, load_coco_keypoints, schema_from_category
 from .collator import PoseDataCollator
+from .synthetic import load_synthetic_dataset, make_synthetic_coco, render_synthetic_image
 from .converters import load_aic, load_crowdpose, load_keypoint_dataset, load_mpii
 from .targets import generate_heatmaps, generate_msra_heatmaps, generate_udp_heatmaps
 
@@ -31,5 +32,8 @@ __all__ = [
     "load_image",
     "load_keypoint_dataset",
     "load_mpii",
+    "load_synthetic_dataset",
+    "make_synthetic_coco",
+    "render_synthetic_image",
     "schema_from_category",
 ]
