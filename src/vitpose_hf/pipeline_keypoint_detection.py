@@ -1,0 +1,404 @@
+"""The "keypoint-detection" pipeline: image(s) in, people's keypoints out (top-down).
+
+`import vitpose_hf` registers the task with transformers, so
+
+```python
+pipe = transformers.pipeline("keypoint-detection", model="path/or/hub-id")
+people = pipe("photo.jpg", boxes=[[x, y, w, h], ...])
+```
+
+works for vitpose_hf checkpoints and for transformers-format VitPose checkpoints (loaded into
+`vitpose_hf.VitPoseForPoseEstimation`). Flow per image: person boxes (given, from a detector, or
+the whole image) -> `VitPoseImageProcessor` crops -> model heatmaps (optionally with flip test)
+-> decoding back to image coordinates.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import Pipeline
+
+from .detectors import BaseDetector, build_detector, load_rgb_image
+from .keypoint_schemas import SCHEMAS, KeypointSchema, get_schema
+
+logger = logging.getLogger(__name__)
+
+TASK = "keypoint-detection"
+DEFAULT_IMAGE_BATCH = 8
+
+__all__ = ["KeypointDetectionPipeline", "register_pipeline", "TASK"]
+
+
+def _schema_for_count(num_keypoints: int) -> KeypointSchema:
+    from . import keypoint_schemas
+
+    finder = getattr(keypoint_schemas, "schema_for_num_keypoints", None)
+    if finder is not None:
+        return finder(num_keypoints)
+    for schema in SCHEMAS.values():
+        if schema.num_keypoints == num_keypoints:
+            return schema
+    raise ValueError(f"no keypoint schema with {num_keypoints} keypoints")
+
+
+def _schema_from_labels(labels: Sequence[str]) -> KeypointSchema | None:
+    """The known schema whose keypoint names are exactly `labels`, if any (prefers the first match)."""
+    labels = tuple(str(label) for label in labels)
+    for schema in SCHEMAS.values():
+        if schema.keypoints == labels:
+            return schema
+    return None
+
+
+def _validate_boxes(boxes: Any, width: int, height: int) -> np.ndarray:
+    """`[[x, y, w, h], ...]` -> `(N, 4)` float64; ValueError naming a NaN, empty or off-image box."""
+    if isinstance(boxes, torch.Tensor):
+        boxes = boxes.detach().cpu().numpy()
+    try:
+        arr = np.asarray(boxes, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"boxes must be a list of [x, y, w, h], got {boxes!r:.100}") from err
+    if arr.size == 0:
+        return np.zeros((0, 4))
+    if arr.ndim == 1 and arr.shape[0] == 4:
+        arr = arr[None]
+    if arr.ndim != 2 or arr.shape[1] != 4:
+        raise ValueError(f"boxes must have shape (N, 4) as [x, y, w, h], got shape {arr.shape}")
+    for box in arr:
+        if not np.all(np.isfinite(box)):
+            raise ValueError(f"box {box.tolist()} holds NaN or infinite values")
+        if box[2] <= 0 or box[3] <= 0:
+            raise ValueError(f"box {box.tolist()} has zero or negative size (boxes are [x, y, w, h])")
+        if box[0] >= width or box[1] >= height or box[0] + box[2] <= 0 or box[1] + box[3] <= 0:
+            raise ValueError(f"box {box.tolist()} lies entirely outside the {width}x{height} image")
+    return arr
+
+
+class KeypointDetectionPipeline(Pipeline):
+    """Top-down human (or animal) keypoint detection with a ViTPose model.
+
+    Call: `pipe(images, boxes=None, **kwargs)` where `images` is one image (path, URL, PIL image,
+    numpy array) or a list of them.
+
+    Args (at construction or per call):
+        boxes: person boxes `[[x, y, w, h], ...]` in pixels for one image; for a list of images, a
+            list with one such list per image. A box may stick out of the image (the crop is padded)
+            but not lie entirely outside it; zero/negative/NaN sizes raise `ValueError`. An empty
+            list means "nobody here" and gives `[]`.
+        box_scores: optional detection score per box (same nesting as `boxes`); default 1.0.
+        detector: used when `boxes` is not given: a transformers object-detection pipeline, a model
+            id, a path to a YOLOX `.onnx` file, or a `vitpose_hf.detectors.BaseDetector`. Without
+            a detector the whole image is one box.
+        detection_threshold: minimum person detection score (default: the detector's own).
+        max_persons: keep at most this many detections per image (highest scores first).
+        flip_test (`bool`, default True): average the heatmaps of each crop and its mirror image.
+        dataset_index (`int`, optional): which ViTPose++ expert/head to use (0 = COCO). The
+            keypoint schema follows that head's keypoint count unless `schema` is given.
+        schema: keypoint schema name or object (names, flip pairs); default from the model.
+        keypoint_threshold (`float`, optional): drop keypoints whose score is below it.
+        batch_size: for a list of images, how many images have their crops batched into one
+            forward pass (default 8).
+
+    Returns:
+        Per image, a list with one entry per person, sorted like the boxes:
+        `{"bbox": [x, y, w, h], "score": float, "keypoints": [{"label": str, "x": float,
+        "y": float, "score": float}, ...]}`. `score` is the box score times the mean score of the
+        keypoints scoring above 0.2 (ViTPose's rescoring). For a list of images, a list of such
+        lists.
+    """
+
+    _load_processor = False
+    _load_image_processor = False
+    _load_feature_extractor = False
+    _load_tokenizer = False
+
+    def __init__(self, model, image_processor=None, **kwargs):
+        self._detector_cache: dict[str, BaseDetector] = {}
+        super().__init__(model=model, image_processor=image_processor, **kwargs)
+        self.image_processor = self._resolve_processor(self.image_processor)
+        self.model.eval()
+
+    # ------------------------------------------------------------------------------ setup
+
+    def _resolve_processor(self, processor):
+        from .image_processing_vitpose import VitPoseImageProcessor
+
+        if isinstance(processor, VitPoseImageProcessor):
+            return processor
+        if processor is not None and hasattr(processor, "to_dict"):
+            logger.info("converting %s to vitpose_hf's VitPoseImageProcessor", type(processor).__name__)
+            settings = {k: v for k, v in processor.to_dict().items() if not k.startswith("_")}
+            settings.pop("image_processor_type", None)
+            return VitPoseImageProcessor.from_dict(settings)
+        source = getattr(self.model, "name_or_path", None) or getattr(self.model.config, "_name_or_path", None)
+        if source and os.path.isfile(os.path.join(str(source), "preprocessor_config.json")):
+            return VitPoseImageProcessor.from_pretrained(source)
+        height, width = (int(v) for v in self.model.config.image_size)
+        logger.info("no preprocessor config found; using a default processor for %dx%d input", height, width)
+        return VitPoseImageProcessor(size={"height": height, "width": width})
+
+    def _get_detector(self, spec):
+        if spec is None or isinstance(spec, BaseDetector):
+            return spec
+        if isinstance(spec, (str, os.PathLike)):
+            key = os.fspath(spec)
+            if key not in self._detector_cache:
+                self._detector_cache[key] = build_detector(key)
+            return self._detector_cache[key]
+        return build_detector(spec)
+
+    def _sanitize_parameters(
+        self,
+        boxes=None,
+        box_scores=None,
+        detector=None,
+        detection_threshold=None,
+        max_persons=None,
+        flip_test=None,
+        dataset_index=None,
+        schema=None,
+        keypoint_threshold=None,
+        timeout=None,
+        **kwargs,
+    ):
+        if kwargs:
+            raise ValueError(f"unknown keypoint-detection arguments: {sorted(kwargs)}")
+        pre, fwd, post = {}, {}, {}
+        if boxes is not None:
+            pre["boxes"] = boxes
+        if box_scores is not None:
+            pre["box_scores"] = box_scores
+        if detector is not None:
+            pre["detector"] = self._get_detector(detector)
+        if detection_threshold is not None:
+            if not 0.0 <= float(detection_threshold) <= 1.0:
+                raise ValueError(f"detection_threshold must be in [0, 1], got {detection_threshold}")
+            pre["detection_threshold"] = float(detection_threshold)
+        if max_persons is not None:
+            if int(max_persons) < 1:
+                raise ValueError(f"max_persons must be >= 1, got {max_persons}")
+            pre["max_persons"] = int(max_persons)
+        if timeout is not None:
+            pre["timeout"] = timeout
+        if flip_test is not None:
+            fwd["flip_test"] = bool(flip_test)
+        if dataset_index is not None:
+            fwd["dataset_index"] = int(dataset_index)
+        if schema is not None:
+            fwd["schema"] = get_schema(schema)
+        if keypoint_threshold is not None:
+            post["keypoint_threshold"] = float(keypoint_threshold)
+        return pre, fwd, post
+
+    # ------------------------------------------------------------------------------ schema
+
+    def head_num_keypoints(self, dataset_index: int | None = None) -> int:
+        """Keypoint count of the head serving `dataset_index` (None = the main head)."""
+        config = self.model.config
+        specs = config.head_specs() if hasattr(config, "head_specs") else [{"dataset_index": 0, "num_labels": config.num_labels}]
+        if dataset_index is None:
+            return int(specs[0]["num_labels"])
+        for spec in specs:
+            if int(spec["dataset_index"]) == int(dataset_index):
+                return int(spec["num_labels"])
+        return int(specs[0]["num_labels"])  # shared head for every dataset index (MoE backbone only)
+
+    def schema_for(self, dataset_index: int | None = None, schema: Any = None) -> KeypointSchema:
+        """The keypoint schema used to name, flip and draw the keypoints of a head."""
+        k = self.head_num_keypoints(dataset_index)
+        if schema is not None:
+            schema = get_schema(schema)
+            if schema.num_keypoints != k:
+                raise ValueError(f"schema {schema.name!r} has {schema.num_keypoints} keypoints, the model head has {k}")
+            return schema
+        config = self.model.config
+        specs = config.head_specs() if hasattr(config, "head_specs") else []
+        main_index = getattr(config, "main_dataset_index", 0)
+        if dataset_index is None or int(dataset_index) == int(main_index):
+            found = _schema_from_labels([config.id2label[i] for i in range(len(config.id2label))])
+            if found is not None and found.num_keypoints == k:
+                return found
+        else:
+            for spec in specs[1:]:
+                if int(spec["dataset_index"]) == int(dataset_index):
+                    if spec.get("id2label"):
+                        labels = [spec["id2label"][key] for key in sorted(spec["id2label"], key=int)]
+                        found = _schema_from_labels(labels)
+                        if found is not None:
+                            return found
+                    name = spec.get("name")
+                    if name:
+                        try:
+                            found = get_schema(name)
+                            if found.num_keypoints == k:
+                                return found
+                        except ValueError:
+                            pass
+            for candidate in SCHEMAS.values():
+                if candidate.dataset_index == int(dataset_index) and candidate.num_keypoints == k:
+                    return candidate
+        return _schema_for_count(k)
+
+    # ------------------------------------------------------------------------------ steps
+
+    def preprocess(
+        self,
+        image,
+        boxes=None,
+        box_scores=None,
+        detector=None,
+        detection_threshold=None,
+        max_persons=None,
+        timeout=None,
+    ) -> dict:
+        """Load the image, find the person boxes and crop them.
+
+        Returns a dict with `pixel_values` `(N, 3, H, W)` (absent when N == 0), `boxes` `(N, 4)`
+        xywh, `box_scores` `(N,)`.
+        """
+        pil = load_rgb_image(image, timeout=timeout)
+        width, height = pil.size
+        if boxes is not None:
+            arr = _validate_boxes(boxes, width, height)
+            if box_scores is None:
+                scores = np.ones(len(arr))
+            else:
+                scores = np.asarray(box_scores, dtype=np.float64).reshape(-1)
+                if scores.shape[0] != arr.shape[0]:
+                    raise ValueError(f"{arr.shape[0]} boxes but {scores.shape[0]} box_scores")
+        elif detector is not None:
+            dets = detector(pil, score_threshold=detection_threshold, max_detections=max_persons)
+            arr = np.asarray([d["bbox"] for d in dets], dtype=np.float64).reshape(-1, 4)
+            scores = np.asarray([d["score"] for d in dets], dtype=np.float64)
+            if len(arr) == 0:
+                logger.info("the detector found no person")
+        else:
+            arr, scores = np.asarray([[0.0, 0.0, float(width), float(height)]]), np.ones(1)
+        if max_persons is not None and len(arr) > max_persons:
+            order = np.argsort(-scores, kind="stable")[:max_persons]
+            arr, scores = arr[order], scores[order]
+        out = {"boxes": arr, "box_scores": scores}
+        if len(arr):
+            inputs = self.image_processor([pil], boxes=[arr.tolist()], return_tensors="pt")
+            out["pixel_values"] = inputs["pixel_values"]
+        return out
+
+    def _forward(self, model_inputs: dict, flip_test: bool = True, dataset_index: int | None = None, schema=None) -> dict:
+        """Heatmaps `(N, K, h, w)` for all crops in `model_inputs["pixel_values"]`."""
+        out = dict(model_inputs)
+        sch = self.schema_for(dataset_index, schema)
+        out["schema"] = sch
+        pixel_values = model_inputs.get("pixel_values")
+        if pixel_values is None or pixel_values.shape[0] == 0:
+            out["heatmaps"] = None
+            return out
+        pixel_values = pixel_values.to(dtype=self.model.dtype)
+        index = None
+        if dataset_index is not None:
+            index = torch.full((pixel_values.shape[0],), int(dataset_index), dtype=torch.long, device=pixel_values.device)
+        heatmaps = self.image_processor.predict_heatmaps(
+            self.model, pixel_values, flip_test=flip_test, flip_pairs=list(sch.flip_pairs), dataset_index=index
+        )
+        out["heatmaps"] = heatmaps[:, : sch.num_keypoints].float()
+        return out
+
+    def postprocess(self, model_outputs: dict, keypoint_threshold: float | None = None) -> list[dict]:
+        """Heatmaps -> `[{"bbox", "score", "keypoints": [{"label", "x", "y", "score"}, ...]}, ...]`."""
+        heatmaps = model_outputs.get("heatmaps")
+        if heatmaps is None:
+            return []
+        sch: KeypointSchema = model_outputs["schema"]
+        boxes = np.asarray(model_outputs["boxes"], dtype=np.float64)
+        box_scores = np.asarray(model_outputs["box_scores"], dtype=np.float64)
+        decoded = self.image_processor.post_process_pose_estimation(heatmaps, boxes=[boxes.tolist()])[0]
+        results = []
+        for person, box, box_score in zip(decoded, boxes, box_scores):
+            xy = person["keypoints"]
+            scores = person["scores"]
+            xy = xy.detach().cpu().numpy() if hasattr(xy, "detach") else np.asarray(xy)
+            scores = scores.detach().cpu().numpy() if hasattr(scores, "detach") else np.asarray(scores)
+            confident = scores[scores > 0.2]
+            person_score = float(box_score) * (float(confident.mean()) if confident.size else 0.0)
+            keypoints = []
+            for k, name in enumerate(sch.keypoints):
+                if keypoint_threshold is not None and scores[k] < keypoint_threshold:
+                    continue
+                keypoints.append({"label": name, "x": float(xy[k, 0]), "y": float(xy[k, 1]), "score": float(scores[k])})
+            results.append({"bbox": [float(v) for v in box], "score": person_score, "keypoints": keypoints})
+        return results
+
+    # ------------------------------------------------------------------------------ batching
+
+    def __call__(self, inputs, *args, batch_size: int | None = None, **kwargs):
+        """One image -> list of persons; a list of images -> list of lists (crops of `batch_size`
+        images share one forward pass)."""
+        if isinstance(inputs, tuple):
+            inputs = list(inputs)
+        if not isinstance(inputs, list):
+            return super().__call__(inputs, *args, **kwargs)
+        if len(inputs) == 0:
+            raise ValueError("got an empty list of images")
+        boxes = kwargs.pop("boxes", None)
+        box_scores = kwargs.pop("box_scores", None)
+        for name, value in (("boxes", boxes), ("box_scores", box_scores)):
+            if value is not None and len(value) != len(inputs):
+                raise ValueError(f"{name} must hold one entry per image: {len(inputs)} images, {len(value)} entries")
+        pre, fwd, post = self._sanitize_parameters(**kwargs)
+        pre = {**self._preprocess_params, **pre}
+        fwd = {**self._forward_params, **fwd}
+        post = {**self._postprocess_params, **post}
+        if "boxes" in pre and boxes is None:
+            raise ValueError("with a list of images, pass `boxes` per call as one list per image")
+        pre.pop("boxes", None)
+        pre.pop("box_scores", None)
+        step = int(batch_size or self._batch_size or DEFAULT_IMAGE_BATCH)
+        if step < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        results: list[list[dict]] = []
+        for start in range(0, len(inputs), step):
+            chunk = []
+            for i in range(start, min(start + step, len(inputs))):
+                extra = {}
+                if boxes is not None:
+                    extra["boxes"] = boxes[i]
+                if box_scores is not None:
+                    extra["box_scores"] = box_scores[i]
+                chunk.append(self.preprocess(inputs[i], **pre, **extra))
+            counts = [len(item["boxes"]) for item in chunk]
+            pixel_values = [item["pixel_values"] for item in chunk if "pixel_values" in item]
+            merged = {"boxes": np.zeros((0, 4)), "box_scores": np.zeros(0)}
+            if pixel_values:
+                merged["pixel_values"] = torch.cat(pixel_values, dim=0)
+            outputs = self.forward(merged, **fwd)
+            offset = 0
+            for item, n in zip(chunk, counts):
+                part = dict(item)
+                part["schema"] = outputs["schema"]
+                part["heatmaps"] = None if n == 0 else outputs["heatmaps"][offset : offset + n]
+                offset += n
+                results.append(self.postprocess(part, **post))
+        return results
+
+
+def register_pipeline() -> None:
+    """Register "keypoint-detection" with transformers' pipeline registry (idempotent)."""
+    from transformers import AutoModelForPoseEstimation
+    from transformers.pipelines import PIPELINE_REGISTRY
+
+    from .modeling_vitpose import VitPoseForPoseEstimation
+
+    current = PIPELINE_REGISTRY.supported_tasks.get(TASK)
+    if current is not None and current.get("impl") is KeypointDetectionPipeline:
+        return
+    PIPELINE_REGISTRY.register_pipeline(
+        TASK,
+        pipeline_class=KeypointDetectionPipeline,
+        pt_model=(VitPoseForPoseEstimation, AutoModelForPoseEstimation),
+        type="image",
+    )
