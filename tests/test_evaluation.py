@@ -387,3 +387,60 @@ def test_evaluate_model_plumbing_with_oracle_processor(shared_data, tiny_config,
         evaluate_model(model, processor, gt_path, shared_data / "coco_sample", use_gt_boxes_if_no_det=False)
     with pytest.raises(ValueError, match="image file not found"):
         evaluate_model(model, processor, gt_path, tmp_path, flip_test=False, batch_size=3)
+
+
+@pytest.fixture(scope="module")
+def tiny_model_and_processor():
+    import torch
+
+    from conftest import tiny_config_kwargs
+    from vitpose_hf import VitPoseConfig, VitPoseForPoseEstimation
+
+    image_processing = pytest.importorskip("vitpose_hf.image_processing_vitpose")
+    torch.manual_seed(0)
+    model = VitPoseForPoseEstimation(VitPoseConfig(**tiny_config_kwargs()))
+    processor = image_processing.VitPoseImageProcessor(size={"height": 64, "width": 48})
+    return model, processor
+
+
+@pytest.mark.parametrize("use_detections", [False, True])
+def test_evaluate_model_end_to_end(shared_data, tiny_model_and_processor, tmp_path, use_detections, monkeypatch):
+    import evaluate
+
+    from vitpose_hf.evaluation import evaluate_model
+
+    model, processor = tiny_model_and_processor
+    folder = shared_data / "coco_sample"
+    gt_path = folder / "test_coco.json"
+    det = folder / "test_coco_det_AP_H_56.json" if use_detections else None
+    out = tmp_path / "preds.json"
+    metrics = evaluate_model(model, processor, gt_path, folder, detection_file=det, batch_size=32, output_file=out)
+    assert list(metrics) == list(METRIC_NAMES)
+    assert all(math.isfinite(v) and 0.0 <= v <= 1.0 for v in metrics.values()), metrics
+    preds = json.loads(out.read_text())
+    # GT: one prediction per selected person; detections: 118 boxes, OKS-NMS may drop a few
+    assert len(preds) == 12 if not use_detections else 100 <= len(preds) <= 118
+    assert all(len(p["keypoints"]) == 51 and 0.0 <= p["score"] <= 1.0 for p in preds)
+    assert coco_keypoint_eval(gt_path, preds) == metrics
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    predictions, references = to_metric_rows(gt_path, preds)
+    assert evaluate.load(OKS_AP_METRIC_PATH).compute(predictions=predictions, references=references) == metrics
+
+
+def test_evaluate_model_batching_does_not_change_predictions(shared_data, tiny_model_and_processor, tmp_path):
+    from vitpose_hf.evaluation import evaluate_model
+
+    model, processor = tiny_model_and_processor
+    folder = shared_data / "coco_sample"
+    preds = {}
+    for batch_size in (1, 128):
+        out = tmp_path / f"preds_{batch_size}.json"
+        evaluate_model(
+            model, processor, folder / "test_coco.json", folder, detection_file=folder / "test_coco_det_AP_H_56.json",
+            flip_test=False, batch_size=batch_size, output_file=out,
+        )
+        preds[batch_size] = json.loads(out.read_text())
+    assert len(preds[1]) == len(preds[128])
+    np.testing.assert_allclose(
+        [p["keypoints"] + [p["score"]] for p in preds[1]], [p["keypoints"] + [p["score"]] for p in preds[128]], atol=1e-4
+    )

@@ -126,14 +126,14 @@ def detection_boxes(
     return out
 
 
-def _model_input_size(model, processor) -> tuple[int, int]:
+def _crop_size(model, processor) -> tuple[int, int]:
+    """`(height, width)` of the crops: the processor's size, else the model's input size."""
+    size = getattr(processor, "size", None)
+    if isinstance(size, dict) and "height" in size and "width" in size:
+        return int(size["height"]), int(size["width"])
     size = getattr(getattr(model, "config", None), "image_size", None)
     if size is None:
-        size = getattr(processor, "size", None)
-        if isinstance(size, dict):
-            size = (size["height"], size["width"])
-    if size is None:
-        raise ValueError("cannot tell the model input size (model.config.image_size or processor.size)")
+        raise ValueError("cannot tell the crop size (processor.size or model.config.image_size)")
     return int(size[0]), int(size[1])
 
 
@@ -193,7 +193,7 @@ def predict_coco_results(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     schema = get_schema(schema)
     sigmas = resolve_sigmas(schema, schema.num_keypoints) if oks_threshold is not None else None
-    height, width = _model_input_size(model, processor)
+    height, width = _crop_size(model, processor)
     aspect, padding = width / height, _processor_padding(processor)
     image_dir = Path(image_dir)
     entries = []
