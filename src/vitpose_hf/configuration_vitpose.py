@@ -335,19 +335,19 @@ class VitPoseConfig(PretrainedConfig):
         """Config of a named model size.
 
         Args:
-            name: `"small"`, `"base"`, `"large"`, `"huge"` or `"giant"` (or `s/b/l/h/g`, optionally
-                prefixed `vitpose-`, suffixed `-simple` for the simple decoder or `-plus` for the
-                ViTPose++ MoE with 6 experts).
+            name: `"small"`, `"base"`, `"large"`, `"huge"` or `"giant"` (or `s/b/l/h/g`), optionally
+                with `vitpose`, `simple` (simple decoder) and `plus`/`++` (ViTPose++ MoE with 6
+                experts) around it: `"vitpose-b-simple"`, `"vitpose++-l"`, `"s-plus"`.
             feature_stride: 16 (default) or 8 for the paper's 1/8 feature resolution: patch stride 8
                 (padding 4) with one deconvolution in the classic head or `scale_factor=2` in the
                 simple head, so heatmaps stay at 1/4 of the input.
             kwargs: any other config field, overriding the preset.
         """
-        key = name.lower().replace("vitpose_", "").replace("vitpose-", "")
-        simple = key.endswith("-simple") or key.endswith("_simple")
-        key = key.replace("-simple", "").replace("_simple", "")
-        plus = key.endswith("-plus") or key.endswith("++")
-        key = key.replace("-plus", "").replace("++", "")
+        key = str(name).lower()
+        simple = "simple" in key
+        plus = "++" in key or "plus" in key
+        for token in ("vitpose", "simple", "plus", "+", "-", "_", " "):
+            key = key.replace(token, "")
         key = PRESET_ALIASES.get(key, key)
         if key not in PRESETS:
             raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)} (or s/b/l/h/g)")
