@@ -1,0 +1,731 @@
+"""Image processor for top-down ViTPose: boxes -> batched crops, heatmaps -> keypoints in the image.
+
+Everything runs as batched torch operations: all boxes of an image are cropped by one
+`grid_sample` (see `geometry.warp_affine_batch`), and heatmaps of all persons and keypoints are
+decoded at once (argmax, DARK-UDP refinement, UDP inverse transform) without a Python loop per
+heatmap.
+
+Conventions: boxes are COCO `xywh` pixels; crops are `(height, width)` = `size`; the crop window is
+the box grown to the crop's aspect ratio and padded by `padding` (1.25), exactly as the official
+ViTPose test pipeline (`TopDownAffine` with UDP). Heatmap coordinates are `(x, y)` heatmap pixels.
+
+Bad input policy (documented choices):
+- an empty image list raises ValueError; an image with no boxes simply yields no crops;
+- a box with a non-finite value or a width/height <= 0 raises ValueError naming the image, the box
+  index and the box (no silent clipping);
+- a box partly or fully outside the image is cropped as is; pixels outside the image read as 0 before
+  normalisation (OpenCV's `borderValue=0`), so a box fully outside gives a constant crop;
+- an unreadable / corrupt image file raises ValueError naming the file;
+- non-finite heatmaps raise ValueError naming the person; decoding never returns NaN coordinates
+  (a degenerate DARK step falls back to the argmax).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from transformers.image_processing_utils import BaseImageProcessor, BatchFeature
+from transformers.processing_utils import ImagesKwargs
+
+from .geometry import (
+    box_xywh_to_center_scale,
+    get_udp_warp_matrix,
+    heatmap_coords_to_image,
+    warp_affine_batch,
+)
+
+logger = logging.getLogger(__name__)
+
+IMAGENET_DEFAULT_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_DEFAULT_STD = (0.229, 0.224, 0.225)
+
+__all__ = [
+    "VitPoseImageProcessor",
+    "decode_heatmaps",
+    "gaussian_blur_heatmaps",
+    "predict_heatmaps",
+    "to_rgb_tensor",
+]
+
+
+class VitPoseImageProcessorKwargs(ImagesKwargs, total=False):
+    """Extra keys of this processor (besides the standard rescale / normalize ones)."""
+
+    do_affine_transform: bool | None
+    normalize_factor: float | None
+    padding: float | None
+
+
+# ----------------------------------------------------------------------------- image conversion
+_ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
+
+
+def _from_numpy(arr: np.ndarray) -> torch.Tensor:
+    """`torch.from_numpy` without copying and without the read-only warning (we never write)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.from_numpy(arr)
+
+
+def _alpha_over_white(rgb: np.ndarray | torch.Tensor, alpha) -> torch.Tensor:
+    """`rgb (3, H, W)` and `alpha (1, H, W)` in 0..255 -> float32 composite over a white background."""
+    rgb = torch.as_tensor(rgb).to(torch.float32)
+    a = torch.as_tensor(alpha).to(torch.float32) / 255.0
+    return rgb * a + 255.0 * (1.0 - a)
+
+
+def _open_image(path: str | os.PathLike):
+    from PIL import Image, ImageOps
+
+    try:
+        image = Image.open(path)
+        image.load()
+        image = ImageOps.exif_transpose(image)
+    except Exception as err:  # PIL raises many types for corrupt / missing files
+        raise ValueError(f"could not read image file {str(path)!r}: {err}") from err
+    return image
+
+
+def _pil_to_tensor(image) -> torch.Tensor:
+    mode = image.mode
+    if mode == "RGB":
+        return _from_numpy(np.asarray(image)).permute(2, 0, 1)
+    if mode.startswith("I;16") or mode == "I":
+        arr = np.asarray(image).astype(np.float32)
+        if mode.startswith("I;16") or arr.max(initial=0) > 255:
+            arr = arr / 257.0  # 16-bit -> 0..255
+        return torch.from_numpy(arr)[None].expand(3, -1, -1)
+    if mode == "F":
+        return torch.from_numpy(np.asarray(image).astype(np.float32))[None].expand(3, -1, -1)
+    if mode in _ALPHA_MODES or (mode == "P" and "transparency" in image.info):
+        rgba = np.asarray(image.convert("RGBA"))
+        t = _from_numpy(rgba).permute(2, 0, 1)
+        return _alpha_over_white(t[:3], t[3:])
+    return torch.from_numpy(np.asarray(image.convert("RGB"))).permute(2, 0, 1)
+
+
+def _array_to_rgb(t: torch.Tensor, name: str) -> torch.Tensor:
+    """`t (C, H, W)` with C in 1..4 -> RGB `(3, H, W)` (uint8 kept, others float32 in 0..255)."""
+    if t.dtype == torch.bool:
+        t = t.to(torch.uint8) * 255
+    elif getattr(torch, "uint16", None) is not None and t.dtype == torch.uint16:
+        t = t.to(torch.float32) / 257.0
+    elif t.dtype != torch.uint8:
+        t = t.to(torch.float32)
+    c = t.shape[0]
+    if c == 1:
+        return t.expand(3, -1, -1)
+    if c == 2:
+        return _alpha_over_white(t[:1].expand(3, -1, -1), t[1:])
+    if c == 3:
+        return t
+    if c == 4:
+        return _alpha_over_white(t[:3], t[3:])
+    raise ValueError(f"{name} has {c} channels; expected 1 (grey), 2 (grey+alpha), 3 (RGB) or 4 (RGBA)")
+
+
+def to_rgb_tensor(image: Any, name: str = "image") -> torch.Tensor:
+    """Convert one image to an RGB `(3, H, W)` tensor with values in 0..255.
+
+    Accepts a PIL image (any mode: grey, palette, RGBA, 16-bit...), a numpy array `(H, W)` or
+    `(H, W, C)` (channels-last; `(C, H, W)` is recognised when unambiguous), a torch tensor
+    `(C, H, W)` (or `(H, W)`; `(H, W, C)` when unambiguous), or a file path. Alpha is composited over
+    white (as transformers' `convert_to_rgb`); 16-bit data are divided by 257; float and other integer
+    data are taken as 0..255 values (the scale `rescale_factor = 1/255` expects). uint8 stays uint8
+    (and is not copied for RGB input), anything else becomes float32.
+    """
+    if isinstance(image, (str, Path, os.PathLike)):
+        image = _open_image(image)
+    try:
+        from PIL import Image
+    except ImportError:  # pragma: no cover - PIL is a transformers dependency
+        Image = None
+    if Image is not None and isinstance(image, Image.Image):
+        return _pil_to_tensor(image)
+    if isinstance(image, np.ndarray):
+        arr = image
+        if arr.dtype == np.uint16:
+            arr = arr.astype(np.float32) / 257.0
+        elif arr.dtype not in (np.uint8, np.bool_):
+            arr = arr.astype(np.float32)
+        if any(stride < 0 for stride in arr.strides):
+            arr = np.ascontiguousarray(arr)
+        t = _from_numpy(arr)
+        if t.ndim == 2:
+            t = t[None]
+        elif t.ndim == 3:
+            channels_last = t.shape[-1] <= 4 or t.shape[0] > 4
+            t = t.permute(2, 0, 1) if channels_last else t
+        else:
+            raise ValueError(f"{name} must be a 2-D or 3-D array, got shape {image.shape}")
+        return _array_to_rgb(t, name)
+    if isinstance(image, torch.Tensor):
+        t = image.detach().cpu()
+        if t.ndim == 2:
+            t = t[None]
+        elif t.ndim == 3:
+            if t.shape[0] > 4 and t.shape[-1] <= 4:
+                t = t.permute(2, 0, 1)
+        else:
+            raise ValueError(f"{name} must be a 2-D or 3-D tensor, got shape {tuple(image.shape)}")
+        return _array_to_rgb(t, name)
+    raise ValueError(f"{name} has unsupported type {type(image).__name__}; expected PIL, numpy, torch or a path")
+
+
+def _is_single_image(x: Any) -> bool:
+    if isinstance(x, (str, Path, os.PathLike, np.ndarray, torch.Tensor)):
+        return not (isinstance(x, (np.ndarray, torch.Tensor)) and x.ndim == 4)
+    try:
+        from PIL import Image
+
+        return isinstance(x, Image.Image)
+    except ImportError:  # pragma: no cover
+        return False
+
+
+def _flatten_images(images: Any) -> list:
+    if _is_single_image(images):
+        return [images]
+    if isinstance(images, (np.ndarray, torch.Tensor)) and images.ndim == 4:
+        return list(images)
+    if isinstance(images, (list, tuple)):
+        return list(images)
+    raise ValueError(f"images has unsupported type {type(images).__name__}")
+
+
+def _boxes_per_image(boxes: Any, num_images: int) -> list[torch.Tensor]:
+    """Nested per-image boxes -> list of `(n_i, 4)` float64 tensors, validated."""
+    if boxes is None:
+        raise ValueError("boxes are required (one list of [x, y, w, h] boxes per image)")
+    if isinstance(boxes, (np.ndarray, torch.Tensor)):
+        t = torch.as_tensor(boxes)
+        if t.ndim == 2 and num_images == 1:
+            boxes = [t]
+        elif t.ndim == 3:
+            boxes = list(t)
+        else:
+            raise ValueError(f"boxes array must be (num_images, n, 4), got shape {tuple(t.shape)}")
+    boxes = list(boxes)
+    if len(boxes) != num_images:
+        raise ValueError(f"got {num_images} images but {len(boxes)} lists of boxes; pass one list per image")
+    out = []
+    for i, image_boxes in enumerate(boxes):
+        if image_boxes is None or (not isinstance(image_boxes, torch.Tensor) and len(image_boxes) == 0):
+            out.append(torch.zeros(0, 4, dtype=torch.float64))
+            continue
+        try:
+            t = torch.as_tensor(np.asarray(image_boxes, dtype=np.float64) if not isinstance(image_boxes, torch.Tensor) else image_boxes)
+        except (ValueError, TypeError) as err:
+            raise ValueError(f"boxes of image {i} are not an (n, 4) array of numbers: {image_boxes!r}") from err
+        t = t.to(torch.float64)
+        if t.numel() == 0:
+            out.append(torch.zeros(0, 4, dtype=torch.float64))
+            continue
+        if t.ndim == 1:
+            t = t[None]
+        if t.ndim != 2 or t.shape[-1] < 4:
+            raise ValueError(f"boxes of image {i} must be (n, 4) [x, y, w, h], got shape {tuple(t.shape)}")
+        t = t[:, :4]
+        for j, box in enumerate(t):
+            if not bool(torch.isfinite(box).all()):
+                raise ValueError(f"box {j} of image {i} is not finite: {box.tolist()}")
+            if box[2] <= 0 or box[3] <= 0:
+                raise ValueError(f"box {j} of image {i} has non-positive width or height: {box.tolist()} (xywh)")
+        out.append(t)
+    return out
+
+
+# ----------------------------------------------------------------------------- heatmap decoding
+def _reflect101_index(n: int, pad: int, device) -> torch.Tensor:
+    idx = torch.arange(-pad, n + pad, device=device)
+    if n == 1:
+        return torch.zeros_like(idx)
+    period = 2 * (n - 1)
+    idx = torch.remainder(idx, period)
+    return torch.where(idx >= n, period - idx, idx)
+
+
+def _gaussian_kernel1d(kernel_size: int, sigma: float | None, dtype, device) -> torch.Tensor:
+    if sigma is None or sigma <= 0:
+        sigma = 0.3 * ((kernel_size - 1) * 0.5 - 1) + 0.8  # OpenCV's sigma for a given kernel size
+    x = torch.arange(kernel_size, dtype=torch.float64) - (kernel_size - 1) / 2
+    k = torch.exp(-(x**2) / (2 * sigma**2))
+    return (k / k.sum()).to(dtype=dtype, device=device)
+
+
+def gaussian_blur_heatmaps(
+    heatmaps: torch.Tensor, kernel_size: int = 11, sigma: float | None = None, border: str = "reflect101"
+) -> torch.Tensor:
+    """`cv2.GaussianBlur(h, (k, k), sigma)` on every `(h, w)` map of `heatmaps (..., h, w)`, batched.
+
+    `sigma=None` uses OpenCV's rule `0.3 * ((k - 1) / 2 - 1) + 0.8` (2.0 for k = 11). `border`:
+    "reflect101" (OpenCV's default, used by DARK-UDP) or "zeros" (the zero-padded classic DARK).
+    """
+    if kernel_size < 1 or kernel_size % 2 == 0:
+        raise ValueError(f"kernel_size must be a positive odd integer, got {kernel_size}")
+    shape = heatmaps.shape
+    h, w = shape[-2:]
+    x = heatmaps.reshape(-1, 1, h, w)
+    if not x.is_floating_point():
+        x = x.float()
+    pad = kernel_size // 2
+    k = _gaussian_kernel1d(kernel_size, sigma, x.dtype, x.device)
+    if border == "reflect101":
+        x = x.index_select(2, _reflect101_index(h, pad, x.device)).index_select(3, _reflect101_index(w, pad, x.device))
+        x = F.conv2d(x, k.view(1, 1, -1, 1))
+        x = F.conv2d(x, k.view(1, 1, 1, -1))
+    elif border == "zeros":
+        x = F.conv2d(x, k.view(1, 1, -1, 1), padding=(pad, 0))
+        x = F.conv2d(x, k.view(1, 1, 1, -1), padding=(0, pad))
+    else:
+        raise ValueError(f"border must be 'reflect101' or 'zeros', got {border!r}")
+    return x.reshape(shape)
+
+
+def _argmax(heatmaps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    n, k, h, w = heatmaps.shape
+    flat = heatmaps.reshape(n, k, h * w)
+    scores, idx = flat.max(dim=-1)
+    return idx % w, torch.div(idx, w, rounding_mode="floor"), scores, flat
+
+
+def _neighbours(maps: torch.Tensor, px: torch.Tensor, py: torch.Tensor, offsets) -> list[torch.Tensor]:
+    """Values of `maps (N, K, H, W)` at `(py + dy, px + dx)` for each `(dx, dy)` in offsets."""
+    n, k, h, w = maps.shape
+    flat = maps.reshape(n, k, h * w)
+    out = []
+    for dx, dy in offsets:
+        idx = ((py + dy) * w + (px + dx)).reshape(n, k, 1)
+        out.append(flat.gather(-1, idx)[..., 0])
+    return out
+
+
+def _dark_udp(heatmaps: torch.Tensor, px: torch.Tensor, py: torch.Tensor, kernel_size: int) -> torch.Tensor:
+    """Official `post_dark_udp`: blur (OpenCV sigma, reflect-101), clip [0.001, 50], log, edge pad,
+    central finite differences around the argmax, one Newton step `x - H^-1 g` (H + eps I)."""
+    hm = gaussian_blur_heatmaps(heatmaps.float(), kernel_size).clamp(0.001, 50.0).log()
+    hm = F.pad(hm, (1, 1, 1, 1), mode="replicate")
+    cx, cy = px + 1, py + 1
+    i_, ix1, ix1_, iy1, iy1_, ix1y1, ix1_y1_ = _neighbours(
+        hm, cx, cy, [(0, 0), (1, 0), (-1, 0), (0, 1), (0, -1), (1, 1), (-1, -1)]
+    )
+    dx = 0.5 * (ix1 - ix1_)
+    dy = 0.5 * (iy1 - iy1_)
+    dxx = ix1 - 2 * i_ + ix1_
+    dyy = iy1 - 2 * i_ + iy1_
+    dxy = 0.5 * (ix1y1 - ix1 - iy1 + i_ + i_ - ix1_ - iy1_ + ix1_y1_)
+    eps = torch.finfo(torch.float32).eps
+    a, b, d = dxx + eps, dxy, dyy + eps
+    det = a * d - b * b
+    step_x = (d * dx - b * dy) / det
+    step_y = (a * dy - b * dx) / det
+    step = torch.stack([step_x, step_y], dim=-1)
+    bad = ~torch.isfinite(step).all(dim=-1, keepdim=True)
+    step = torch.where(bad, torch.zeros_like(step), step)
+    return torch.stack([px, py], dim=-1).to(step.dtype) - step
+
+
+def _dark_classic(heatmaps: torch.Tensor, px: torch.Tensor, py: torch.Tensor, kernel_size: int) -> torch.Tensor:
+    """mmpose 0.x 'unbiased' (non-UDP DARK): zero-padded blur rescaled to the original maximum,
+    log(max(., 1e-10)), Taylor step with 2-pixel second differences, interior points only."""
+    n, k, h, w = heatmaps.shape
+    x = heatmaps.float()
+    orig_max = x.reshape(n, k, -1).amax(-1)
+    blurred = gaussian_blur_heatmaps(x, kernel_size, border="zeros")
+    new_max = blurred.reshape(n, k, -1).amax(-1)
+    blurred = blurred * (orig_max / new_max)[..., None, None]
+    hm = torch.log(blurred.clamp_min(1e-10))
+    hm = F.pad(hm, (2, 2, 2, 2))  # only interior points are used; padding keeps the gathers in range
+    cx, cy = px + 2, py + 2
+    c, xp, xm, yp, ym, xp2, xm2, yp2, ym2, pp, mp, pm, mm = _neighbours(
+        hm, cx, cy,
+        [(0, 0), (1, 0), (-1, 0), (0, 1), (0, -1), (2, 0), (-2, 0), (0, 2), (0, -2), (1, 1), (1, -1), (-1, 1), (-1, -1)],
+    )  # fmt: skip
+    dx = 0.5 * (xp - xm)
+    dy = 0.5 * (yp - ym)
+    dxx = 0.25 * (xp2 - 2 * c + xm2)
+    dxy = 0.25 * (pp - mp - pm + mm)
+    dyy = 0.25 * (yp2 - 2 * c + ym2)
+    det = dxx * dyy - dxy**2
+    inside = (px > 1) & (px < w - 2) & (py > 1) & (py < h - 2) & (det != 0)
+    safe = torch.where(det == 0, torch.ones_like(det), det)
+    off_x = -(dyy * dx - dxy * dy) / safe
+    off_y = -(dxx * dy - dxy * dx) / safe
+    off = torch.stack([off_x, off_y], dim=-1)
+    ok = inside[..., None] & torch.isfinite(off)
+    off = torch.where(ok, off, torch.zeros_like(off))
+    return torch.stack([px, py], dim=-1).to(off.dtype) + off
+
+
+def decode_heatmaps(
+    heatmaps: torch.Tensor, use_dark: bool = True, kernel_size: int = 11, use_udp: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Heatmaps -> keypoint coordinates in heatmap pixels and scores, batched over persons and joints.
+
+    - `use_udp=True, use_dark=True` (ViTPose's test setting): argmax, then the official DARK-UDP
+      refinement (`post_dark_udp`: Gaussian blur `kernel_size` with OpenCV's sigma (2.0 for 11),
+      clip to [0.001, 50], log, edge-padded finite differences, Newton step).
+    - `use_udp=True, use_dark=False`: the integer argmax.
+    - `use_udp=False, use_dark=False`: argmax + the mmpose 'default' quarter-pixel shift towards the
+      higher neighbour (interior points only).
+    - `use_udp=False, use_dark=True`: mmpose's classic DARK ('unbiased').
+
+    Scores are the raw heatmap maxima. Unlike mmpose (which returns -1 coordinates when the maximum is
+    <= 0) the argmax location is kept. A degenerate (non-finite) refinement step falls back to the
+    argmax, so coordinates are always finite.
+
+    Args:
+        heatmaps: `(N, K, h, w)` heatmaps (any float dtype, any device).
+        use_dark / kernel_size / use_udp: see above.
+
+    Returns:
+        `coords (N, K, 2)` float32 `(x, y)` heatmap pixels and `scores (N, K)` float32, on the
+        heatmaps' device.
+
+    Raises:
+        ValueError: heatmaps are not 4-D or contain NaN / inf (naming the first bad person).
+    """
+    if not isinstance(heatmaps, torch.Tensor) or heatmaps.ndim != 4:
+        shape = tuple(heatmaps.shape) if hasattr(heatmaps, "shape") else type(heatmaps).__name__
+        raise ValueError(f"heatmaps must be a (N, K, h, w) tensor, got {shape}")
+    n, k, h, w = heatmaps.shape
+    if n == 0 or k == 0:
+        return heatmaps.new_zeros((n, k, 2), dtype=torch.float32), heatmaps.new_zeros((n, k), dtype=torch.float32)
+    finite = torch.isfinite(heatmaps.reshape(n, -1)).all(dim=-1)
+    if not bool(finite.all()):
+        bad = int((~finite).nonzero()[0])
+        raise ValueError(f"heatmaps of person {bad} contain NaN or inf")
+    heatmaps = heatmaps.float()
+    px, py, scores, _ = _argmax(heatmaps)
+    if use_udp:
+        if use_dark:
+            coords = _dark_udp(heatmaps, px, py, kernel_size)
+        else:
+            coords = torch.stack([px, py], dim=-1).float()
+    elif use_dark:
+        coords = _dark_classic(heatmaps, px, py, kernel_size)
+    else:
+        coords = torch.stack([px, py], dim=-1).float()
+        xp, xm, yp, ym = _neighbours(
+            heatmaps, px.clamp(1, w - 2), py.clamp(1, h - 2), [(1, 0), (-1, 0), (0, 1), (0, -1)]
+        )
+        inside = (px > 1) & (px < w - 1) & (py > 1) & (py < h - 1)
+        shift = torch.stack([torch.sign(xp - xm), torch.sign(yp - ym)], dim=-1) * 0.25
+        coords = coords + torch.where(inside[..., None], shift, torch.zeros_like(shift))
+    return coords.float(), scores.float()
+
+
+# ----------------------------------------------------------------------------- flip test
+def _resolve_flip_pairs(model, num_keypoints: int, dataset_index) -> list | None:
+    from .keypoint_schemas import SCHEMAS, get_schema, schema_for_num_keypoints
+
+    if isinstance(dataset_index, int) or (isinstance(dataset_index, torch.Tensor) and dataset_index.numel() == 1):
+        index = int(dataset_index)
+        for schema in SCHEMAS.values():
+            if schema.dataset_index == index and schema.num_keypoints == num_keypoints:
+                return [list(p) for p in schema.flip_pairs]
+    config = getattr(model, "config", None)
+    name = getattr(config, "keypoint_schema", None) if config is not None else None
+    if name:
+        schema = get_schema(name)
+        if schema.num_keypoints == num_keypoints:
+            return [list(p) for p in schema.flip_pairs]
+    try:
+        return [list(p) for p in schema_for_num_keypoints(num_keypoints).flip_pairs]
+    except ValueError:
+        logger.warning("no keypoint schema with %d keypoints: flip test without channel swap", num_keypoints)
+        return None
+
+
+def predict_heatmaps(
+    model: torch.nn.Module,
+    pixel_values: torch.Tensor,
+    flip_test: bool = True,
+    flip_pairs: Sequence[Sequence[int]] | torch.Tensor | None = None,
+    dataset_index: int | torch.Tensor | None = None,
+    batch_size: int | None = None,
+) -> torch.Tensor:
+    """Run the pose model on crops, with the official flip test (no gradient).
+
+    Each chunk of crops is concatenated with its horizontal mirror and sent through the model in one
+    forward; the mirrored half is mapped back with `flip_heatmaps` (channel swap of `flip_pairs`,
+    width flip, no shift: UDP) and averaged with the plain half.
+
+    Args:
+        model: a `VitPoseForPoseEstimation` (anything returning `.heatmaps` or a tensor).
+        pixel_values: `(N, 3, H, W)` crops from `VitPoseImageProcessor`.
+        flip_test: average with mirrored crops.
+        flip_pairs: `(P, 2)` left/right keypoint pairs; None picks the schema of `dataset_index`,
+            `model.config.keypoint_schema`, or the default schema for the number of keypoints.
+        dataset_index: ViTPose++ dataset index (int or `(N,)`), passed to the model; None = default.
+        batch_size: crops per forward (None = all at once).
+
+    Returns:
+        `(N, K, h, w)` float32 heatmaps on the model's device.
+    """
+    from .modeling_vitpose import flip_heatmaps
+
+    if pixel_values.ndim != 4:
+        raise ValueError(f"pixel_values must be (N, 3, H, W), got shape {tuple(pixel_values.shape)}")
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else pixel_values.device
+    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+    n = pixel_values.shape[0]
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if isinstance(dataset_index, torch.Tensor) and dataset_index.numel() not in (1, n):
+        raise ValueError(f"dataset_index must be an int or have {n} values, got {dataset_index.numel()}")
+    step = n if batch_size is None else batch_size
+    outputs = []
+    pairs = flip_pairs
+    with torch.no_grad():
+        for start in range(0, max(n, 1), max(step, 1)):
+            chunk = pixel_values[start : start + step].to(device=device, dtype=dtype)
+            m = chunk.shape[0]
+            if m == 0:
+                break
+            idx = dataset_index
+            if isinstance(dataset_index, torch.Tensor) and dataset_index.numel() == n and n > 1:
+                idx = dataset_index.reshape(-1)[start : start + m]
+            if flip_test:
+                chunk = torch.cat([chunk, chunk.flip(-1)], dim=0)
+                if isinstance(idx, torch.Tensor) and idx.numel() > 1:
+                    idx = torch.cat([idx, idx])
+            if idx is not None and not isinstance(idx, torch.Tensor):
+                idx = torch.full((chunk.shape[0],), int(idx), dtype=torch.long)
+            elif isinstance(idx, torch.Tensor) and idx.numel() == 1:
+                idx = idx.reshape(1).expand(chunk.shape[0])
+            out = model(chunk, dataset_index=idx.to(device) if idx is not None else None)
+            heatmaps = (out.heatmaps if hasattr(out, "heatmaps") else out).float()
+            if flip_test:
+                if pairs is None:
+                    pairs = _resolve_flip_pairs(model, heatmaps.shape[1], dataset_index)
+                heatmaps = 0.5 * (heatmaps[:m] + flip_heatmaps(heatmaps[m:], pairs))
+            outputs.append(heatmaps)
+    if not outputs:
+        raise ValueError("no crops to run: pixel_values is empty")
+    return torch.cat(outputs, dim=0)
+
+
+# ----------------------------------------------------------------------------- the processor
+class VitPoseImageProcessor(BaseImageProcessor):
+    r"""Top-down ViTPose image processor: crops every person box with the UDP affine warp (batched
+    torch, cv2-exact), rescales and normalises; decodes heatmaps back to image keypoints.
+
+    Reads and writes the `preprocessor_config.json` of transformers' VitPose checkpoints.
+
+    Args:
+        do_affine_transform (`bool`, defaults to True): crop each box; if False, images are taken as
+            ready-made crops (all of one size) and boxes are not used.
+        size (`dict`, defaults to `{"height": 256, "width": 192}`): crop size.
+        do_rescale (`bool`, defaults to True) / rescale_factor (`float`, defaults to 1/255).
+        do_normalize (`bool`, defaults to True) / image_mean / image_std (ImageNet by default).
+        normalize_factor (`float`, defaults to 200.0): mmpose's `pixel_std` of the box scale.
+        padding (`float`, defaults to 1.25): padding of the box (not in transformers' configs).
+    """
+
+    model_input_names = ["pixel_values"]
+    valid_kwargs = VitPoseImageProcessorKwargs
+
+    def __init__(
+        self,
+        do_affine_transform: bool = True,
+        size: dict[str, int] | None = None,
+        do_rescale: bool = True,
+        rescale_factor: float = 1 / 255,
+        do_normalize: bool = True,
+        image_mean: Sequence[float] | None = None,
+        image_std: Sequence[float] | None = None,
+        normalize_factor: float = 200.0,
+        padding: float = 1.25,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.do_affine_transform = bool(do_affine_transform)
+        self.size = self._size_dict(size if size is not None else {"height": 256, "width": 192})
+        self.do_rescale = bool(do_rescale)
+        self.rescale_factor = float(rescale_factor)
+        self.do_normalize = bool(do_normalize)
+        self.image_mean = list(image_mean) if image_mean is not None else list(IMAGENET_DEFAULT_MEAN)
+        self.image_std = list(image_std) if image_std is not None else list(IMAGENET_DEFAULT_STD)
+        self.normalize_factor = float(normalize_factor)
+        self.padding = float(padding)
+        if len(self.image_mean) != 3 or len(self.image_std) != 3 or min(self.image_std) <= 0:
+            raise ValueError(f"image_mean / image_std must have 3 values (std > 0), got {image_mean}, {image_std}")
+
+    @staticmethod
+    def _size_dict(size) -> dict[str, int]:
+        if isinstance(size, dict) or hasattr(size, "height"):
+            h = size["height"] if isinstance(size, dict) else size.height
+            w = size["width"] if isinstance(size, dict) else size.width
+        elif isinstance(size, (list, tuple)) and len(size) == 2:
+            h, w = size
+        else:
+            raise ValueError(f"size must be {{'height': H, 'width': W}} or (H, W), got {size!r}")
+        if int(h) < 2 or int(w) < 2:
+            raise ValueError(f"size must be at least 2x2, got {size!r}")
+        return {"height": int(h), "width": int(w)}
+
+    # --------------------------------------------------------------------------------- geometry
+    @property
+    def crop_size(self) -> tuple[int, int]:
+        """`(height, width)` of the crops."""
+        return self.size["height"], self.size["width"]
+
+    def boxes_to_center_scale(self, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`(N, 4)` xywh boxes -> `center (N, 2)`, `scale (N, 2)` with this processor's crop aspect,
+        padding and `normalize_factor`."""
+        h, w = self.crop_size
+        return box_xywh_to_center_scale(boxes, w / h, padding=self.padding, pixel_std=self.normalize_factor)
+
+    # --------------------------------------------------------------------------------- preprocess
+    def __call__(self, images, boxes=None, return_tensors: str | None = "pt", **kwargs) -> BatchFeature:
+        """Crop and normalise; see `preprocess`."""
+        return self.preprocess(images, boxes=boxes, return_tensors=return_tensors, **kwargs)
+
+    def preprocess(self, images, boxes=None, return_tensors: str | None = "pt", **kwargs) -> BatchFeature:
+        """Crop every box of every image and normalise the crops.
+
+        Args:
+            images: one image or a list (PIL, numpy `(H, W[, C])`, torch `(C, H, W)`, file path); a
+                4-D array / tensor is a batch.
+            boxes: per image, a list (or `(n, 4)` array) of COCO `[x, y, w, h]` boxes (extra columns
+                such as a score are ignored). An image may have no boxes.
+            return_tensors: "pt" (or None): torch tensors either way.
+            **kwargs: overrides of this processor's attributes for this call (e.g. `padding=1.0`).
+
+        Returns:
+            `BatchFeature` with `pixel_values (N_total, 3, H, W)` float32 (all boxes of all images, in
+            order), `center (N_total, 2)`, `scale (N_total, 2)` (float64, `scale` divided by
+            `normalize_factor`) and `box_counts (num_images,)` long. Without the affine transform only
+            `pixel_values` (one per image).
+
+        Raises:
+            ValueError: no images, images/boxes count mismatch, a bad box (non-finite, w or h <= 0),
+                an unreadable file, an unsupported image.
+        """
+        if return_tensors not in (None, "pt", "torch"):
+            raise ValueError(f"only return_tensors='pt' is supported, got {return_tensors!r}")
+        opts = {key: kwargs.pop(key, getattr(self, key)) for key in (
+            "do_affine_transform", "size", "do_rescale", "rescale_factor", "do_normalize", "image_mean",
+            "image_std", "normalize_factor", "padding",
+        )}  # fmt: skip
+        if kwargs:
+            logger.warning("ignoring unknown preprocessing arguments: %s", sorted(kwargs))
+        out_h, out_w = self._size_dict(opts["size"]).values()
+        image_list = _flatten_images(images)
+        if len(image_list) == 0:
+            raise ValueError("no images given")
+        if not opts["do_affine_transform"]:
+            tensors = [to_rgb_tensor(img, f"image {i}") for i, img in enumerate(image_list)]
+            shapes = {tuple(t.shape) for t in tensors}
+            if len(shapes) != 1:
+                raise ValueError(f"without the affine transform all images must share a size, got {sorted(shapes)}")
+            pixel_values = self._normalize(torch.stack([t.float() for t in tensors]), opts)
+            return BatchFeature({"pixel_values": pixel_values})
+        box_lists = _boxes_per_image(boxes, len(image_list))
+        crops, centers, scales = [], [], []
+        for i, (image, image_boxes) in enumerate(zip(image_list, box_lists)):
+            if image_boxes.shape[0] == 0:
+                continue
+            tensor = to_rgb_tensor(image, f"image {i}")
+            center, scale = box_xywh_to_center_scale(
+                image_boxes, out_w / out_h, padding=opts["padding"], pixel_std=opts["normalize_factor"]
+            )
+            matrices = get_udp_warp_matrix(center, scale, (out_h, out_w), pixel_std=opts["normalize_factor"])
+            crops.append(warp_affine_batch(tensor, matrices, (out_h, out_w)).float())
+            centers.append(center)
+            scales.append(scale)
+        if crops:
+            pixel_values = self._normalize(torch.cat(crops), opts)
+            center, scale = torch.cat(centers), torch.cat(scales)
+        else:
+            pixel_values = torch.zeros(0, 3, out_h, out_w)
+            center = scale = torch.zeros(0, 2, dtype=torch.float64)
+        counts = torch.tensor([b.shape[0] for b in box_lists], dtype=torch.long)
+        return BatchFeature({"pixel_values": pixel_values, "center": center, "scale": scale, "box_counts": counts})
+
+    @staticmethod
+    def _normalize(crops: torch.Tensor, opts: dict) -> torch.Tensor:
+        x = crops.float()
+        if opts["do_rescale"]:
+            x = x * float(opts["rescale_factor"])
+        if opts["do_normalize"]:
+            mean = torch.tensor(opts["image_mean"], dtype=torch.float32).view(1, -1, 1, 1)
+            std = torch.tensor(opts["image_std"], dtype=torch.float32).view(1, -1, 1, 1)
+            x = (x - mean) / std
+        return x.contiguous()
+
+    # --------------------------------------------------------------------------------- decoding
+    def decode_heatmaps(
+        self, heatmaps: torch.Tensor, use_dark: bool = True, kernel_size: int = 11, use_udp: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """See the module-level `decode_heatmaps`: `(N, K, h, w)` -> `coords (N, K, 2)`, `scores (N, K)`."""
+        return decode_heatmaps(heatmaps, use_dark=use_dark, kernel_size=kernel_size, use_udp=use_udp)
+
+    def post_process_pose_estimation(
+        self,
+        outputs_or_heatmaps,
+        boxes,
+        use_dark: bool = True,
+        kernel_size: int = 11,
+        threshold: float | None = None,
+        use_udp: bool = True,
+    ) -> list[list[dict[str, torch.Tensor]]]:
+        """Heatmaps -> keypoints in image coordinates, grouped per image and person.
+
+        Args:
+            outputs_or_heatmaps: model output with `.heatmaps`, or a `(N_total, K, h, w)` tensor, in the
+                order of the boxes given to `__call__`.
+            boxes: the same nested per-image `[x, y, w, h]` boxes given to `__call__`.
+            use_dark / kernel_size / use_udp: see `decode_heatmaps` (defaults: ViTPose's DARK-UDP).
+            threshold: if set, keep only keypoints with score > threshold.
+
+        Returns:
+            per image, per person: `{"keypoints": (K, 2) float32 image (x, y), "scores": (K,),
+            "labels": (K,) long keypoint indices, "bbox": (4,) float32 the given xywh box}`.
+        """
+        heatmaps = getattr(outputs_or_heatmaps, "heatmaps", outputs_or_heatmaps)
+        if not isinstance(heatmaps, torch.Tensor) or heatmaps.ndim != 4:
+            raise ValueError("outputs_or_heatmaps must carry (N, K, h, w) heatmaps")
+        num_images = len(boxes) if not isinstance(boxes, (np.ndarray, torch.Tensor)) or boxes.ndim == 3 else 1
+        box_lists = _boxes_per_image(boxes, num_images)
+        all_boxes = torch.cat(box_lists) if box_lists else torch.zeros(0, 4, dtype=torch.float64)
+        if all_boxes.shape[0] != heatmaps.shape[0]:
+            raise ValueError(f"{heatmaps.shape[0]} heatmaps for {all_boxes.shape[0]} boxes; they must match")
+        coords, scores = decode_heatmaps(heatmaps, use_dark=use_dark, kernel_size=kernel_size, use_udp=use_udp)
+        center, scale = self.boxes_to_center_scale(all_boxes)
+        keypoints = heatmap_coords_to_image(
+            coords.cpu().double(), center, scale, heatmaps.shape[-2:], use_udp=use_udp, pixel_std=self.normalize_factor
+        ).float()
+        scores = scores.cpu()
+        labels = torch.arange(heatmaps.shape[1])
+        results, start = [], 0
+        for image_boxes in box_lists:
+            persons = []
+            for j in range(image_boxes.shape[0]):
+                kp, sc, lb = keypoints[start + j], scores[start + j], labels
+                if threshold is not None:
+                    keep = sc > threshold
+                    kp, sc, lb = kp[keep], sc[keep], lb[keep]
+                persons.append({"keypoints": kp, "scores": sc, "labels": lb, "bbox": image_boxes[j].float()})
+            start += image_boxes.shape[0]
+            results.append(persons)
+        return results
+
+    def predict_heatmaps(self, model, pixel_values, flip_test=True, flip_pairs=None, dataset_index=None, batch_size=None):
+        """See the module-level `predict_heatmaps` (the flip-test call path)."""
+        return predict_heatmaps(model, pixel_values, flip_test, flip_pairs, dataset_index, batch_size)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        out["size"] = dict(self.size)
+        return out
