@@ -444,3 +444,32 @@ def test_evaluate_model_batching_does_not_change_predictions(shared_data, tiny_m
     np.testing.assert_allclose(
         [p["keypoints"] + [p["score"]] for p in preds[1]], [p["keypoints"] + [p["score"]] for p in preds[128]], atol=1e-4
     )
+
+
+def test_cli_evaluate(shared_data, tiny_model_and_processor, tmp_path, capsys):
+    from vitpose_hf.cli import main
+    from vitpose_hf.evaluation import evaluate_model
+
+    model, processor = tiny_model_and_processor
+    model.save_pretrained(tmp_path / "model")  # no preprocessor config: the default one for 64x48 is used
+    folder = shared_data / "coco_sample"
+    argv = [
+        "evaluate", "--model", str(tmp_path / "model"), "--annotations", str(folder / "test_coco.json"),
+        "--images", str(folder), "--detections", str(folder / "test_coco_det_AP_H_56.json"), "--no-flip",
+        "--output", str(tmp_path / "preds.json"), "--metrics-output", str(tmp_path / "metrics.json"),
+        "--batch-size", "16", "--device", "cpu",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "AP50" in printed and "ARl" in printed
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    expected = evaluate_model(
+        model, processor, folder / "test_coco.json", folder, detection_file=folder / "test_coco_det_AP_H_56.json",
+        flip_test=False,
+    )
+    assert metrics == pytest.approx(expected)
+    assert len(json.loads((tmp_path / "preds.json").read_text())) > 100
+    bad = argv[:]
+    bad[bad.index("--images") + 1] = str(tmp_path / "nowhere")
+    assert main(bad) == 2
+    assert "--images folder not found" in capsys.readouterr().err

@@ -1,0 +1,96 @@
+"""`vitpose-hf evaluate`: COCO keypoint OKS AP of a model on an annotated image folder.
+
+    vitpose-hf evaluate --model M --annotations ann.json --images DIR [--detections det.json]
+        [--no-flip] [--output preds.json] [--batch-size 32] [--device cuda] [--schema coco]
+
+`cli.py` dispatches here through `add_arguments(parser)` and `run(args)`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+
+logger = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the `evaluate` options to `parser`."""
+    parser.add_argument("--model", "-m", required=True, help="model directory or hub id (ours or transformers' format)")
+    parser.add_argument("--annotations", required=True, help="COCO keypoint annotation JSON (ground truth)")
+    parser.add_argument("--images", required=True, help="folder holding the annotated images (their file_name)")
+    parser.add_argument(
+        "--detections", default=None,
+        help="COCO-results person detections JSON (image_id, bbox xywh, score, category_id); default: ground-truth boxes",
+    )  # fmt: skip
+    parser.add_argument("--det-score-threshold", type=float, default=0.0, help="drop detections below this score")
+    parser.add_argument("--no-flip", action="store_true", help="disable the flip test")
+    parser.add_argument("--output", default=None, help="write the predictions (COCO results JSON) here")
+    parser.add_argument("--metrics-output", default=None, help="write the metrics JSON here")
+    parser.add_argument("--batch-size", type=int, default=32, help="person crops per forward pass")
+    parser.add_argument("--device", default=None, help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda if available)")
+    parser.add_argument("--schema", default="coco", help="keypoint schema: flip pairs and OKS sigmas (coco, crowdpose, aic, ...)")
+    parser.add_argument("--dataset-index", type=int, default=None, help="ViTPose++ dataset index (expert / head)")
+    parser.add_argument("--fp16", action="store_true", help="run the model in float16 (CUDA only)")
+
+
+def _load(model_id: str, device, fp16: bool):
+    import torch
+
+    from ..image_processing_vitpose import VitPoseImageProcessor
+    from ..modeling_vitpose import VitPoseForPoseEstimation
+
+    model = VitPoseForPoseEstimation.from_pretrained(model_id)
+    model.to(device)
+    if fp16:
+        if device.type != "cuda":
+            raise ValueError("--fp16 needs a CUDA device")
+        model.to(torch.float16)
+    model.eval()
+    try:
+        processor = VitPoseImageProcessor.from_pretrained(model_id)
+    except (OSError, ValueError) as err:
+        height, width = (int(v) for v in model.config.image_size)
+        logger.info("no preprocessor config for %s (%s); default processor for %dx%d", model_id, err, height, width)
+        processor = VitPoseImageProcessor(size={"height": height, "width": width})
+    return model, processor
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the evaluation, print the metrics table; returns the exit status (0)."""
+    import torch
+
+    from .coco import format_metrics_table
+    from .topdown import evaluate_model
+
+    for name, path in (("--annotations", args.annotations), ("--detections", args.detections)):
+        if path is not None and not os.path.isfile(path):
+            raise ValueError(f"{name} file not found: {path}")
+    if not os.path.isdir(args.images):
+        raise ValueError(f"--images folder not found: {args.images}")
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    device = torch.device(args.device) if args.device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model, processor = _load(args.model, device, args.fp16)
+    metrics = evaluate_model(
+        model,
+        processor,
+        args.annotations,
+        args.images,
+        detection_file=args.detections,
+        flip_test=not args.no_flip,
+        batch_size=args.batch_size,
+        det_score_threshold=args.det_score_threshold,
+        schema=args.schema,
+        dataset_index=args.dataset_index,
+        output_file=args.output,
+    )
+    boxes = f"detections {args.detections}" if args.detections else "ground-truth boxes"
+    print(f"{args.model} on {args.annotations} ({boxes}, flip test {'off' if args.no_flip else 'on'})")
+    print(format_metrics_table(metrics))
+    if args.metrics_output:
+        with open(args.metrics_output, "w", encoding="utf-8") as handle:
+            json.dump(metrics, handle, indent=1)
+    return 0
