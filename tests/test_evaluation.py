@@ -7,6 +7,7 @@ import contextlib
 import io
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -344,7 +345,7 @@ class _OracleProcessor:
         import torch
 
         assert return_tensors == "pt" and len(images) == len(boxes)
-        assert all(img.mode == "RGB" for img in images)
+        assert all(Path(img).is_file() for img in images)
         self.calls.append([len(b) for b in boxes])
         return {"pixel_values": torch.zeros(sum(len(b) for b in boxes), 3, 64, 48)}
 

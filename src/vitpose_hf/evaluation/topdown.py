@@ -15,7 +15,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -187,8 +187,6 @@ def predict_coco_results(
     Returns:
         COCO keypoint results (``image_id, category_id, keypoints, score``), images in id order.
     """
-    from PIL import Image
-
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     schema = get_schema(schema)
@@ -221,13 +219,12 @@ def predict_coco_results(
     model.eval()
     try:
         for group in groups:
-            images = []
+            images = []  # paths: the processor decodes them (grayscale / RGBA / 16-bit handled there)
             for entry in group:
                 path = image_dir / entry.file_name
                 if not path.is_file():
                     raise ValueError(f"image file not found: {path}")
-                with Image.open(path) as img:
-                    images.append(img.convert("RGB"))
+                images.append(str(path))
             boxes = [entry.boxes for entry in group]
             persons = _run_group(
                 model, processor, images, boxes, flip_test, list(schema.flip_pairs), dataset_index, batch_size
@@ -235,7 +232,9 @@ def predict_coco_results(
             if len(persons) != len(group):
                 raise ValueError(f"the processor returned {len(persons)} images for {len(group)}")
             for entry, found in zip(group, persons):
-                results.extend(_select_persons(entry, found, schema, sigmas, aspect, padding, keypoint_threshold, oks_threshold))
+                results.extend(
+                    _select_persons(entry, found, schema, sigmas, aspect, padding, keypoint_threshold, oks_threshold)
+                )
             done += sum(len(e.boxes) for e in group)
             logger.info("evaluated %d / %d persons", done, total)
     finally:
@@ -301,7 +300,8 @@ def evaluate_model(
         batch_size: crops per forward pass; crops of several images share a batch.
         det_score_threshold: detections with a lower score are dropped (0.0 in ViTPose's config).
         schema: keypoint schema name: flip pairs and OKS sigmas.
-        dataset_index: ViTPose++ dataset index (expert / head), None for the model's default.
+        dataset_index: ViTPose++ dataset index (expert / head). None: the schema's index when the
+            model serves several datasets (e.g. 1 for "aic"), else the model's default.
         output_file: where to write the predictions (COCO results JSON), or None.
         keypoint_threshold: rescoring threshold (0.2); oks_threshold: OKS-NMS threshold (0.9, None = off).
         use_area: see :func:`coco_keypoint_eval`.
@@ -310,6 +310,11 @@ def evaluate_model(
         ``{"AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl"}``.
     """
     schema = get_schema(schema)
+    if dataset_index is None and schema.dataset_index is not None:
+        num_datasets = getattr(getattr(model, "config", None), "num_datasets", 1)
+        if isinstance(num_datasets, int) and schema.dataset_index < num_datasets and num_datasets > 1:
+            dataset_index = schema.dataset_index
+            logger.info("multi-dataset model: using dataset_index %d of schema %r", dataset_index, schema.name)
     coco = load_coco(annotation_file)
     if detection_file is not None:
         boxes = detection_boxes(detection_file, coco, score_threshold=det_score_threshold)
