@@ -137,6 +137,19 @@ def _crop_size(model, processor) -> tuple[int, int]:
     return int(size[0]), int(size[1])
 
 
+def _head_num_keypoints(model, dataset_index) -> int | None:
+    """Keypoint count of the head serving `dataset_index` (None when the config does not say)."""
+    config = getattr(model, "config", None)
+    if config is None:
+        return None
+    specs = config.head_specs() if hasattr(config, "head_specs") else [{"num_labels": getattr(config, "num_labels", None)}]
+    if dataset_index is not None:
+        for spec in specs:
+            if int(spec.get("dataset_index", -1)) == int(dataset_index):
+                return spec.get("num_labels")
+    return specs[0].get("num_labels")
+
+
 def _processor_padding(processor) -> float:
     for name in ("padding_factor", "box_padding", "bbox_padding", "padding"):
         value = getattr(processor, name, None)
@@ -315,6 +328,12 @@ def evaluate_model(
         if isinstance(num_datasets, int) and schema.dataset_index < num_datasets and num_datasets > 1:
             dataset_index = schema.dataset_index
             logger.info("multi-dataset model: using dataset_index %d of schema %r", dataset_index, schema.name)
+    head_keypoints = _head_num_keypoints(model, dataset_index)
+    if head_keypoints is not None and head_keypoints != schema.num_keypoints:
+        raise ValueError(
+            f"the model predicts {head_keypoints} keypoints but schema {schema.name!r} has {schema.num_keypoints}"
+            + (f" (dataset_index {dataset_index})" if dataset_index is not None else "")
+        )
     coco = load_coco(annotation_file)
     if detection_file is not None:
         boxes = detection_boxes(detection_file, coco, score_threshold=det_score_threshold)
