@@ -118,10 +118,17 @@ def test_to_transformers_dict_builds_transformers_config():
 @pytest.mark.parametrize("kwargs, needle", [
     (dict(mlp_ratio=2.5), "integer mlp_ratio"),
     (dict(patch_size=4, image_size=(32, 24)), "must exceed twice the padding"),
-    (dict(num_deconv_layers=1), "features transformers"),
+    (dict(num_deconv_layers=1), "1 deconvolution"),
     (dict(attention_type="shifted_window"), "windowed attention"),
 ])
 def test_to_transformers_dict_refusals(kwargs, needle):
+    assert VitPoseConfig(**tiny_config_kwargs(decoder_hidden_size=256)).uses_only_transformers_features()
     config = VitPoseConfig(**tiny_config_kwargs(decoder_hidden_size=256, **kwargs))
     with pytest.raises(ValueError, match=needle):
         config.to_transformers_dict()
+
+
+def test_simple_head_ignores_classic_head_fields_for_export():
+    config = VitPoseConfig(**tiny_config_kwargs(use_simple_decoder=True, decoder_hidden_size=16))
+    assert config.transformers_incompatibilities() == []
+    assert config.to_transformers_dict()["use_simple_decoder"] is True

@@ -308,3 +308,28 @@ def test_backbone_only_checkpoint_needs_a_decoder_choice():
         convert_official_checkpoint(official, num_attention_heads=4)
     model, _ = convert_official_checkpoint(official, use_simple_decoder=True, num_attention_heads=4)
     assert model.config.use_simple_decoder and model.config.num_labels == 17
+
+
+def test_cli_to_transformers_and_from_directories(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    source = _random_model(use_simple_decoder=True)
+    path = tmp_path / "simple.pth"
+    torch.save({"state_dict": _to_official(source), "meta": {}}, path)
+    hf_dir = tmp_path / "hf"
+    assert main(["--checkpoint", str(path), "--output", str(hf_dir), "--to-transformers",
+                 "--num-attention-heads", "4"]) == 0
+    assert json.loads((hf_dir / "config.json").read_text())["model_type"] == "vitpose"
+    reference = transformers.VitPoseForPoseEstimation.from_pretrained(hf_dir).eval()
+    pixels = torch.randn(2, 3, 64, 48)
+    with torch.no_grad():
+        expected = source(pixels).heatmaps
+        assert (reference(pixels).heatmaps - expected).abs().max().item() <= 1e-5
+    # a transformers directory -> ours
+    ours_dir = tmp_path / "ours"
+    assert main(["--checkpoint", str(hf_dir), "--output", str(ours_dir)]) == 0
+    assert json.loads((ours_dir / "config.json").read_text())["model_type"] == "vitpose_hf"
+    with torch.no_grad():
+        got = VitPoseForPoseEstimation.from_pretrained(ours_dir).eval()(pixels).heatmaps
+    assert (got - expected).abs().max().item() <= 1e-5
+    # a directory whose decoder contradicts the request fails with status 1
+    assert main(["--checkpoint", str(ours_dir), "--output", str(tmp_path / "x"), "--classic"]) == 1

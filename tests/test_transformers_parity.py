@@ -161,10 +161,10 @@ def test_export_loads_in_transformers_and_matches(variant, tmp_path):
 @pytest.mark.parametrize(
     "overrides, needle",
     [
-        (dict(dataset_heads=[{"dataset_index": 1, "num_labels": 14, "name": "aic"}]), "dataset heads"),
-        (dict(attention_type="window", window_size=(4, 3)), "windowed attention"),
-        (dict(num_knowledge_tokens=2), "knowledge tokens"),
-        (dict(decoder_hidden_size=16), "features transformers"),
+        (dict(dataset_heads=[{"dataset_index": 1, "num_labels": 14, "name": "aic"}]), "1 extra dataset heads"),
+        (dict(attention_type="window", window_size=(4, 3)), r"windowed attention in layers \[0, 1\]"),
+        (dict(num_knowledge_tokens=2), "2 knowledge tokens"),
+        (dict(decoder_hidden_size=16), "classic head width 16"),
         (dict(patch_stride=4), "patch stride"),
     ],
 )

@@ -317,18 +317,31 @@ class VitPoseConfig(PretrainedConfig):
         indices = [h["dataset_index"] for h in self.head_specs()]
         return max([self.num_experts] + [i + 1 for i in indices])
 
+    def transformers_incompatibilities(self) -> list[str]:
+        """The features of this model that transformers' own VitPose lacks (empty: exportable)."""
+        problems = []
+        if self.patch_stride not in (None, self.patch_size):
+            problems.append(f"patch stride {self.patch_stride} (transformers: the patch size)")
+        if self.patch_padding != 2:
+            problems.append(f"patch padding {self.patch_padding} (transformers: 2)")
+        if self.dataset_heads:
+            problems.append(f"{len(self.dataset_heads)} extra dataset heads")
+        windowed = [i for i, t in enumerate(self.layer_attention_types()) if t != "global"]
+        if windowed:
+            problems.append(f"windowed attention in layers {windowed}")
+        if self.num_knowledge_tokens:
+            problems.append(f"{self.num_knowledge_tokens} knowledge tokens")
+        if not self.use_simple_decoder and self.decoder_hidden_size != 256:
+            problems.append(f"classic head width {self.decoder_hidden_size} (transformers: 256)")
+        if not self.use_simple_decoder and self.num_deconv_layers != 2:
+            problems.append(f"{self.num_deconv_layers} deconvolution(s) in the classic head (transformers: 2)")
+        if self.main_dataset_index != 0:
+            problems.append(f"main head for dataset index {self.main_dataset_index} (transformers: 0)")
+        return problems
+
     def uses_only_transformers_features(self) -> bool:
         """True when transformers' own VitPose can represent this model (for export)."""
-        return (
-            self.patch_stride in (None, self.patch_size)
-            and self.patch_padding == 2
-            and not self.dataset_heads
-            and all(t == "global" for t in self.layer_attention_types())
-            and self.num_knowledge_tokens == 0
-            and self.decoder_hidden_size == 256
-            and self.num_deconv_layers == 2
-            and self.main_dataset_index == 0
-        )
+        return not self.transformers_incompatibilities()
 
     @classmethod
     def from_preset(cls, name: str, feature_stride: int = 16, **kwargs) -> "VitPoseConfig":
@@ -375,10 +388,10 @@ class VitPoseConfig(PretrainedConfig):
 
     def to_transformers_dict(self) -> dict[str, Any]:
         """This config in transformers' VitPose layout (`model_type "vitpose"` + `backbone_config`)."""
-        if not self.uses_only_transformers_features():
+        problems = self.transformers_incompatibilities()
+        if problems:
             raise ValueError(
-                "this model uses features transformers' VitPose lacks (extra dataset heads, windowed "
-                "attention, knowledge tokens, patch stride or padding other than the official one); "
+                f"this model uses features transformers' VitPose lacks: {'; '.join(problems)}; "
                 "it cannot be exported to the transformers format"
             )
         mlp_ratio = float(self.mlp_ratio)

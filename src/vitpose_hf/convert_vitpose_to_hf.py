@@ -11,8 +11,8 @@ reason. `infer_config_from_state_dict` reads the architecture off the tensor sha
 writes a directory `VitPoseForPoseEstimation.from_pretrained` loads strictly (checked after writing).
 
 Checkpoints saved by transformers' own `VitPoseForPoseEstimation` need no conversion (our classes
-load them as they are); `export_to_transformers` goes the other way for models that only use
-features transformers supports.
+load them as they are); `export_to_transformers` (CLI: `--to-transformers`) goes the other way for
+models that only use features transformers supports.
 """
 
 from __future__ import annotations
@@ -488,8 +488,12 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m vitpose_hf.convert_vitpose_to_hf",
         description="Convert an official ViTPose / ViTPose++ .pth checkpoint to a vitpose_hf directory.",
     )
-    parser.add_argument("--checkpoint", required=True, help="official .pth file (mmpose layout)")
+    parser.add_argument("--checkpoint", required=True,
+                        help="official .pth file (mmpose layout), or a save_pretrained directory (ours or "
+                             "transformers' VitPose format)")
     parser.add_argument("--output", required=True, help="directory to write (config.json, model.safetensors)")
+    parser.add_argument("--to-transformers", action="store_true",
+                        help="write transformers' VitPose hub format instead of ours")
     kind = parser.add_mutually_exclusive_group()
     kind.add_argument("--simple", dest="simple", action="store_true", default=None,
                       help="expect / build the simple decoder")
@@ -507,11 +511,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
-        model, dropped = convert_official_checkpoint(
-            args.checkpoint, args.output, use_simple_decoder=args.simple, image_size=args.image_size,
-            num_attention_heads=args.num_attention_heads,
-        )
-    except ValueError as err:
+        if Path(args.checkpoint).is_dir():
+            from .modeling_vitpose import VitPoseForPoseEstimation
+
+            model = VitPoseForPoseEstimation.from_pretrained(args.checkpoint, strict=True, image_size=args.image_size)
+            if args.simple is not None and args.simple != model.config.use_simple_decoder:
+                raise ValueError(f"{args.checkpoint} does not hold the requested decoder")
+            dropped: dict[str, str] = {}
+            if not args.to_transformers:
+                model.save_pretrained(args.output)
+        else:
+            model, dropped = convert_official_checkpoint(
+                args.checkpoint, None if args.to_transformers else args.output, use_simple_decoder=args.simple,
+                image_size=args.image_size, num_attention_heads=args.num_attention_heads,
+            )
+        if args.to_transformers:
+            export_to_transformers(model, args.output)
+    except (ValueError, OSError) as err:
         logger.error("conversion failed: %s", err)
         return 1
     for key, reason in sorted(dropped.items()):
