@@ -118,28 +118,26 @@ def write_synthetic_images(folder: str | os.PathLike, num_images: int, seed: int
     return folder
 
 
-def synthetic_items(output_dir: str, num_images: int, seed: int) -> list:
-    """Items of a generated data set: `vitpose_hf.data.make_synthetic_coco` when the package has it,
-    otherwise plain generated images."""
+def synthetic_items(output_dir: str, num_images: int, seed: int, person_crops: bool = False, aspect: float = 0.75,
+                    generate: bool = True) -> list:
+    """Items of a generated data set: `vitpose_hf.data.make_synthetic_coco` (COCO-format synthetic
+    persons) when the package has it, otherwise plain generated images. With `generate=False` (other
+    processes than the main one) the files written by the main process are only read."""
+    if num_images < 1:
+        raise ValueError(f"--synthetic needs at least one image, got {num_images}")
     target = Path(output_dir) / "synthetic_data"
     try:
-        from vitpose_hf.data import make_synthetic_coco  # provided by the data module when present
+        from vitpose_hf.data import make_synthetic_coco
     except ImportError:
         make_synthetic_coco = None
-    if make_synthetic_coco is not None:
-        result = make_synthetic_coco(target, num_images, seed)
-        ann = Path(result) if isinstance(result, (str, os.PathLike)) and str(result).endswith(".json") else None
-        if ann is None:
-            found = sorted(target.rglob("*.json"))
-            ann = found[0] if found else None
-        if ann is not None:
-            with open(ann) as f:
-                names = [img["file_name"] for img in json.load(f).get("images", [])]
-            root = next((d for d in [ann.parent, ann.parent / "images", target, target / "images"]
-                         if names and (d / names[0]).is_file()), None)
-            if root is not None:
-                return coco_items(str(ann), str(root), person_crops=False, aspect=1.0)
-    return [(p, None) for p in list_images(write_synthetic_images(target, num_images, seed))]
+    if make_synthetic_coco is None:
+        folder = write_synthetic_images(target, num_images, seed) if generate else target
+        return [(p, None) for p in list_images(folder)]
+    if generate:
+        annotation_file, image_dir = make_synthetic_coco(target, num_images, seed=seed)
+    else:
+        annotation_file, image_dir = target / "person_keypoints.json", target / "images"
+    return coco_items(str(annotation_file), str(image_dir), person_crops, aspect)
 
 
 class MaeImageDataset(Dataset):
@@ -203,7 +201,7 @@ class MaeImageDataset(Dataset):
         return torch.from_numpy(crop.transpose(2, 0, 1).copy())
 
 
-def build_items(args) -> list:
+def build_items(args, is_main_process: bool = True) -> list:
     sources = sum(bool(s) for s in (args.image_dir, args.coco_json, args.synthetic))
     if sources != 1:
         raise ValueError("give exactly one of --image_dir, --coco_json, --synthetic")
@@ -212,7 +210,8 @@ def build_items(args) -> list:
     if args.coco_json:
         root = args.image_root or str(Path(args.coco_json).parent)
         return coco_items(args.coco_json, root, args.person_crops, args.image_size[1] / args.image_size[0])
-    return synthetic_items(args.output_dir, args.synthetic, args.seed)
+    return synthetic_items(args.output_dir, args.synthetic, args.seed, args.person_crops,
+                           args.image_size[1] / args.image_size[0], generate=is_main_process)
 
 
 # ----------------------------------------------------------------------------- model
@@ -269,7 +268,7 @@ def parse_args(argv=None):
     data.add_argument("--image_dir", help="folder of images (recursive)")
     data.add_argument("--coco_json", help="COCO annotation file")
     data.add_argument("--image_root", help="image folder of --coco_json (default: its folder)")
-    data.add_argument("--person_crops", action="store_true", help="train on person boxes of --coco_json")
+    data.add_argument("--person_crops", action="store_true", help="train on person boxes (--coco_json / --synthetic)")
     data.add_argument("--synthetic", type=int, default=0, help="generate this many images")
     data.add_argument("--image_size", type=int, nargs=2, default=[256, 192], metavar=("H", "W"))
     data.add_argument("--min_crop_scale", type=float, default=0.2)
@@ -322,7 +321,7 @@ def main(argv=None) -> dict:
     logging.basicConfig(level=logging.INFO if accelerator.is_main_process else logging.WARNING,
                         format="%(asctime)s %(name)s %(message)s")
     with accelerator.main_process_first():
-        items = build_items(args)
+        items = build_items(args, accelerator.is_main_process)
     dataset = MaeImageDataset(items, args.image_size, (args.min_crop_scale, 1.0), seed=args.seed)
 
     set_seed(args.seed)  # identical initial weights in every process
