@@ -204,3 +204,25 @@ def test_geometry_bad_inputs():
         get_udp_warp_matrix(torch.zeros(2, 2), torch.ones(2, 2), (256, 192), rotation=torch.zeros(3))
     with pytest.raises(ValueError, match="NaN"):
         warp_affine_batch(torch.zeros(3, 10, 10), torch.full((1, 2, 3), math.nan), (8, 6))
+
+
+def test_rotation_directions_are_the_official_ones():
+    center = torch.tensor([[100.0, 100.0]], dtype=torch.float64)
+    scale = torch.tensor([[0.75, 1.0]], dtype=torch.float64)
+    right_of_center = torch.tensor([[[110.0, 100.0]]], dtype=torch.float64)
+    udp = transform_points(right_of_center, get_udp_warp_matrix(center, scale, (256, 192), rotation=90.0))
+    plain = transform_points(right_of_center, get_plain_warp_matrix(center, scale, (256, 192), rotation=90.0))
+    assert udp[0, 0, 1] > 127.5 + 5 and abs(udp[0, 0, 0] - 95.5) < 1e-6  # below the crop centre
+    assert plain[0, 0, 1] < 128 - 5 and abs(plain[0, 0, 0] - 96) < 1e-6  # above the crop centre
+
+
+def test_channel_affine_folded_into_the_warp():
+    image = torch.randint(0, 256, (3, 40, 50), dtype=torch.uint8)
+    boxes = torch.tensor([[-10.0, 5.0, 30.0, 40.0], [20.0, 10.0, 25.0, 20.0]])
+    center, scale = box_xywh_to_center_scale(boxes, 0.75)
+    m = get_udp_warp_matrix(center, scale, (32, 24), rotation=12.0)
+    s = torch.tensor([0.5, 2.0, -1.0])
+    o = torch.tensor([1.0, -3.0, 0.25])
+    plain = warp_affine_batch(image, m, (32, 24), border_value=9.0)
+    folded = warp_affine_batch(image, m, (32, 24), border_value=9.0, channel_scale=s, channel_offset=o)
+    assert torch.allclose(folded, plain * s.view(1, 3, 1, 1) + o.view(1, 3, 1, 1), atol=1e-4)

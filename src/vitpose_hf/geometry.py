@@ -127,7 +127,11 @@ def get_udp_warp_matrix(
 
     The window `center +- scale * pixel_std / 2` maps onto pixel centres `0 .. W-1` and `0 .. H-1`,
     i.e. `dst = S @ (R @ (p - center) + size_target / 2)` with `S = diag((W-1)/sw, (H-1)/sh)` and
-    `R = [[cos, -sin], [sin, cos]]` of `rotation` (degrees, the official sign convention).
+    `R = [[cos, -sin], [sin, cos]]` of `rotation` (degrees, the official sign convention). On screen
+    (y down) a positive angle turns the image content clockwise in the crop, i.e. the crop window is
+    turned counter-clockwise in the image: at +90 deg a point right of the centre lands below it.
+    Note: mmpose's non-UDP `get_affine_transform` turns the other way (see `get_plain_warp_matrix`);
+    with the usual symmetric random rotation in training this makes no statistical difference.
 
     Args:
         center: `(N, 2)` window centres `(x, y)` in pixels.
@@ -171,6 +175,8 @@ def get_plain_warp_matrix(
     and a third point at a right angle) and solves for the affine. Only the window *width* sets the
     (isotropic) zoom, `k = W / (scale_w * pixel_std)`; the centre lands at `(W/2, H/2)`. The result is
     `dst = k * R(-rotation) @ (p - center) + (W/2, H/2)`, which this function evaluates in closed form.
+    A positive angle therefore turns the content counter-clockwise on screen (opposite to the UDP
+    matrix): at +90 deg a point right of the centre lands above it.
 
     Args and returns as `get_udp_warp_matrix`.
     """
@@ -225,25 +231,20 @@ def _footprints(inv: torch.Tensor, out_h: int, out_w: int) -> torch.Tensor:
     return torch.cat([lo, hi], dim=-1)
 
 
-def _sample(region: torch.Tensor, inv: torch.Tensor, out_h: int, out_w: int, border_value: float) -> torch.Tensor:
-    """Bilinear sampling of `region (C, h, w)` (float) at crop pixels mapped by `inv (N, 2, 3)`
-    (crop -> region pixel coordinates); returns `(N, C, out_h, out_w)`."""
-    c, rh, rw = region.shape
-    n = inv.shape[0]
-    ys, xs = torch.meshgrid(
-        torch.arange(out_h, dtype=torch.float64), torch.arange(out_w, dtype=torch.float64), indexing="ij"
-    )
-    grid = torch.stack([xs, ys], dim=-1).reshape(1, -1, 2).expand(n, -1, -1)
-    src = transform_points(grid, inv.to(torch.float64))  # (N, h*w, 2) region pixel coords
-    # pixel centre convention with align_corners=False: x_pix = ((u + 1) * W - 1) / 2
-    norm = torch.stack([(2.0 * src[..., 0] + 1.0) / rw - 1.0, (2.0 * src[..., 1] + 1.0) / rh - 1.0], dim=-1)
-    norm = norm.to(region.dtype).reshape(1, n * out_h, out_w, 2)
-    if border_value != 0.0:
-        region = region - border_value
-    out = F.grid_sample(region[None], norm, mode="bilinear", padding_mode="zeros", align_corners=False)
-    if border_value != 0.0:
-        out = out + border_value
-    return out[0].reshape(c, n, out_h, out_w).permute(1, 0, 2, 3)
+def _normalized_grid(inv: torch.Tensor, out_h: int, out_w: int, rh: int, rw: int, dtype) -> torch.Tensor:
+    """`grid_sample` grid `(N, out_h, out_w, 2)` for crop -> region pixel affines `inv (N, 2, 3)`.
+
+    Pixel-centre convention with `align_corners=False`: region pixel `x` is `u = (2x + 1) / W - 1`,
+    folded into the affine so the grid is two broadcast multiply-adds.
+    """
+    norm = torch.tensor([2.0 / rw, 2.0 / rh], dtype=torch.float64)
+    theta = inv.to(torch.float64) * norm.view(1, 2, 1)
+    theta[:, :, 2] += torch.tensor([1.0 / rw - 1.0, 1.0 / rh - 1.0], dtype=torch.float64)
+    theta = theta.to(dtype)
+    xs = torch.arange(out_w, dtype=dtype).view(1, 1, out_w, 1)
+    ys = torch.arange(out_h, dtype=dtype).view(1, out_h, 1, 1)
+    t = theta.view(-1, 1, 1, 2, 3)
+    return (xs * t[..., 0] + t[..., 2]) + ys * t[..., 1]  # one full-size pass
 
 
 def warp_affine_batch(
@@ -252,6 +253,8 @@ def warp_affine_batch(
     output_size: SizeLike,
     border_value: float = 0.0,
     max_region_ratio: float = 4.0,
+    channel_scale: torch.Tensor | Sequence[float] | None = None,
+    channel_offset: torch.Tensor | Sequence[float] | None = None,
 ) -> torch.Tensor:
     """Warp one image into N crops, like `cv2.warpAffine(img, M, (w, h), flags=cv2.INTER_LINEAR,
     borderMode=cv2.BORDER_CONSTANT, borderValue=border_value)` for each `M`.
@@ -264,16 +267,21 @@ def warp_affine_batch(
     image (a 10000x10000 image with a few boxes is cheap). A crop whose footprint misses the image
     entirely is filled with `border_value`.
 
+    `channel_scale` / `channel_offset` (C values) fold a per-channel `x * scale + offset` (e.g.
+    rescale + normalise) into the warp: it is applied to the source region before sampling (cheaper
+    than on the crops when they overlap) and is exact because bilinear weights sum to one.
+
     Args:
         image: `(C, H, W)` tensor, uint8 or float.
         matrices: `(N, 2, 3)` image -> crop affines (e.g. `get_udp_warp_matrix`).
         output_size: crop `(height, width)`.
-        border_value: constant for pixels outside the image.
+        border_value: constant for pixels outside the image (before `channel_scale/offset`).
         max_region_ratio: union-vs-sum area ratio above which crops are sampled one by one.
+        channel_scale / channel_offset: optional per-channel affine of the values.
 
     Returns:
-        `(N, C, h, w)` crops: float32 for integer images, else the image's dtype. Values are not
-        rounded (OpenCV rounds uint8 outputs and quantises coordinates to 1/32 px).
+        `(N, C, h, w)` contiguous crops: float32 for integer images, else the image's dtype. Values are
+        not rounded (OpenCV rounds uint8 outputs and quantises positions to 1/32 px).
     """
     if image.ndim != 3:
         raise ValueError(f"image must be (C, H, W), got shape {tuple(image.shape)}")
@@ -283,7 +291,14 @@ def warp_affine_batch(
     c, img_h, img_w = image.shape
     n = matrices.shape[0]
     dtype = image.dtype if image.is_floating_point() else torch.float32
-    out = torch.full((n, c, out_h, out_w), float(border_value), dtype=dtype, device=image.device)
+    device = image.device
+    scale = torch.ones(c, dtype=dtype) if channel_scale is None else torch.as_tensor(channel_scale, dtype=dtype)
+    offset = torch.zeros(c, dtype=dtype) if channel_offset is None else torch.as_tensor(channel_offset, dtype=dtype)
+    if scale.shape != (c,) or offset.shape != (c,):
+        raise ValueError(f"channel_scale / channel_offset must have {c} values")
+    scale, offset = scale.to(device), offset.to(device)
+    fill = (float(border_value) * scale + offset).view(1, c, 1, 1)  # value of a pixel outside the image
+    out = torch.empty((n, c, out_h, out_w), dtype=dtype, device=device)
     if n == 0:
         return out
     if not bool(torch.isfinite(matrices).all()):
@@ -295,7 +310,7 @@ def warp_affine_batch(
     visible = (bounds[:, 2] >= 0) & (bounds[:, 3] >= 0) & (bounds[:, 0] <= img_w - 1) & (bounds[:, 1] <= img_h - 1)
     idx = torch.nonzero(visible).flatten()
     if idx.numel() == 0:
-        return out
+        return out.copy_(fill.expand_as(out))
     areas = ((hi - lo + 1).prod(dim=-1))[idx]
     u_lo = lo[idx].amin(dim=0)
     u_hi = hi[idx].amax(dim=0)
@@ -304,14 +319,27 @@ def warp_affine_batch(
         groups = [(idx, u_lo, u_hi)]
     else:
         groups = [(idx[i : i + 1], lo[idx[i]], hi[idx[i]]) for i in range(idx.numel())]
+    if idx.numel() < n or len(groups) > 1:
+        out.copy_(fill.expand_as(out))
     for sel, g_lo, g_hi in groups:
         x0, y0 = int(g_lo[0]), int(g_lo[1])
         x1, y1 = int(g_hi[0]), int(g_hi[1])
         region = image[:, y0 : y1 + 1, x0 : x1 + 1].to(dtype)
-        shift = inv[sel].clone()
-        shift[:, 0, 2] -= x0
-        shift[:, 1, 2] -= y0
-        out[sel.to(image.device)] = _sample(region, shift.to(image.device), out_h, out_w, float(border_value))
+        # sample (x - border) * scale with zero padding, then add border * scale + offset
+        region = (region - float(border_value)) * scale.view(c, 1, 1)
+        shifted = inv[sel].clone()
+        shifted[:, 0, 2] -= x0
+        shifted[:, 1, 2] -= y0
+        m = sel.numel()
+        grid = _normalized_grid(shifted, out_h, out_w, y1 - y0 + 1, x1 - x0 + 1, dtype).to(device)
+        sampled = F.grid_sample(
+            region[None], grid.reshape(1, m * out_h, out_w, 2), mode="bilinear", padding_mode="zeros",
+            align_corners=False,
+        )[0].view(c, m, out_h, out_w).permute(1, 0, 2, 3)
+        if m == n:
+            torch.add(sampled, fill, out=out)
+        else:
+            out[sel.to(device)] = sampled + fill
     return out
 
 
