@@ -47,7 +47,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def load_image(path: str, annotation_id: Any = None) -> torch.Tensor:
-    """Decode an image file to a `(3, H, W)` uint8 RGB tensor.
+    """Decode an image file to a `(3, H, W)` uint8 RGB tensor (a channels-last view, not copied).
 
     Raises:
         ValueError: the file is missing or cannot be decoded (naming the path and annotation id).
@@ -56,7 +56,7 @@ def load_image(path: str, annotation_id: Any = None) -> torch.Tensor:
     if img is None:
         raise ValueError(f"cannot read image {path!r} (annotation id {annotation_id!r})")
     img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-    return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))
+    return torch.from_numpy(img).permute(2, 0, 1)
 
 
 def _mix_id(value: int) -> int:

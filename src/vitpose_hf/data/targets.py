@@ -99,14 +99,15 @@ def generate_heatmaps(
     gx, in_x = _axis(kp[..., 0], hm_w, stride_x, sigma, use_udp)
     gy, in_y = _axis(kp[..., 1], hm_h, stride_y, sigma, use_udp)
     weight = visible.to(torch.float64) * (in_x & in_y)
-    draw = (weight > 0.5).to(torch.float64)
-    heatmaps = gy[..., :, None] * gx[..., None, :] * draw[..., None, None]
+    draw = (weight > 0.5).to(torch.float32)
+    gx = gx.to(torch.float32) * draw[..., None]
+    heatmaps = gy.to(torch.float32)[..., :, None] * gx[..., None, :]
     if joint_weights is not None:
         jw = torch.as_tensor(joint_weights, dtype=torch.float64)
         if jw.shape != (kp.shape[1],):
             raise ValueError(f"joint_weights must have shape ({kp.shape[1]},), got {tuple(jw.shape)}")
         weight = weight * jw
-    return heatmaps.to(torch.float32), weight.to(torch.float32)
+    return heatmaps, weight.to(torch.float32)
 
 
 def generate_udp_heatmaps(keypoints, visible, image_size, heatmap_size, sigma: float = 2.0, joint_weights=None):
