@@ -391,6 +391,8 @@ def test_checkpoint_with_missing_or_unexpected_keys(tmp_path):
     save_file(missing, tmp_path / "model.safetensors", metadata={"format": "pt"})
     with pytest.raises(ValueError, match=r"missing keys \['backbone.encoder.layer.1.mlp.fc1.weight'\]"):
         VitPoseForPoseEstimation.from_pretrained(tmp_path)
+    with pytest.raises(ValueError, match=r"missing keys \['encoder.layer.1.mlp.fc1.weight'\]"):
+        VitPoseModel.from_pretrained(tmp_path)  # the backbone alone is checked too
 
     extra = dict(weights)
     extra["backbone.encoder.layer.7.mlp.fc1.weight"] = torch.zeros(2)

@@ -52,7 +52,7 @@ class VitPoseModelOutput(ModelOutput):
         feature_map (`(B, C, h, w)`): the same tokens as a feature map, h = H / stride, w = W / stride.
         hidden_states (tuple of `(B, N, C)`, *optional*): embeddings output and every layer's output.
         attentions (tuple of `(B, heads, N, N)`, *optional*): attention probabilities per layer
-            (global layers; windowed layers give `(B * windows, heads, n, n)`).
+            (`(B, heads, T + N, T + N)`; windowed layers give their effective dense attention, see window_attention.py).
     """
 
     last_hidden_state: torch.Tensor | None = None
@@ -321,6 +321,7 @@ class VitPoseSelfAttention(nn.Module):
         return attend(
             q, k, v, num_heads=self.num_heads, scaling=self.scaling, impl=impl, module=self,
             dropout=self.dropout_prob if self.training else 0.0, kernel=sdpa_or_eager_attention,
+            output_attentions=output_attentions,
         )
 
 
@@ -607,6 +608,43 @@ def _check_dataset_index(dataset_index, batch_size: int, num_datasets: int, devi
     return dataset_index
 
 
+_BACKBONE_KEY_PREFIXES = ("backbone.", "embeddings.", "encoder.", "layernorm.")
+
+
+def _checked_load(load, cls_name, path, model_args, kwargs, strict, is_backbone_key):
+    """Run transformers' `from_pretrained` (`load`) and check its loading report.
+
+    `strict=None`: missing or unexpected keys for which `is_backbone_key` holds raise a ValueError;
+    others (a fresh head) are logged. `strict=True`: every missing/unexpected/mismatched key raises.
+    `strict=False`: only logs. An unreadable safetensors file raises a ValueError naming `path`.
+    """
+    try:
+        model, info = load(path, *model_args, output_loading_info=True, **kwargs)
+    except Exception as err:
+        if type(err).__name__ == "SafetensorError":
+            raise ValueError(f"cannot read the weights of {path}: {err}") from err
+        raise
+    missing = list(info.get("missing_keys", []))
+    unexpected = list(info.get("unexpected_keys", []))
+    mismatched = list(info.get("mismatched_keys", []))
+    if strict:
+        bad_missing, bad_unexpected = missing, unexpected
+    elif strict is None:
+        bad_missing = [k for k in missing if is_backbone_key(k)]
+        bad_unexpected = [k for k in unexpected if is_backbone_key(k)]
+    else:
+        bad_missing, bad_unexpected = [], []
+    if bad_missing or bad_unexpected or (strict and mismatched):
+        raise ValueError(
+            f"checkpoint {path} does not fit {cls_name}: missing keys {sorted(bad_missing)}, unexpected keys "
+            f"{sorted(bad_unexpected)}" + (f", mismatched keys {mismatched}" if strict and mismatched else "")
+        )
+    if missing or unexpected:
+        logger.warning("loading %s: weights not in the checkpoint (freshly initialised): %s; "
+                       "checkpoint weights not used: %s", path, missing, unexpected)
+    return model, info
+
+
 # ----------------------------------------------------------------------------- models
 class VitPoseModel(VitPosePreTrainedModel):
     """The ViTPose backbone: patch embedding, position embeddings, pre-LN blocks, final LayerNorm.
@@ -658,6 +696,18 @@ class VitPoseModel(VitPosePreTrainedModel):
         return VitPoseModelOutput(
             last_hidden_state=hidden, feature_map=feature_map, hidden_states=all_hidden, attentions=all_attn
         )
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, strict=None, **kwargs):
+        """`PreTrainedModel.from_pretrained` with key checking: a missing or unexpected backbone weight
+        raises a `ValueError` naming it (a pose checkpoint's head weights are ignored, with a log line);
+        `strict=True` makes every key problem an error, `strict=False` only logs."""
+        want_info = kwargs.pop("output_loading_info", False)
+        model, info = _checked_load(
+            super().from_pretrained, cls.__name__, pretrained_model_name_or_path, model_args, kwargs, strict,
+            lambda key: key.startswith(_BACKBONE_KEY_PREFIXES),
+        )
+        return (model, info) if want_info else model
 
     def resize_position_embeddings(self, image_size: Sequence[int]) -> None:
         """Resample the position embeddings (bicubic) to a new input size and record it in the config.
@@ -807,33 +857,10 @@ class VitPoseForPoseEstimation(VitPosePreTrainedModel):
         Reads our checkpoints and transformers' VitPose ones (`model_type "vitpose"`) alike.
         """
         want_info = kwargs.pop("output_loading_info", False)
-        try:
-            model, info = super().from_pretrained(
-                pretrained_model_name_or_path, *model_args, output_loading_info=True, **kwargs
-            )
-        except Exception as err:
-            if type(err).__name__ == "SafetensorError":
-                raise ValueError(f"cannot read the weights of {pretrained_model_name_or_path}: {err}") from err
-            raise
-        missing = list(info.get("missing_keys", []))
-        unexpected = list(info.get("unexpected_keys", []))
-        mismatched = list(info.get("mismatched_keys", []))
-        if strict:
-            bad_missing, bad_unexpected = missing, unexpected
-        elif strict is None:
-            bad_missing = [k for k in missing if k.startswith("backbone.")]
-            bad_unexpected = [k for k in unexpected if k.startswith("backbone.")]
-        else:
-            bad_missing, bad_unexpected = [], []
-        if bad_missing or bad_unexpected or (strict and mismatched):
-            raise ValueError(
-                f"checkpoint {pretrained_model_name_or_path} does not fit {cls.__name__}: missing keys "
-                f"{sorted(bad_missing)}, unexpected keys {sorted(bad_unexpected)}"
-                + (f", mismatched keys {mismatched}" if strict and mismatched else "")
-            )
-        if missing or unexpected:
-            logger.warning("loading %s: weights not in the checkpoint (freshly initialised): %s; "
-                           "checkpoint weights not used: %s", pretrained_model_name_or_path, missing, unexpected)
+        model, info = _checked_load(
+            super().from_pretrained, cls.__name__, pretrained_model_name_or_path, model_args, kwargs, strict,
+            lambda key: key.startswith("backbone."),
+        )
         if image_size is not None:
             model.backbone.resize_position_embeddings(image_size)
             model.config.image_size = list(model.backbone.config.image_size)
