@@ -296,3 +296,14 @@ def test_stride_16_checkpoint_loads_into_stride_8_model(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(again.eval()(x).heatmaps, student.eval()(x).heatmaps)
         assert again(x).heatmaps.shape == (1, 17, 16, 12)
+
+
+def test_eager_windowed_forward_builds_no_dense_attention_unless_asked():
+    model = _set_impl(_model(attention_type="pooled_window", window_size=(4, 3)), "eager")
+    x = torch.randn(1, 3, 64, 48)
+    with torch.no_grad():
+        plain = model(x)
+        probed = model(x, output_attentions=True)
+    assert plain.attentions is None
+    assert [a.shape for a in probed.attentions] == [(1, 4, 48, 48)] * 2
+    torch.testing.assert_close(plain.heatmaps, probed.heatmaps)

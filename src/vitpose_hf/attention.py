@@ -3,8 +3,8 @@
 `sdpa_or_eager_attention` is the arithmetic (softmax(q k^T * s + mask) v), picked through
 transformers' attention-interface registry ("sdpa", "flash_attention_2", ...) with an eager
 fallback. `build_attention_mask_fn` returns, for one layer, the function that arranges the tokens
-for that layer's attention kind (global over the whole grid here; windowed variants live in the
-same place so every layer shares one code path).
+for that layer's attention kind: global over the whole grid here, windowed layouts (window,
+shifted window, pooled window) in `window_attention.py`, all around the same q/k/v projections.
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def _split_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
     return x.view(b, n, num_heads, c // num_heads).transpose(1, 2)
 
 
-def global_attention(q, k, v, *, num_heads, scaling, impl, module, dropout, kernel, mask=None):
+def global_attention(q, k, v, *, num_heads, scaling, impl, module, dropout, kernel, mask=None, output_attentions=True):
     """Every token attends to every token. q, k, v: `(B, N, C)` -> context `(B, N, C)`, probs."""
     b, n, c = q.shape
     out, probs = kernel(
@@ -96,9 +96,15 @@ def build_attention_mask_fn(
 ) -> Callable:
     """The attention function of one layer for a token grid `(h, w)` after `num_prefix` extra tokens.
 
-    Returns a callable `(q, k, v, *, num_heads, scaling, impl, module, dropout, kernel)` mapping
-    `(B, num_prefix + h*w, C)` projections to the context `(B, num_prefix + h*w, C)` and the
-    attention probabilities (or None).
+    Returns a callable `(q, k, v, *, num_heads, scaling, impl, module, dropout, kernel,
+    output_attentions=True)` mapping `(B, num_prefix + h*w, C)` projections to the context
+    `(B, num_prefix + h*w, C)` and the attention probabilities `(B, heads, P + h*w, P + h*w)` (or
+    None: registry kernels return none, and windowed layouts skip building them when
+    `output_attentions` is False).
+
+    Kinds: `"global"` (this module, the exact transformers-parity path), `"window"`,
+    `"shifted_window"` and `"pooled_window"` (`window_attention.make_windowed_attention`; `shift`
+    only matters for `"shifted_window"`). Unknown kinds raise ValueError.
     """
     if kind == "global":
         return global_attention

@@ -67,6 +67,7 @@ class WindowLayout:
             (rows of padded query slots are all True so that no softmax row is empty).
         counts: `(nW,)` float: number of valid tokens per window (>= 1).
         needs_mask: whether `local_allowed` forbids anything.
+        padded: whether some slots are padding.
     """
 
     grid: tuple[int, int]
@@ -80,6 +81,7 @@ class WindowLayout:
     local_allowed: torch.Tensor
     counts: torch.Tensor
     needs_mask: bool
+    padded: bool
 
 
 def _check_pair(value, name: str) -> tuple[int, int]:
@@ -125,7 +127,7 @@ def _cpu_layout(grid: tuple[int, int], window: tuple[int, int], shift: bool) -> 
     return WindowLayout(
         grid=(h, w), window=(wh, ww), shift=(sh, sw), num_windows=num_windows, window_tokens=n,
         gather=gather, scatter=scatter, valid=valid, local_allowed=allowed,
-        counts=valid.sum(-1).float(), needs_mask=not bool(allowed.all()),
+        counts=valid.sum(-1).float(), needs_mask=not bool(allowed.all()), padded=not bool(valid.all()),
     )
 
 
@@ -155,7 +157,7 @@ def _device_layout(grid, window, shift, device) -> WindowLayout:
         grid=lay.grid, window=lay.window, shift=lay.shift, num_windows=lay.num_windows,
         window_tokens=lay.window_tokens, gather=move(lay.gather), scatter=move(lay.scatter),
         valid=move(lay.valid), local_allowed=move(lay.local_allowed), counts=move(lay.counts),
-        needs_mask=lay.needs_mask,
+        needs_mask=lay.needs_mask, padded=lay.padded,
     )
 
 
@@ -195,9 +197,10 @@ def make_windowed_attention(
         num_prefix: `P`, number of prefix (knowledge) tokens before the patch tokens.
 
     Returns:
-        `attend(q, k, v, *, num_heads, scaling, impl, module, dropout, kernel)` mapping projections
-        `(B, P + h*w, C)` to the context `(B, P + h*w, C)` and the effective attention probabilities
-        `(B, heads, P + h*w, P + h*w)` (only when `kernel` returns probabilities, i.e. eager) or None.
+        `attend(q, k, v, *, num_heads, scaling, impl, module, dropout, kernel, output_attentions=True)`
+        mapping projections `(B, P + h*w, C)` to the context `(B, P + h*w, C)` and the effective
+        attention probabilities `(B, heads, P + h*w, P + h*w)` (only when `kernel` returns
+        probabilities, i.e. eager, and `output_attentions`) or None.
         `kernel` is `attention.sdpa_or_eager_attention`.
     """
     if kind not in WINDOWED_KINDS:
@@ -210,7 +213,7 @@ def make_windowed_attention(
     pooled = kind == "pooled_window"
     do_shift = bool(shift) and kind == "shifted_window"
 
-    def attend(q, k, v, *, num_heads, scaling, impl, module, dropout, kernel):
+    def attend(q, k, v, *, num_heads, scaling, impl, module, dropout, kernel, output_attentions=True):
         batch, length, channels = q.shape
         num_patches = grid[0] * grid[1]
         if length != num_prefix + num_patches:
@@ -223,7 +226,9 @@ def make_windowed_attention(
 
         def to_slots(x: torch.Tensor) -> torch.Tensor:
             # (B, N, C) patch tokens -> (B * nW, heads, n, d), padded slots filled with zeros
-            x = torch.cat([x, x.new_zeros(batch, 1, channels)], dim=1)[:, lay.gather]
+            if lay.padded:
+                x = torch.cat([x, x.new_zeros(batch, 1, channels)], dim=1)
+            x = x[:, lay.gather]
             return x.view(batch * nw, n, num_heads, head_dim).transpose(1, 2)
 
         def per_window(x: torch.Tensor) -> torch.Tensor:
@@ -260,7 +265,7 @@ def make_windowed_attention(
             )
             context = torch.cat([prefix_context.reshape(batch, num_prefix, channels), context], dim=1)
         dense = None
-        if probs is not None:
+        if probs is not None and output_attentions:
             dense = _dense_probs(probs, prefix_probs, lay, batch, num_heads, num_prefix, pooled)
         return context, dense
 
