@@ -289,7 +289,7 @@ def render_synthetic_image(
     rng: np.random.Generator,
     image_size: Sequence[int] = (256, 320),
     num_persons: int | None = None,
-    occluder_prob: float = 0.3,
+    occluder_prob: float = 0.25,
     noise: float = 6.0,
 ) -> tuple[np.ndarray, list[dict], np.ndarray]:
     """Render one image.
@@ -332,7 +332,7 @@ def render_synthetic_image(
         if rng.random() < occluder_prob:
             j = int(rng.integers(0, 17))
             c = fig["kp"][j] + rng.normal(0, 0.05 * height, 2)
-            size = rng.uniform(0.06, 0.16) * height
+            size = rng.uniform(0.05, 0.12) * height
             col = tuple(int(v) for v in _random_color(rng, (0.0, 1.0), (0.15, 0.95)))
             if rng.random() < 0.5:
                 canvas.poly([c + (-size, -size * 0.7), c + (size, -size * 0.7), c + (size, size * 0.7),
@@ -372,7 +372,7 @@ def make_synthetic_coco(
     num_images: int,
     image_size: Sequence[int] = (256, 320),
     seed: int = 0,
-    occluder_prob: float = 0.3,
+    occluder_prob: float = 0.25,
     noise: float = 6.0,
     image_format: str = "jpg",
     first_image_id: int = 1,
