@@ -295,23 +295,53 @@ def test_crop_box_areas():
 
 def test_evaluate_metric_module_matches_library(coco_gt, crowdpose_gt, monkeypatch):
     import evaluate
+    import huggingface_hub
 
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # offline for evaluate and the hub client: any network attempt would raise
+    monkeypatch.setattr(evaluate.config, "HF_EVALUATE_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     metric = evaluate.load(OKS_AP_METRIC_PATH)
     path, data = coco_gt
     results = _perturbed_results(data, seed=3)
     predictions, references = to_metric_rows(path, results)
     assert len(predictions) == len(references) == 4
-    got = metric.compute(predictions=predictions, references=references)
-    assert got == coco_keypoint_eval(path, results)
-    # batches, then compute; CrowdPose rows without areas and with named sigmas
+    assert metric.compute(predictions=predictions, references=references) == coco_keypoint_eval(path, results)
+    # by batches; CrowdPose rows without areas and with named sigmas
     path, data = crowdpose_gt
     results = _perturbed_results(data, seed=4)
     predictions, references = to_metric_rows(path, results)
+    assert all(r["areas"] is None for r in references if r["keypoints"])
     for p, r in zip(predictions, references):
         metric.add_batch(predictions=[p], references=[r])
     got = metric.compute(sigmas="crowdpose")
     assert got == coco_keypoint_eval(path, results, sigmas="crowdpose")
+    # no predictions at all: the documented zeros
+    empty = [{**p, "keypoints": [], "scores": []} for p in predictions]
+    assert metric.compute(predictions=empty, references=references, sigmas="crowdpose") == dict.fromkeys(METRIC_NAMES, 0.0)
+
+
+@pytest.mark.slow
+def test_evaluate_metric_module_loads_in_a_fresh_offline_interpreter(coco_gt, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    path, data = coco_gt
+    results = _perturbed_results(data, seed=3)
+    predictions, references = to_metric_rows(path, results)
+    (tmp_path / "rows.json").write_text(json.dumps({"predictions": predictions, "references": references}))
+    script = (
+        "import json, sys, evaluate\n"
+        "rows = json.load(open(sys.argv[2]))\n"
+        "print(json.dumps(evaluate.load(sys.argv[1]).compute(**rows)))\n"
+    )
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", HF_EVALUATE_OFFLINE="1")
+    done = subprocess.run(
+        [sys.executable, "-c", script, OKS_AP_METRIC_PATH, str(tmp_path / "rows.json")],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == coco_keypoint_eval(path, results)
 
 
 # --------------------------------------------------------------------------- model evaluation

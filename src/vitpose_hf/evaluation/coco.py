@@ -68,7 +68,8 @@ def load_coco(gt_annotations):
                 raise ValueError(f"annotation file {path!r} is not valid JSON: {err}") from None
     if not isinstance(gt_annotations, Mapping):
         raise ValueError(
-            f"gt_annotations must be a path, a COCO-format dict or a pycocotools COCO, got {type(gt_annotations).__name__}"
+            "gt_annotations must be a path, a COCO-format dict or a pycocotools COCO, "
+            f"got {type(gt_annotations).__name__}"
         )
     missing = [key for key in ("images", "annotations") if key not in gt_annotations]
     if missing:

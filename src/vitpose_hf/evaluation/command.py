@@ -18,7 +18,9 @@ logger = logging.getLogger(__name__)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the `evaluate` options to `parser`."""
-    parser.add_argument("--model", "-m", required=True, help="model directory or hub id (ours or transformers' format)")
+    parser.add_argument(
+        "--model", "-m", required=True, help="model directory or hub id (ours or transformers' format)"
+    )
     parser.add_argument("--annotations", required=True, help="COCO keypoint annotation JSON (ground truth)")
     parser.add_argument("--images", required=True, help="folder holding the annotated images (their file_name)")
     parser.add_argument(
@@ -30,8 +32,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", default=None, help="write the predictions (COCO results JSON) here")
     parser.add_argument("--metrics-output", default=None, help="write the metrics JSON here")
     parser.add_argument("--batch-size", type=int, default=32, help="person crops per forward pass")
-    parser.add_argument("--device", default=None, help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda if available)")
-    parser.add_argument("--schema", default="coco", help="keypoint schema: flip pairs and OKS sigmas (coco, crowdpose, aic, ...)")
+    parser.add_argument(
+        "--device", default=None, help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda if available)"
+    )
+    parser.add_argument(
+        "--schema", default="coco", help="keypoint schema: flip pairs and OKS sigmas (coco, crowdpose, aic, ...)"
+    )
     parser.add_argument("--dataset-index", type=int, default=None, help="ViTPose++ dataset index (expert / head)")
     parser.add_argument("--fp16", action="store_true", help="run the model in float16 (CUDA only)")
 

@@ -142,7 +142,10 @@ def _head_num_keypoints(model, dataset_index) -> int | None:
     config = getattr(model, "config", None)
     if config is None:
         return None
-    specs = config.head_specs() if hasattr(config, "head_specs") else [{"num_labels": getattr(config, "num_labels", None)}]
+    if hasattr(config, "head_specs"):
+        specs = config.head_specs()
+    else:
+        specs = [{"num_labels": getattr(config, "num_labels", None)}]
     if dataset_index is not None:
         for spec in specs:
             if int(spec.get("dataset_index", -1)) == int(dataset_index):
@@ -248,8 +251,9 @@ def predict_coco_results(
                 results.extend(
                     _select_persons(entry, found, schema, sigmas, aspect, padding, keypoint_threshold, oks_threshold)
                 )
-            done += sum(len(e.boxes) for e in group)
-            logger.info("evaluated %d / %d persons", done, total)
+            before, done = done, done + sum(len(e.boxes) for e in group)
+            if (10 * done) // total != (10 * before) // total:  # about every 10 %
+                logger.info("evaluated %d / %d persons", done, total)
     finally:
         model.train(was_training)
     return results
