@@ -20,8 +20,9 @@ The training augmentation is the official ViTPose COCO pipeline (mmpose 0.x):
 - `TopDownAffine(use_udp=True)`, `NormalizeTensor` (ImageNet mean/std, RGB) and
   `TopDownGenerateTarget(sigma=2, encoding="UDP")`.
 
-Randomness is per sample: with a `seed`, sample `annotation_id` at epoch `e` (see `set_epoch`) for
-its `n`-th time in this process draws from `numpy.random.default_rng([seed, annotation_id, e, n])`,
+Randomness is per sample: with a `seed`, sample `annotation_id` of `dataset_index` d at epoch `e`
+(see `set_epoch`) for its `n`-th time in this process draws from
+`numpy.random.default_rng([seed, d, annotation_id, e, n])`,
 so runs are reproducible whatever the batch composition; with `seed=None` draws are fresh.
 """
 
@@ -158,13 +159,13 @@ class TopDownTransform:
         )
 
     # ------------------------------------------------------------------ randomness
-    def _sample_rng(self, annotation_id: int) -> np.random.Generator:
+    def _sample_rng(self, annotation_id: int, dataset_index: int = 0) -> np.random.Generator:
         if self.seed is None:
             return self._rng
-        key = _mix_id(annotation_id)
+        key = (_mix_id(dataset_index), _mix_id(annotation_id))
         n = self._visits.get(key, 0)
         self._visits[key] = n + 1
-        return np.random.default_rng([_mix_id(self.seed), key, self.epoch, n])
+        return np.random.default_rng([_mix_id(self.seed), *key, self.epoch, n])
 
     # ------------------------------------------------------------------ augmentation steps
     def _half_body(self, joints: np.ndarray, vis: np.ndarray, rng: np.random.Generator):
@@ -232,6 +233,7 @@ class TopDownTransform:
         n = len(batch["image_path"])
         k = self.schema.num_keypoints
         ann_ids = batch.get("annotation_id") or list(range(n))
+        ds_index = batch.get("dataset_index") or [self.schema.dataset_index or 0] * n
         centers, scales, rots, flips, joints_all, vis_all = [], [], [], [], [], []
         images: dict[str, torch.Tensor] = {}
         for i in range(n):
@@ -249,7 +251,7 @@ class TopDownTransform:
             if path not in images:
                 images[path] = load_image(path, ann_ids[i])
             img_w = images[path].shape[-1]
-            rng = self._sample_rng(ann_ids[i]) if self.train else None
+            rng = self._sample_rng(ann_ids[i], ds_index[i]) if self.train else None
             vis = np.minimum(1.0, kps[:, 2]).clip(min=0.0)
             c, s, r, f, j, v = self._sample_params(bbox, kps[:, :2].copy(), vis, img_w, rng)
             centers.append(c), scales.append(s), rots.append(r), flips.append(f)
@@ -284,7 +286,6 @@ class TopDownTransform:
             for j, i in enumerate(idx):
                 pixel_values[i] = crops[j]
 
-        ds_index = batch.get("dataset_index") or [self.schema.dataset_index or 0] * n
         out = {
             "pixel_values": pixel_values,
             "labels": list(labels.unbind(0)),
