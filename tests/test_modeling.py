@@ -136,6 +136,9 @@ def test_eager_equals_sdpa(tmp_path):
         c = sdpa(pixels, dataset_index=index).heatmaps
     assert (a - b).abs().max().item() <= 1e-5
     assert torch.equal(a, c)
+    # the config field selects the kernel as well
+    from_config = VitPoseForPoseEstimation(VitPoseConfig(**tiny_config_kwargs(**PLUS), attn_implementation="eager"))
+    assert from_config.backbone.encoder.layer[0].attention.attention.config._attn_implementation == "eager"
 
 
 def _loss_and_grads(model, pixels, labels, weight, index=None):
