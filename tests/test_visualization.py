@@ -112,6 +112,13 @@ def test_does_not_modify_input_and_keeps_size():
     out = draw_keypoints(base, [{"keypoints": xy, "scores": scores, "bbox": [50, 10, 100, 180]}])
     assert out.size == base.size and out.mode == "RGB"
     assert np.all(np.asarray(base) == BG)
+    direct = draw_keypoints(base, [{"keypoints": xy, "scores": scores}], supersample=1)
+    assert np.all(np.asarray(base) == BG) and not np.all(np.asarray(direct) == BG)
+    # anti-aliased (default) and direct drawing put the same colours at the point centres
+    smooth = np.asarray(draw_keypoints(base, [{"keypoints": xy, "scores": scores}], radius=4))
+    sharp = np.asarray(draw_keypoints(base, [{"keypoints": xy, "scores": scores}], radius=4, supersample=1))
+    for x, y in xy.astype(int):
+        assert np.abs(smooth[y, x].astype(int) - sharp[y, x].astype(int)).max() <= 2
     gray = Image.new("L", (200, 200), 5)
     assert draw_keypoints(gray, [{"keypoints": xy, "scores": scores}]).mode == "RGB"
 

@@ -184,8 +184,10 @@ def draw_keypoints(
     if supersample is None:
         supersample = 2 if max(width, height) <= 2000 else 1
     factor = max(1, int(supersample))
-    overlay = Image.new("RGBA", (width * factor, height * factor), (0, 0, 0, 0))
-    draw = ImageDraw.Draw(overlay)
+    # factor 1 draws straight onto the copy (cheap for huge images); otherwise on a transparent
+    # overlay at `factor` x the size, downsampled and composited for anti-aliased edges
+    overlay = base if factor == 1 else Image.new("RGBA", (width * factor, height * factor), (0, 0, 0, 0))
+    draw = ImageDraw.Draw(overlay, "RGBA")
 
     parsed = [person_to_arrays(p) for p in persons]
     cached: dict[int, tuple[KeypointSchema, list, list]] = {}
@@ -210,8 +212,9 @@ def draw_keypoints(
             cx, cy = pts[idx]
             if r > 0:
                 draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=point_cols[idx] + (255,), outline=(255, 255, 255, 255))
-    if factor > 1:
-        overlay = overlay.resize((width, height), Image.LANCZOS)
+    if factor == 1:
+        return base
+    overlay = overlay.resize((width, height), Image.LANCZOS)
     out = base.convert("RGBA")
     out.alpha_composite(overlay)
     return out.convert("RGB")
