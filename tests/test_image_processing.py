@@ -327,3 +327,37 @@ def test_predict_heatmaps_flip_test(tiny_config):
     assert torch.allclose(flip_heatmaps(avg, COCO.flip_pairs), avg, atol=1e-5)
     with pytest.raises(ValueError, match="empty"):
         predict_heatmaps(model, torch.zeros(0, 3, 64, 48))
+
+
+def test_predict_heatmaps_mixed_datasets_use_their_own_flip_pairs():
+    from conftest import tiny_config_kwargs
+
+    from vitpose_hf import VitPoseConfig, VitPoseForPoseEstimation, flip_heatmaps
+    from vitpose_hf.keypoint_schemas import AIC, COCO
+
+    config = VitPoseConfig(
+        **tiny_config_kwargs(num_experts=2, part_features=8, dataset_heads=[{"dataset_index": 1, "num_labels": 14, "name": "aic"}])
+    )
+    model = VitPoseForPoseEstimation(config).eval()
+    x = torch.randn(4, 3, 64, 48)
+    index = torch.tensor([0, 1, 1, 0])
+    got = predict_heatmaps(model, x, dataset_index=index)
+    for i in range(4):
+        d = int(index[i])
+        pairs = COCO.flip_pairs if d == 0 else AIC.flip_pairs
+        with torch.no_grad():
+            a = model(x[i : i + 1], dataset_index=torch.tensor([d])).heatmaps
+            b = model(x[i : i + 1].flip(-1), dataset_index=torch.tensor([d])).heatmaps
+        expected = 0.5 * (a + flip_heatmaps(b, pairs))
+        assert torch.allclose(got[i : i + 1, : expected.shape[1]], expected, atol=1e-5), i
+    single = predict_heatmaps(model, x[1:3], dataset_index=1)
+    assert torch.allclose(single[:, :14], got[1:3, :14], atol=1e-5)
+
+
+def test_without_affine_transform_images_are_the_crops():
+    p = VitPoseImageProcessor(do_affine_transform=False, size={"height": 32, "width": 24})
+    crops = np.random.default_rng(0).integers(0, 256, (2, 32, 24, 3), dtype=np.uint8)
+    out = p(list(crops))["pixel_values"]
+    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+    ref = ((crops / 255.0 - mean) / std).transpose(0, 3, 1, 2)
+    np.testing.assert_allclose(out.numpy(), ref, atol=1e-5)

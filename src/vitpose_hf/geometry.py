@@ -17,7 +17,6 @@ Conventions (those of the official ViTPose / mmpose 0.x code):
 from __future__ import annotations
 
 import logging
-import math
 from typing import Sequence
 
 import torch

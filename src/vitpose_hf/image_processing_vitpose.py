@@ -23,11 +23,10 @@ Bad input policy (documented choices):
 from __future__ import annotations
 
 import logging
-import math
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -494,8 +493,9 @@ def predict_heatmaps(
         model: a `VitPoseForPoseEstimation` (anything returning `.heatmaps` or a tensor).
         pixel_values: `(N, 3, H, W)` crops from `VitPoseImageProcessor`.
         flip_test: average with mirrored crops.
-        flip_pairs: `(P, 2)` left/right keypoint pairs; None picks the schema of `dataset_index`,
-            `model.config.keypoint_schema`, or the default schema for the number of keypoints.
+        flip_pairs: `(P, 2)` left/right keypoint pairs for all crops; None picks, per dataset index
+            in the batch, the schema with that ViTPose++ index and head size, else
+            `model.config.keypoint_schema`, else the default schema for the number of keypoints.
         dataset_index: ViTPose++ dataset index (int or `(N,)`), passed to the model; None = default.
         batch_size: crops per forward (None = all at once).
 
@@ -516,7 +516,16 @@ def predict_heatmaps(
         raise ValueError(f"dataset_index must be an int or have {n} values, got {dataset_index.numel()}")
     step = n if batch_size is None else batch_size
     outputs = []
-    pairs = flip_pairs
+    cache: dict = {}
+
+    def pairs_for(index: int | None, num_channels: int):
+        if index not in cache:
+            k = num_channels
+            if index is not None and hasattr(model, "num_keypoints_for"):
+                k = int(model.num_keypoints_for(int(index)))
+            cache[index] = _resolve_flip_pairs(model, k, index)
+        return cache[index]
+
     with torch.no_grad():
         for start in range(0, max(n, 1), max(step, 1)):
             chunk = pixel_values[start : start + step].to(device=device, dtype=dtype)
@@ -537,9 +546,20 @@ def predict_heatmaps(
             out = model(chunk, dataset_index=idx.to(device) if idx is not None else None)
             heatmaps = (out.heatmaps if hasattr(out, "heatmaps") else out).float()
             if flip_test:
-                if pairs is None:
-                    pairs = _resolve_flip_pairs(model, heatmaps.shape[1], dataset_index)
-                heatmaps = 0.5 * (heatmaps[:m] + flip_heatmaps(heatmaps[m:], pairs))
+                mirrored = heatmaps[m:]
+                if flip_pairs is not None:
+                    back = flip_heatmaps(mirrored, flip_pairs)
+                else:
+                    rows_index = idx[:m].cpu() if isinstance(idx, torch.Tensor) else None
+                    unique = [None] if rows_index is None else torch.unique(rows_index).tolist()
+                    if len(unique) == 1:
+                        back = flip_heatmaps(mirrored, pairs_for(unique[0], heatmaps.shape[1]))
+                    else:  # mixed datasets in one batch: each with its own flip pairs
+                        back = torch.empty_like(mirrored)
+                        for u in unique:
+                            rows = (rows_index == u).nonzero()[:, 0].to(mirrored.device)
+                            back[rows] = flip_heatmaps(mirrored[rows], pairs_for(u, heatmaps.shape[1]))
+                heatmaps = 0.5 * (heatmaps[:m] + back)
             outputs.append(heatmaps)
     if not outputs:
         raise ValueError("no crops to run: pixel_values is empty")
