@@ -191,7 +191,7 @@ def _figure_pose(rng: np.random.Generator, height: float, pelvis: np.ndarray) ->
         "head_dir": head_dir,
         "side": side,
         "down": down,
-        "limb_w": h * rng.uniform(0.045, 0.075),
+        "limb_w": h * rng.uniform(0.055, 0.085),
     }
 
 
