@@ -153,7 +153,10 @@ def test_aic_crowdpose_mpii(shared_data):
     mpii = load_mpii(shared_data / "mpii_sample" / "test_mpii.json", shared_data / "mpii_sample")
     entries = json.loads((shared_data / "mpii_sample" / "test_mpii.json").read_text())
     assert len(mpii) == len(entries) == 5 and set(mpii["dataset_index"]) == {2}
+    from PIL import Image
+
     for row, e in zip(mpii, entries):
+        assert (row["image_width"], row["image_height"]) == Image.open(row["image_path"]).size
         s = e["scale"]
         cx, cy = e["center"][0] - 1.0, e["center"][1] + 15.0 * s - 1.0
         x, y, w, h = row["bbox"]
@@ -319,6 +322,36 @@ def test_out_of_crop_and_unlabeled_joints_get_zero_weight(coco_sample):
     assert tw[0] == 1 and tw[1] == 0 and tw[2] == 0
     assert float(out["labels"][0][1].max()) == 0 and float(out["labels"][0][2].max()) == 0
     assert float(out["labels"][0][0].max()) > 0.9
+
+
+def test_half_body_window(coco_sample):
+    """With half-body forced, the window centre is the mean of the labeled upper or lower joints and
+    its size 1.5x their aspect-fixed extent (mmpose `half_body_transform`)."""
+    schema = get_schema("coco")
+    t = TopDownTransform(schema, image_size=(256, 192), seed=1, **{**NO_AUG, "half_body_prob": 1.0})
+    rows = coco_sample[:]
+    out = t(rows)
+    upper = np.zeros(17, bool)
+    upper[list(schema.upper_body)] = True
+    n = 0
+    for i in range(len(coco_sample)):
+        kps = np.array(rows["keypoints"][i]).reshape(17, 3)
+        lab = kps[:, 2] > 0
+        if lab.sum() <= 8:
+            continue
+        options = []
+        for sel in (lab & upper, lab & ~upper):
+            j = kps[sel, :2]
+            if len(j) < 2:
+                continue
+            w, h = j.max(0) - j.min(0)
+            w, h = max(w, h * 0.75), max(h, w / 0.75)
+            options.append((j.mean(0), np.array([w, h]) / 200 * 1.5))
+        assert any(
+            np.allclose(out["center"][i].numpy(), c) and np.allclose(out["scale"][i].numpy(), s) for c, s in options
+        )
+        n += 1
+    assert n >= 5
 
 
 def test_determinism_under_seed(coco_sample):

@@ -21,6 +21,7 @@ import re
 from pathlib import Path
 
 import datasets
+from PIL import Image
 
 from ..keypoint_schemas import KeypointSchema, get_schema
 from .coco import load_coco_keypoints, rows_to_dataset
@@ -114,15 +115,23 @@ def load_mpii(
             skipped += 1
             continue
         image_path = str(image_dir / e["image"])
-        if check_images and not os.path.isfile(image_path):
-            raise ValueError(f"{source}: image file {image_path} of {what} does not exist")
+        width, height = int(e.get("width", 0)), int(e.get("height", 0))
+        if check_images:
+            if not os.path.isfile(image_path):
+                raise ValueError(f"{source}: image file {image_path} of {what} does not exist")
+            if not (width and height):
+                try:
+                    with Image.open(image_path) as im:  # reads the header only
+                        width, height = im.size
+                except OSError as err:
+                    raise ValueError(f"{source}: cannot read image {image_path} of {what} ({err})") from err
         rows.append(
             {
                 "image_path": image_path,
                 "image_id": _image_id(e["image"], idx),
                 "annotation_id": idx,
-                "image_width": int(e.get("width", 0)),
-                "image_height": int(e.get("height", 0)),
+                "image_width": width,
+                "image_height": height,
                 "bbox": [cx - side / 2.0, cy - side / 2.0, side, side],
                 "keypoints": kps,
                 "num_keypoints": num_kp,
