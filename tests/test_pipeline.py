@@ -316,3 +316,13 @@ def test_random_boxes_never_give_nan(pipe):
         assert np.all(np.isfinite(xy)) and np.all(np.isfinite(scores))
 
     check()
+
+
+@pytest.mark.slow
+def test_huge_image(pipe):
+    """A 10000x10000 image: a person box and the whole-image fallback give finite keypoints."""
+    image = Image.fromarray(np.full((10000, 10000, 3), 100, np.uint8))
+    for boxes in ([[100.0, 200.0, 3000.0, 6000.0]], None):
+        out = pipe(image, boxes=boxes, flip_test=False)
+        xy, scores = _as_arrays(out)
+        assert xy.shape == (1, 17, 2) and np.all(np.isfinite(xy)) and np.all(np.isfinite(scores))
