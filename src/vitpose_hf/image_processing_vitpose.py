@@ -307,20 +307,30 @@ def _reflect101(idx: torch.Tensor, n: int) -> torch.Tensor:
 def _blurred_log_patch(heatmaps: torch.Tensor, px: torch.Tensor, py: torch.Tensor, kernel_size: int) -> torch.Tensor:
     """`log(clip(blur(h), 0.001, 50))` of the edge-padded map at the 3x3 neighbourhood of `(px, py)`:
     `(N, K, 3, 3)` indexed `[dy + 1, dx + 1]`. Only those 9 blurred values are computed (exactly the
-    full-map blur at those pixels, reflect-101 borders), not the whole map."""
+    full-map blur at those pixels, reflect-101 borders): one `(k+2) x (k+2)` window is gathered per
+    keypoint and blurred separably."""
     n, k, h, w = heatmaps.shape
+    nk = n * k
     pad = kernel_size // 2
-    kern = _gaussian_kernel1d(kernel_size, None, heatmaps.dtype, heatmaps.device)
-    d3 = torch.arange(-1, 2, device=heatmaps.device)
-    taps = torch.arange(-pad, pad + 1, device=heatmaps.device)
-    ys = (py[..., None] + d3).clamp(0, h - 1)  # edge padding of the blurred map: (N, K, 3)
-    xs = (px[..., None] + d3).clamp(0, w - 1)
-    rows = _reflect101(ys[..., :, None] + taps, h)  # (N, K, 3, T)
-    cols = _reflect101(xs[..., :, None] + taps, w)  # (N, K, 3, T)
-    index = rows[..., :, :, None, None] * w + cols[..., None, None, :, :]  # (N, K, 3, T, 3, T)
-    values = heatmaps.reshape(n, k, h * w).gather(-1, index.reshape(n, k, -1)).view(index.shape)
-    blurred = torch.einsum("nkatbs,t,s->nkab", values, kern, kern)
-    return blurred.clamp(0.001, 50.0).log()
+    size = kernel_size + 2  # window rows py-pad-1 .. py+pad+1
+    dev = heatmaps.device
+    kern = _gaussian_kernel1d(kernel_size, None, heatmaps.dtype, dev)
+    span = torch.arange(-(pad + 1), pad + 2, device=dev)
+    py, px = py.reshape(nk, 1), px.reshape(nk, 1)
+    rows = _reflect101(py + span, h)  # (NK, size)
+    cols = _reflect101(px + span, w)
+    window = heatmaps.reshape(nk, h * w).gather(-1, (rows[:, :, None] * w + cols[:, None, :]).reshape(nk, -1))
+    window = window.view(nk, size, size)
+    d3 = torch.arange(-1, 2, device=dev)
+    taps = torch.arange(kernel_size, device=dev)
+    # neighbour rows are edge-clamped (edge padding of the blurred map): offsets in {-1, 0, 1}
+    oy = (py + d3).clamp(0, h - 1) - py  # (NK, 3)
+    ox = (px + d3).clamp(0, w - 1) - px
+    row_idx = (oy[:, :, None] + taps + 1).reshape(nk, 3 * kernel_size, 1).expand(nk, 3 * kernel_size, size)
+    blurred_rows = (window.gather(1, row_idx).view(nk, 3, kernel_size, size) * kern.view(1, 1, -1, 1)).sum(2)
+    col_idx = (ox[:, :, None] + taps + 1).reshape(nk, 1, 3 * kernel_size).expand(nk, 3, 3 * kernel_size)
+    blurred = (blurred_rows.gather(2, col_idx).view(nk, 3, 3, kernel_size) * kern).sum(-1)
+    return blurred.clamp(0.001, 50.0).log().view(n, k, 3, 3)
 
 
 def _argmax(heatmaps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -429,10 +439,11 @@ def decode_heatmaps(
     n, k, h, w = heatmaps.shape
     if n == 0 or k == 0:
         return heatmaps.new_zeros((n, k, 2), dtype=torch.float32), heatmaps.new_zeros((n, k), dtype=torch.float32)
-    finite = torch.isfinite(heatmaps.reshape(n, -1)).all(dim=-1)
-    if not bool(finite.all()):
-        bad = int((~finite).nonzero()[0])
-        raise ValueError(f"heatmaps of person {bad} contain NaN or inf")
+    if not bool(torch.isfinite(heatmaps.sum())):  # one cheap pass; the exact check only if it fails
+        finite = torch.isfinite(heatmaps.reshape(n, -1)).all(dim=-1)
+        if not bool(finite.all()):
+            bad = int((~finite).nonzero()[0])
+            raise ValueError(f"heatmaps of person {bad} contain NaN or inf")
     heatmaps = heatmaps.float()
     px, py, scores, _ = _argmax(heatmaps)
     if use_udp:
