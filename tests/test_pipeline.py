@@ -134,6 +134,26 @@ def test_batching_across_images_equals_one_by_one(pipe, images):
     assert scored[0]["score"] == pytest.approx(0.5 * batched[0][0]["score"], rel=1e-5)
 
 
+def test_dict_inputs_and_generators_stream(pipe, images):
+    reference = [pipe(image, boxes=boxes) for image, boxes in zip(images, BOXES)]
+    as_dicts = [{"image": image, "boxes": boxes} for image, boxes in zip(images, BOXES)]
+    for result in (pipe(as_dicts), list(pipe(d for d in as_dicts)), list(pipe((d for d in as_dicts), batch_size=2))):
+        assert [len(r) for r in result] == [2, 1, 3]
+        for got, exp in zip(result, reference):
+            np.testing.assert_allclose(_as_arrays(got)[0], _as_arrays(exp)[0], atol=1e-3)
+    with pytest.raises(ValueError, match="'image' key"):
+        pipe({"boxes": BOXES[0]})
+
+
+def test_save_pretrained_reloads_without_remote_code(pipe, images, tmp_path):
+    pipe.save_pretrained(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".py") == []
+    again = transformers.pipeline(TASK, model=str(tmp_path), device="cpu")
+    np.testing.assert_allclose(
+        _as_arrays(again(images[0], boxes=BOXES[0]))[0], _as_arrays(pipe(images[0], boxes=BOXES[0]))[0], atol=1e-5
+    )
+
+
 def test_flip_test_changes_values_not_shapes(pipe, images):
     with_flip = pipe(images[1], boxes=BOXES[1])
     no_flip = pipe(images[1], boxes=BOXES[1], flip_test=False)

@@ -143,6 +143,17 @@ class KeypointDetectionPipeline(Pipeline):
         logger.info("no preprocessor config found; using a default processor for %dx%d input", height, width)
         return VitPoseImageProcessor(size={"height": height, "width": width})
 
+    def save_pretrained(self, save_directory: str | os.PathLike, **kwargs) -> None:
+        """Save the model and the image processor (no pipeline code: `import vitpose_hf` provides the
+        task, so the directory loads without `trust_remote_code`)."""
+        if os.path.isfile(save_directory):
+            raise ValueError(f"save_directory {os.fspath(save_directory)!r} is a file, expected a directory")
+        os.makedirs(save_directory, exist_ok=True)
+        if getattr(self.model.config, "custom_pipelines", None):
+            self.model.config.custom_pipelines = {}
+        self.model.save_pretrained(save_directory, **kwargs)
+        self.image_processor.save_pretrained(save_directory, **kwargs)
+
     def _get_detector(self, spec):
         if spec is None or isinstance(spec, BaseDetector):
             return spec
@@ -262,6 +273,12 @@ class KeypointDetectionPipeline(Pipeline):
         Returns a dict with `pixel_values` `(N, 3, H, W)` (absent when N == 0), `boxes` `(N, 4)`
         xywh, `box_scores` `(N,)`.
         """
+        if isinstance(image, dict):  # {"image": ..., "boxes": [...], "box_scores": [...]} (datasets, generators)
+            if "image" not in image:
+                raise ValueError(f"a dict input needs an 'image' key, got keys {sorted(image)}")
+            boxes = image.get("boxes", boxes)
+            box_scores = image.get("box_scores", box_scores)
+            image = image["image"]
         pil = load_rgb_image(image, timeout=timeout)
         width, height = pil.size
         if boxes is not None:
