@@ -532,3 +532,96 @@ def test_evaluate_model_multi_dataset_uses_schema_index(shared_data, tmp_path):
     assert preds[None] == preds[1] and preds[None] != preds[0]  # AIC = expert 1 unless told otherwise
     with pytest.raises(ValueError, match="14 keypoints but schema 'coco' has 17"):
         evaluate_model(model, processor, folder / "test_aic.json", folder, schema="coco")
+
+
+class _RenderingModel:
+    """A stand-in pose model that answers each crop with Gaussians drawn at its person's GT keypoints.
+
+    Built from the processor's own box -> center/scale and the UDP warp at heatmap size, so a
+    correct crop / flip / decode / grouping chain gives the ground truth back.
+    """
+
+    def __new__(cls, targets, flip_pairs):
+        import torch
+
+        from vitpose_hf.modeling_vitpose import flip_heatmaps
+
+        class Model(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.anchor = torch.nn.Parameter(torch.zeros(()))
+                self.queue = targets
+                self.position = 0
+
+            def forward(self, pixel_values, dataset_index=None):
+                n = pixel_values.shape[0]
+                m = n // 2 if self.flip else n
+                maps = self.queue[self.position : self.position + m]
+                self.position += m
+                if self.flip:  # second half = mirrored crops: answer what flip-back turns into `maps`
+                    maps = torch.cat([maps, flip_heatmaps(maps, flip_pairs)])
+                return type("Out", (), {"heatmaps": maps + 0 * self.anchor})()
+
+        return Model()
+
+
+def _render_targets(processor, boxes, keypoints, heatmap_size):
+    """`(N, K, h, w)` Gaussians (sigma 2) at each person's keypoints, amplitude 1 (0.1 if unlabelled),
+    and their `(N, K, 2)` heatmap positions."""
+    import torch
+
+    from vitpose_hf.geometry import get_udp_warp_matrix, transform_points
+
+    center, scale = processor.boxes_to_center_scale(torch.tensor(boxes, dtype=torch.float64))
+    warp = get_udp_warp_matrix(center, scale, heatmap_size, pixel_std=processor.normalize_factor)
+    kps = torch.tensor(keypoints, dtype=torch.float64)  # (N, K, 3)
+    points = transform_points(kps[..., :2], warp)  # (N, K, 2) heatmap (x, y)
+    h, w = heatmap_size
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")
+    d2 = (xs - points[..., 0, None, None]) ** 2 + (ys - points[..., 1, None, None]) ** 2
+    amplitude = torch.where(kps[..., 2] > 0, 1.0, 0.1)[..., None, None]
+    return (amplitude * torch.exp(-d2 / (2 * 2.0**2))).float(), points.numpy()
+
+
+@pytest.mark.parametrize("flip_test", [False, True])
+def test_evaluate_model_gives_ground_truth_back_through_the_real_processor(shared_data, tmp_path, flip_test):
+    from vitpose_hf.evaluation import evaluate_model
+    from vitpose_hf.evaluation.topdown import ground_truth_boxes
+    from vitpose_hf.keypoint_schemas import COCO
+
+    image_processing = pytest.importorskip("vitpose_hf.image_processing_vitpose")
+    processor = image_processing.VitPoseImageProcessor(size={"height": 256, "width": 192})
+    folder = shared_data / "coco_sample"
+    data = json.loads((folder / "test_coco.json").read_text())
+    boxes, keypoints = [], []
+    for image_id, (image_boxes, _) in sorted(ground_truth_boxes(data).items()):
+        anns = [a for a in data["annotations"] if a["image_id"] == image_id and a["num_keypoints"] > 0]
+        boxes += image_boxes
+        keypoints += [np.reshape(a["keypoints"], (17, 3)) for a in anns]
+    targets, points = _render_targets(processor, boxes, np.stack(keypoints), (64, 48))
+    # DARK's blur (kernel 11) reflects at the heatmap border, as in the original: exact recovery is
+    # only expected 5 px or more inside it
+    inside = (points.min(-1) >= 5) & (points[..., 0] <= 48 - 6) & (points[..., 1] <= 64 - 6)
+    assert (inside & (np.stack(keypoints)[..., 2] > 0)).sum() == 179  # of 181 labelled keypoints
+    model = _RenderingModel(targets, [list(p) for p in COCO.flip_pairs])
+    model.flip = flip_test
+    out = tmp_path / "preds.json"
+    metrics = evaluate_model(model, processor, data, folder, flip_test=flip_test, batch_size=5, output_file=out)
+    assert model.position == len(boxes) == 12
+    assert metrics == dict.fromkeys(METRIC_NAMES, pytest.approx(1.0))
+    preds = json.loads(out.read_text())
+    by_image = {}
+    for p in preds:
+        by_image.setdefault(p["image_id"], []).append(p)
+    peaks = targets.amax(dim=(2, 3)).numpy()  # (12, 17) what the decoder reads as keypoint scores
+    for ann, peak, interior in zip((a for a in data["annotations"] if a["num_keypoints"] > 0), peaks, inside):
+        gt = np.reshape(ann["keypoints"], (17, 3))
+        labelled = gt[:, 2] > 0
+        # the prediction closest to this person: keypoints back within 0.1 px (5 px near the heatmap border);
+        # score = 1.0 (GT box) x mean of the peaks above 0.2 (the labelled ones; the others were drawn at 0.1)
+        cands = [np.reshape(p["keypoints"], (17, 3)) for p in by_image[ann["image_id"]]]
+        errors = [np.abs(c[labelled, :2] - gt[labelled, :2]).max(1) for c in cands]
+        best = int(np.argmin([e.max() for e in errors]))
+        assert errors[best].max() < 5.0 and errors[best][interior[labelled]].max() < 0.1, (ann["id"], errors[best])
+        assert by_image[ann["image_id"]][best]["score"] == pytest.approx(peak[labelled].mean(), abs=1e-5)
+        assert (peak[labelled] > 0.2).all() and (peak[~labelled] < 0.2).all()
