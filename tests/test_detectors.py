@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from vitpose_hf.detectors import (
@@ -167,7 +168,7 @@ def test_hf_detector_filters_persons_and_converts_boxes():
     assert HFDetector(lambda image, threshold: [], score_threshold=0.1)(Image.new("RGB", (8, 8))) == []
 
 
-def test_hf_detector_with_real_transformers_pipeline():
+def test_hf_detector_with_real_transformers_pipeline(tmp_path):
     """A tiny random YOLOS inside a real transformers object-detection pipeline."""
     transformers = pytest.importorskip("transformers")
     from transformers import YolosConfig, YolosForObjectDetection
@@ -181,18 +182,35 @@ def test_hf_detector_with_real_transformers_pipeline():
         patch_size=16, num_detection_tokens=5, id2label={0: "person", 1: "dog"}, label2id={"person": 0, "dog": 1},
     )  # fmt: skip
     model = YolosForObjectDetection(config).eval()
+    with torch.no_grad():  # make "person" (class 0) the likeliest label of every detection token
+        last = model.class_labels_classifier.layers[-1]
+        last.bias.copy_(torch.tensor([4.0, 0.0, 0.0]))
     pipe = transformers.pipeline(
         "object-detection", model=model, image_processor=Proc(size={"shortest_edge": 64, "longest_edge": 64})
     )
-    detector = build_detector(pipe, score_threshold=0.0)
-    assert isinstance(detector, HFDetector)
     image = Image.new("RGB", (80, 60), (30, 60, 90))
     raw = [d for d in pipe(image, threshold=0.0) if d["label"] == "person"]
+    expected = [
+        {"bbox": [float(b["xmin"]), float(b["ymin"]), float(b["xmax"] - b["xmin"]), float(b["ymax"] - b["ymin"])], "score": d["score"]}
+        for d in raw
+        for b in [d["box"]]
+        if b["xmax"] > b["xmin"] and b["ymax"] > b["ymin"]
+    ]
+    expected.sort(key=lambda d: -d["score"])
+    detector = build_detector(pipe, score_threshold=0.0)
+    assert isinstance(detector, HFDetector)
     out = detector(image)
-    assert len(out) == len([d for d in raw if d["box"]["xmax"] > d["box"]["xmin"] and d["box"]["ymax"] > d["box"]["ymin"]])
-    for d in out:
-        x, y, w, h = d["bbox"]
+    assert len(out) == len(expected) > 0
+    for got, exp in zip(out, expected):
+        assert got["score"] == pytest.approx(exp["score"])
+        x, y, w, h = got["bbox"]
         assert 0 <= x and 0 <= y and x + w <= 80 and y + h <= 60 and w > 0 and h > 0
+    # a model directory (what a hub id resolves to) builds the same detector
+    model.save_pretrained(tmp_path)
+    pipe.image_processor.save_pretrained(tmp_path)
+    from_dir = build_detector(str(tmp_path), score_threshold=0.0)
+    assert isinstance(from_dir, HFDetector)
+    assert [d["score"] for d in from_dir(image)] == pytest.approx([d["score"] for d in out])
 
 
 def test_build_detector_dispatch(yolox_onnx):
