@@ -375,7 +375,8 @@ def main(argv=None) -> dict:
             json.dump({"history": history, "args": vars(args), "num_processes": world}, f, indent=1)
         if args.save_reconstruction:
             eval_set = MaeImageDataset(items, args.image_size, train=False)
-            images = torch.stack([eval_set[i] for i in range(min(4, len(eval_set)))])
+            picks = np.unique(np.linspace(0, len(eval_set) - 1, 4).round().astype(int))
+            images = torch.stack([eval_set[int(i)] for i in picks])
             save_reconstruction_figure(unwrapped.float().cpu(), images, args.save_reconstruction, args.seed)
         logger.info("saved to %s", args.output_dir)
     accelerator.wait_for_everyone()
