@@ -110,6 +110,22 @@ def test_perturbation_matches_direct_pycocotools(coco_gt):
     assert 0.2 < metrics["AP"] < 0.95  # the perturbation really changes the number
 
 
+def test_predictions_without_keypoint_scores_are_skipped_like_xtcocotools(coco_gt):
+    path, data = coco_gt
+    results = _perturbed_results(data, seed=5)
+    # a copy of the first GT person with all keypoint scores 0, ranked high: xtcocotools drops it
+    ghost = copy.deepcopy(ground_truth_as_results(path)[0])
+    ghost["keypoints"][2::3] = [0.0] * 17
+    ghost["score"] = 0.999
+    with_ghost = results + [ghost]
+    assert coco_keypoint_eval(path, with_ghost) == coco_keypoint_eval(path, results)
+    plain = coco_keypoint_eval(path, with_ghost, skip_zero_score_predictions=False)
+    np.testing.assert_allclose(
+        [plain[n] for n in METRIC_NAMES], _direct_cocoeval(data, with_ghost, COCO_SIGMAS)[:10], rtol=0, atol=1e-12
+    )
+    assert plain != coco_keypoint_eval(path, results)
+
+
 def test_explicit_sigmas_change_the_result(coco_gt):
     path, data = coco_gt
     results = _perturbed_results(data, seed=1)

@@ -170,6 +170,7 @@ def coco_keypoint_eval(
     predictions: Sequence[Mapping[str, Any]],
     sigmas=None,
     use_area: bool | None = None,
+    skip_zero_score_predictions: bool = True,
 ) -> dict[str, float]:
     """COCO keypoint AP/AR of `predictions` against `gt_annotations` (pycocotools `COCOeval`).
 
@@ -183,6 +184,9 @@ def coco_keypoint_eval(
             floats, or None to pick the only schema with K keypoints (COCO for 17).
         use_area: use the annotations' `area` as OKS scale (COCO); False uses bbox area * 0.53
             (CrowdPose/AIC in the original code); None: True when every annotation has `area`.
+        skip_zero_score_predictions: drop predictions none of whose keypoint scores is > 0 before
+            evaluating, as xtcocotools (the COCOeval of the original ViTPose/mmpose code) does;
+            plain pycocotools keeps them (False).
 
     Returns:
         ``{"AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl"}`` as floats.
@@ -206,6 +210,11 @@ def coco_keypoint_eval(
     num_keypoints = sig.shape[0]
     gt = _prepare_ground_truth(coco, use_area)
     results = _check_predictions(predictions, set(gt.getImgIds()), num_keypoints)
+    if skip_zero_score_predictions:
+        kept = [r for r in results if any(v > 0 for v in r["keypoints"][2::3])]
+        if len(kept) != len(results):
+            logger.info("skipping %d predictions without any keypoint score > 0", len(results) - len(kept))
+        results = kept
     if not results:
         logger.warning("no predictions to evaluate: every metric is 0.0")
         return {name: 0.0 for name in METRIC_NAMES}
