@@ -1,7 +1,7 @@
 """vitpose_hf: ViTPose and ViTPose++ for the Hugging Face stack.
 
 Importing the package registers the model with transformers' Auto classes (`AutoConfig`,
-`AutoModel`, `AutoModelForPoseEstimation`) and, where available, the "keypoint-detection"
+`AutoModel`, `AutoModelForPoseEstimation`, `AutoImageProcessor`) and the "keypoint-detection"
 pipeline. Registration is idempotent.
 """
 
@@ -17,7 +17,13 @@ from .modeling_vitpose import (
     joints_mse_loss,
     resample_position_embeddings,
 )
-from .modeling_vitpose_mae import VitPoseForMaskedImageModeling, VitPoseMaskedImageModelingOutput, load_mae_checkpoint_into_backbone  # noqa: F401
+from .modeling_vitpose_mae import (
+    VitPoseForMaskedImageModeling,
+    VitPoseMaskedImageModelingOutput,
+    load_mae_checkpoint_into_backbone,
+)
+from .image_processing_vitpose import VitPoseImageProcessor
+from .keypoint_schemas import KeypointSchema, get_schema
 from .registration import register
 
 register()
@@ -33,5 +39,11 @@ __all__ = [
     "flip_heatmaps",
     "joints_mse_loss",
     "resample_position_embeddings",
+    "VitPoseForMaskedImageModeling",
+    "VitPoseMaskedImageModelingOutput",
+    "load_mae_checkpoint_into_backbone",
+    "VitPoseImageProcessor",
+    "KeypointSchema",
+    "get_schema",
     "register",
 ]

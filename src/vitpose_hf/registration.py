@@ -29,6 +29,16 @@ def register() -> None:
             except ValueError as err:  # already registered by an earlier import
                 logger.debug("registration skipped: %s", err)
         _DONE.add("auto")
+    if "image_processor" not in _DONE:
+        from transformers import AutoImageProcessor
+
+        from .image_processing_vitpose import VitPoseImageProcessor
+
+        try:
+            AutoImageProcessor.register(VitPoseConfig, image_processor_classes={"pil": VitPoseImageProcessor}, exist_ok=True)
+        except TypeError:  # transformers releases before the backend-dict signature
+            AutoImageProcessor.register(VitPoseConfig, slow_image_processor_class=VitPoseImageProcessor, exist_ok=True)
+        _DONE.add("image_processor")
     if "pipeline" not in _DONE:
         try:
             from .pipeline_keypoint_detection import register_pipeline
