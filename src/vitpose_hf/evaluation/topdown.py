@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -161,12 +162,22 @@ def _processor_padding(processor) -> float:
     return 1.25
 
 
-def _run_group(model, processor, images, boxes, flip_test, flip_pairs, dataset_index, batch_size):
-    """Crops + forward (in chunks of `batch_size`) + decode for a group of images."""
+def _prepare_group(processor, image_dir: Path, group: list) -> tuple[Any, list]:
+    """Decode and crop the images of a group: `(pixel_values (N, 3, H, W), nested boxes)`."""
+    images = []  # paths: the processor decodes them (grayscale / RGBA / 16-bit handled there)
+    for entry in group:
+        path = image_dir / entry.file_name
+        if not path.is_file():
+            raise ValueError(f"image file not found: {path}")
+        images.append(str(path))
+    boxes = [entry.boxes for entry in group]
+    return processor(images, boxes=boxes, return_tensors="pt")["pixel_values"], boxes
+
+
+def _infer_group(model, processor, pixel_values, boxes, flip_test, flip_pairs, dataset_index, batch_size):
+    """Forward (in chunks of `batch_size`, flip test) + decode; per image lists of persons."""
     import torch
 
-    inputs = processor(images, boxes=boxes, return_tensors="pt")
-    pixel_values = inputs["pixel_values"]
     param = next(model.parameters())
     heatmaps = []
     with torch.inference_mode():
@@ -192,12 +203,14 @@ def predict_coco_results(
     dataset_index: int | None = None,
     keypoint_threshold: float = 0.2,
     oks_threshold: float | None = 0.9,
+    prefetch: bool = True,
 ) -> list[dict]:
     """Run the model on the given person boxes; rescoring + OKS-NMS per image -> COCO results.
 
     Args:
         boxes_per_image: ``{image_id: (boxes [[x, y, w, h], ...], box scores)}``.
         oks_threshold: OKS-NMS threshold, or None to keep every person.
+        prefetch: decode and crop the next group of images in a background thread.
         (the others as in :func:`evaluate_model`)
 
     Returns:
@@ -233,17 +246,20 @@ def predict_coco_results(
     done = 0
     was_training = model.training
     model.eval()
+    # the next group is decoded and cropped in a background thread while the model runs
+    pool = ThreadPoolExecutor(max_workers=1) if prefetch and len(groups) > 1 else None
     try:
-        for group in groups:
-            images = []  # paths: the processor decodes them (grayscale / RGBA / 16-bit handled there)
-            for entry in group:
-                path = image_dir / entry.file_name
-                if not path.is_file():
-                    raise ValueError(f"image file not found: {path}")
-                images.append(str(path))
-            boxes = [entry.boxes for entry in group]
-            persons = _run_group(
-                model, processor, images, boxes, flip_test, list(schema.flip_pairs), dataset_index, batch_size
+        pending = pool.submit(_prepare_group, processor, image_dir, groups[0]) if pool and groups else None
+        for g, group in enumerate(groups):
+            if pending is not None:
+                pixel_values, boxes = pending.result()
+                pending = None
+                if g + 1 < len(groups):
+                    pending = pool.submit(_prepare_group, processor, image_dir, groups[g + 1])
+            else:
+                pixel_values, boxes = _prepare_group(processor, image_dir, group)
+            persons = _infer_group(
+                model, processor, pixel_values, boxes, flip_test, list(schema.flip_pairs), dataset_index, batch_size
             )
             if len(persons) != len(group):
                 raise ValueError(f"the processor returned {len(persons)} images for {len(group)}")
@@ -255,6 +271,8 @@ def predict_coco_results(
             if (10 * done) // total != (10 * before) // total:  # about every 10 %
                 logger.info("evaluated %d / %d persons", done, total)
     finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
         model.train(was_training)
     return results
 
