@@ -144,6 +144,36 @@ def test_padding_leak_without_hiding():
     assert not torch.allclose(model(border, noise=noise).reconstruction, base)
 
 
+def test_model_properties_every_param_trained_batch_and_checkpointing_invariant():
+    model = mae_model()
+    images, noise = torch.randn(3, 3, 64, 48), torch.rand(3, N)
+    out = model(images, noise=noise)
+    one = model(images[1:2], noise=noise[1:2])
+    torch.testing.assert_close(one.reconstruction[0], out.reconstruction[1], rtol=1e-5, atol=1e-5)
+    model.train()
+    model(images, noise=noise).loss.backward()
+    assert [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0] == []
+    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    model.gradient_checkpointing_enable()
+    model(images, noise=noise).loss.backward()
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, grads[n], rtol=1e-5, atol=1e-6, msg=n)
+    eager = VitPoseForMaskedImageModeling(mae_config(attn_implementation="eager")).eval()
+    eager.load_state_dict(model.state_dict())
+    torch.testing.assert_close(eager(images, noise=noise).reconstruction, model.eval()(images, noise=noise).reconstruction,
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_knowledge_tokens_and_experts_pass_through():
+    model = mae_model(num_knowledge_tokens=2, num_experts=2, part_features=8)
+    out = model(torch.randn(2, 3, 64, 48), noise=torch.rand(2, N), dataset_index=torch.tensor([0, 1]),
+                output_hidden_states=True)
+    assert out.hidden_states[-1].shape == (2, 2 + N // 4, 32) and out.reconstruction.shape == (2, N, 192)
+    with pytest.raises(ValueError, match="dataset_index"):
+        model(torch.randn(1, 3, 64, 48), dataset_index=torch.tensor([5]))
+
+
 # ----------------------------------------------------------------------------- helpers
 @pytest.mark.parametrize("patch", [(8, 8), (8, 4), (4, 6)])
 def test_patchify_matches_numpy_and_round_trips(patch):
