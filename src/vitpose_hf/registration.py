@@ -34,10 +34,17 @@ def register() -> None:
 
         from .image_processing_vitpose import VitPoseImageProcessor
 
+        # registering walks transformers' own mapping, whose VitPose entry warns that torchvision is
+        # missing: not our concern, so that logger is quietened for the duration of the call
+        quiet = logging.getLogger("transformers.utils.import_utils")
+        level = quiet.level
+        quiet.setLevel(logging.ERROR)
         try:
             AutoImageProcessor.register(VitPoseConfig, image_processor_classes={"pil": VitPoseImageProcessor}, exist_ok=True)
         except TypeError:  # transformers releases before the backend-dict signature
             AutoImageProcessor.register(VitPoseConfig, slow_image_processor_class=VitPoseImageProcessor, exist_ok=True)
+        finally:
+            quiet.setLevel(level)
         _DONE.add("image_processor")
     if "pipeline" not in _DONE:
         try:
