@@ -1,9 +1,11 @@
 #!/usr/bin/env python
 """Distil a ViTPose teacher into a student: knowledge tokens and/or heatmap distillation.
 
-    python examples/run_distillation.py --teacher vitpose-l-coco/ --student base \
+    python examples/run_distillation.py --teacher vitpose-b-384x288/ --student base --image_size 256 192 \
         --train_annotations person_keypoints_train2017.json --train_images train2017/ \
         --output_dir vitpose-b-distilled --num_train_epochs 210 --per_device_train_batch_size 64
+    python examples/run_distillation.py --teacher vitpose-l-coco/ --student base --knowledge_tokens 0 ...
+                                               # widths differ (1024 vs 768): heatmap distillation only
     python examples/run_distillation.py --teacher small --student small --max_steps 20   # offline smoke run
     accelerate launch --num_processes 8 examples/run_distillation.py ...   # GPUs
     torchrun --nproc_per_node 2 examples/run_distillation.py --use_cpu ...   # several CPU processes

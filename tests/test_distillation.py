@@ -142,3 +142,31 @@ def test_with_knowledge_tokens_keeps_every_other_weight():
     with torch.no_grad():
         out = copy.eval()(torch.randn(1, 3, 64, 48), output_hidden_states=True)
     assert out.hidden_states[0].shape == (1, 3 + 48, 32) and out.heatmaps.shape == (1, 17, *HEATMAP)
+
+
+def test_run_distillation_example_end_to_end(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("run_distillation", root / "examples" / "run_distillation.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    # patch 16 so the tiny models give 1/4-resolution heatmaps like the real ones
+    _tiny(patch_size=16).save_pretrained(tmp_path / "teacher")
+    _tiny(patch_size=16, num_hidden_layers=1).save_pretrained(tmp_path / "student")
+    out = tmp_path / "out"
+    rc = script.main([
+        "--teacher", str(tmp_path / "teacher"), "--student", str(tmp_path / "student"), "--output_dir", str(out),
+        "--max_steps", "2", "--token_steps", "2", "--per_device_train_batch_size", "2",
+        "--num_synthetic_images", "2", "--use_cpu", "--logging_steps", "1",
+    ])
+    assert rc == 0
+    student = VitPoseForPoseEstimation.from_pretrained(out)
+    assert student.config.num_knowledge_tokens == 1
+    assert torch.equal(student.backbone.embeddings.knowledge_tokens.detach(), torch.load(out / "knowledge_tokens.pt"))
+    wide = _tiny(patch_size=16, hidden_size=48)
+    wide.save_pretrained(tmp_path / "wide")
+    with pytest.raises(ValueError, match="same width"):
+        script.main(["--teacher", str(tmp_path / "teacher"), "--student", str(tmp_path / "wide"),
+                     "--output_dir", str(out), "--max_steps", "1", "--num_synthetic_images", "2", "--use_cpu"])
