@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import json
 import logging
 import os
@@ -269,8 +270,12 @@ def _load_command(module_name: str):
     return module
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full `vitpose-hf` argument parser (the delegated subcommands that are importable)."""
+def build_parser(load: str | None = None) -> argparse.ArgumentParser:
+    """The `vitpose-hf` argument parser.
+
+    Delegated subcommands (`evaluate`, `train`) get their full options only when `load` names them
+    (their modules import heavier dependencies); otherwise they are listed with their help line.
+    """
     parser = argparse.ArgumentParser(prog="vitpose-hf", description="ViTPose / ViTPose++ for the Hugging Face stack")
     parser.add_argument("--log-level", default="INFO", help="logging level (DEBUG, INFO, WARNING, ...)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -280,6 +285,10 @@ def build_parser() -> argparse.ArgumentParser:
     predict.set_defaults(func=run_predict)
     sub.add_parser("convert", help="convert official / transformers checkpoints (see `vitpose-hf convert --help`)", add_help=False)
     for name, (module_name, help_text) in _DELEGATED.items():
+        if name != load:
+            if importlib.util.find_spec(module_name) is not None:
+                sub.add_parser(name, help=help_text)
+            continue
         module = _load_command(module_name)
         if module is None:
             continue
@@ -309,7 +318,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if rest and rest[0] in _DELEGATED and _load_command(_DELEGATED[rest[0]][0]) is None:
         print(f"vitpose-hf {rest[0]}: not available in this installation ({_DELEGATED[rest[0]][0]} missing)", file=sys.stderr)
         return 2
-    parser = build_parser()
+    parser = build_parser(load=rest[0] if rest else None)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
