@@ -194,14 +194,18 @@ def test_dispatch_and_module_entry(monkeypatch, capsys):
     with pytest.raises(SystemExit) as info:
         main(["convert", "--help"])
     assert info.value.code == 0 and "--checkpoint" in capsys.readouterr().out
-    try:
-        import vitpose_hf.evaluation.command  # noqa: F401
-    except ImportError:
-        assert main(["evaluate"]) == 2
-    else:
-        with pytest.raises(SystemExit) as info:
-            main(["evaluate", "--help"])
-        assert info.value.code == 0
+    import importlib
+
+    for command, module in (("evaluate", "vitpose_hf.evaluation.command"), ("train", "vitpose_hf.training.command")):
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            assert main([command]) == 2
+        else:
+            with pytest.raises(SystemExit) as info:
+                main([command, "--help"])
+            assert info.value.code == 0
+            assert f"vitpose-hf {command}" in capsys.readouterr().out
     monkeypatch.setattr(sys, "argv", ["vitpose_hf", "--help"])
     with pytest.raises(SystemExit) as info:
         runpy.run_module("vitpose_hf", run_name="__main__")
