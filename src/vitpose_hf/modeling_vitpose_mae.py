@@ -203,7 +203,7 @@ def random_masking(
         `ids_keep` `(B, K)` long (kept patch indices, ascending noise), `mask` `(B, N)` float
         (1 = masked), `ids_restore` `(B, N)` long.
     """
-    _check_mask_ratio(mask_ratio)
+    mask_ratio = _check_mask_ratio(mask_ratio)
     num_keep = num_patches - int(num_patches * mask_ratio)
     if num_keep < 1 or num_keep >= num_patches:
         raise ValueError(
@@ -214,6 +214,8 @@ def random_masking(
         noise = torch.rand(batch_size, num_patches, device=device)
     elif tuple(noise.shape) != (batch_size, num_patches):
         raise ValueError(f"noise must have shape (B, N) = ({batch_size}, {num_patches}), got {tuple(noise.shape)}")
+    elif device is not None:
+        noise = noise.to(device)
     ids_shuffle = torch.argsort(noise, dim=1)
     ids_restore = torch.argsort(ids_shuffle, dim=1)
     ids_keep = ids_shuffle[:, :num_keep]
@@ -223,9 +225,14 @@ def random_masking(
     return ids_keep, mask, ids_restore
 
 
-def _check_mask_ratio(mask_ratio: float) -> None:
-    if not isinstance(mask_ratio, (int, float)) or not 0.0 < float(mask_ratio) < 1.0 or math.isnan(mask_ratio):
+def _check_mask_ratio(mask_ratio: float) -> float:
+    try:
+        ratio = float(mask_ratio)
+    except (TypeError, ValueError):
+        ratio = float("nan")
+    if isinstance(mask_ratio, bool) or not 0.0 < ratio < 1.0:  # NaN fails the comparison too
         raise ValueError(f"mask_ratio must be in (0, 1), got {mask_ratio!r}")
+    return ratio
 
 
 def mae_settings(config: VitPoseConfig) -> dict[str, Any]:
