@@ -362,15 +362,19 @@ def test_run_mae_image_folder_to_pose_init(tmp_path):
     run_mae = load_run_mae()
     images = run_mae.write_synthetic_images(tmp_path / "images", 6, seed=1, size=(72, 60))
     out = tmp_path / "out"
+    init = _fb_checkpoint(width=64, depth=4, kernel=8, side=5)  # MAE layout, continued on our images
+    torch.save({"model": init}, tmp_path / "init.pth")
     result = run_mae.main([
         "--image_dir", str(images), "--output_dir", str(out), "--model_size", "tiny", "--image_size", "64", "48",
-        "--patch_size", "8", "--batch_size", "4", "--max_steps", "3", "--num_workers", "0",
-        "--save_reconstruction", str(out / "recon.png"),
+        "--patch_size", "8", "--batch_size", "4", "--max_steps", "3", "--num_workers", "0", "--lr", "1e-12",
+        "--save_reconstruction", str(out / "recon.png"), "--init_from", str(tmp_path / "init.pth"),
     ])
     assert len(result["history"]) == 3 and all(math.isfinite(h["loss"]) for h in result["history"])
     assert (out / "recon.png").is_file() and json.loads((out / "train_history.json").read_text())["num_processes"] == 1
     pose, info = VitPoseForPoseEstimation.from_pretrained(out, output_loading_info=True)
     assert all(k.startswith("head.") for k in info["missing_keys"])
+    layer = pose.backbone.encoder.layer[3].attention.attention  # the --init_from weights, barely moved
+    torch.testing.assert_close(layer.value.weight.detach(), init["blocks.3.attn.qkv.weight"][128:], rtol=0, atol=1e-6)
 
 
 def test_loss_falls_on_real_person_crops(shared_data, tmp_path):
