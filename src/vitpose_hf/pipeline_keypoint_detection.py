@@ -333,21 +333,21 @@ class KeypointDetectionPipeline(Pipeline):
         sch: KeypointSchema = model_outputs["schema"]
         boxes = np.asarray(model_outputs["boxes"], dtype=np.float64)
         box_scores = np.asarray(model_outputs["box_scores"], dtype=np.float64)
+        from .evaluation.nms import rescore_scores
+
         decoded = self.image_processor.post_process_pose_estimation(heatmaps, boxes=[boxes.tolist()])[0]
+        all_xy = [np.asarray(p["keypoints"].detach().cpu() if hasattr(p["keypoints"], "detach") else p["keypoints"]) for p in decoded]
+        all_scores = np.stack([np.asarray(p["scores"].detach().cpu() if hasattr(p["scores"], "detach") else p["scores"]) for p in decoded])
+        # ViTPose's rescoring: box score x mean of the keypoint scores above 0.2
+        person_scores = rescore_scores(box_scores, all_scores, keypoint_threshold=0.2)
         results = []
-        for person, box, box_score in zip(decoded, boxes, box_scores):
-            xy = person["keypoints"]
-            scores = person["scores"]
-            xy = xy.detach().cpu().numpy() if hasattr(xy, "detach") else np.asarray(xy)
-            scores = scores.detach().cpu().numpy() if hasattr(scores, "detach") else np.asarray(scores)
-            confident = scores[scores > 0.2]
-            person_score = float(box_score) * (float(confident.mean()) if confident.size else 0.0)
+        for xy, scores, box, person_score in zip(all_xy, all_scores, boxes, person_scores):
             keypoints = []
             for k, name in enumerate(sch.keypoints):
                 if keypoint_threshold is not None and scores[k] < keypoint_threshold:
                     continue
                 keypoints.append({"label": name, "x": float(xy[k, 0]), "y": float(xy[k, 1]), "score": float(scores[k])})
-            results.append({"bbox": [float(v) for v in box], "score": person_score, "keypoints": keypoints})
+            results.append({"bbox": [float(v) for v in box], "score": float(person_score), "keypoints": keypoints})
         return results
 
     # ------------------------------------------------------------------------------ batching
