@@ -307,3 +307,17 @@ def test_eager_windowed_forward_builds_no_dense_attention_unless_asked():
     assert plain.attentions is None
     assert [a.shape for a in probed.attentions] == [(1, 4, 48, 48)] * 2
     torch.testing.assert_close(plain.heatmaps, probed.heatmaps)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_batch_of_one_equals_batched_and_bf16_is_finite(kind):
+    model = _model(attention_type=kind, window_size=(3, 4), num_knowledge_tokens=1)
+    x = torch.randn(3, 3, 72, 40)  # padded, shifted windows
+    with torch.no_grad():
+        batched = model(x).heatmaps
+        single = torch.cat([model(x[i : i + 1]).heatmaps for i in range(3)])
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = model(x).heatmaps
+    torch.testing.assert_close(batched, single, atol=1e-6, rtol=1e-5)
+    assert torch.isfinite(low).all()
+    torch.testing.assert_close(low.float(), batched, atol=2e-3, rtol=0.05)
