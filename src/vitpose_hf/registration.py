@@ -9,20 +9,22 @@ _DONE: set[str] = set()
 
 
 def register() -> None:
-    """Register `VitPoseConfig` / models with the Auto classes (and the pipeline, when present).
+    """Register `VitPoseConfig` / models with the Auto classes (incl. `AutoModelForMaskedImageModeling`) (and the pipeline, when present).
 
     Safe to call many times; a registration transformers already holds for our model type is kept.
     """
-    from transformers import AutoConfig, AutoModel, AutoModelForPoseEstimation
+    from transformers import AutoConfig, AutoModel, AutoModelForMaskedImageModeling, AutoModelForPoseEstimation
 
     from .configuration_vitpose import MODEL_TYPE, VitPoseConfig
     from .modeling_vitpose import VitPoseForPoseEstimation, VitPoseModel
+    from .modeling_vitpose_mae import VitPoseForMaskedImageModeling
 
     if "auto" not in _DONE:
         for fn in (
             lambda: AutoConfig.register(MODEL_TYPE, VitPoseConfig, exist_ok=True),
             lambda: AutoModel.register(VitPoseConfig, VitPoseModel, exist_ok=True),
             lambda: AutoModelForPoseEstimation.register(VitPoseConfig, VitPoseForPoseEstimation, exist_ok=True),
+            lambda: AutoModelForMaskedImageModeling.register(VitPoseConfig, VitPoseForMaskedImageModeling, exist_ok=True),
         ):
             try:
                 fn()
