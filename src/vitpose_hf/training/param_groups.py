@@ -72,7 +72,8 @@ def build_param_groups(
             ViTPose-B, 0.8 for S and L, ...); 1.0 turns layer decay off.
 
     Returns:
-        A list of dicts, one per (layer id, decay / no decay) pair that holds parameters, each with
+        A list of dicts, one per (layer id, decay / no decay) pair that holds parameters, highest
+        layer id first (so group 0 has `base_lr`, the lr `Trainer` logs), each with
         `params`, `lr`, `weight_decay`, and for inspection `layer_id`, `lr_scale`, `param_names`.
         Torch optimizers and schedulers keep the extra keys; a `LambdaLR` schedule scales every
         group's own `lr`, so the layer-wise ratios hold through warmup and step decay.
@@ -114,7 +115,8 @@ def build_param_groups(
         groups[key]["param_names"].append(name)
     if not groups:
         raise ValueError("the model has no trainable parameters (all have requires_grad=False)")
-    ordered = [groups[k] for k in sorted(groups)]
+    # last layer id (heads, base lr) first: Trainer logs the lr of group 0
+    ordered = [groups[k] for k in sorted(groups, key=lambda key: (-key[0], not key[1]))]
     logger.info(
         "%d parameter groups: %d trainable tensors, layer decay %.3f over %d layer ids",
         len(ordered), sum(len(g["params"]) for g in ordered), layer_decay, num_ids,

@@ -1,0 +1,170 @@
+"""Command-line / JSON arguments of the training run (`examples/run_pose.py`, `vitpose-hf train`).
+
+Three dataclasses for `transformers.HfArgumentParser`: `ModelArguments`, `DataArguments` and
+`PoseTrainingArguments` (a `TrainingArguments` whose defaults are the official ViTPose recipe:
+AdamW lr 5e-4, weight decay 0.1, betas (0.9, 0.999), grad clip 1.0, layer-wise lr decay, warmup +
+step schedule, evaluation with COCO AP and the best checkpoint kept).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from transformers import TrainingArguments
+
+__all__ = ["ModelArguments", "DataArguments", "PoseTrainingArguments", "OFFLINE_MODEL", "offline_default_args"]
+
+# The offline default model: a ViTPose small enough to learn the synthetic data on two shared CPU
+# cores. 128x96 input, patch 8 (1/8 features, the paper's resolution variant) so the 16x12 token
+# grid gives the 1/4 heatmap (32x24) after one deconvolution; 96 wide, 4 blocks, 0.58M parameters.
+OFFLINE_MODEL = dict(
+    image_size=(128, 96), patch_size=8, hidden_size=96, num_hidden_layers=4, num_attention_heads=4,
+    drop_path_rate=0.0, decoder_hidden_size=64, num_deconv_layers=1,
+)  # fmt: skip
+
+
+@dataclass
+class ModelArguments:
+    """What model to train."""
+
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "Checkpoint folder (ours or transformers' VitPose) to fine-tune."}
+    )
+    preset: str | None = field(
+        default=None,
+        metadata={
+            "help": "Model size when training from scratch: small, base, large, huge, giant (+ -simple / -plus), "
+            "or 'offline' for the small offline default (used when neither this nor a checkpoint is given)."
+        },
+    )
+    backbone_init: str | None = field(
+        default=None,
+        metadata={
+            "help": "Checkpoint whose backbone initialises ours (e.g. an MAE-pretrained encoder): a folder "
+            "or a .safetensors/.bin/.pth file; backbone.* / encoder keys are loaded, missing and "
+            "unexpected keys are reported."
+        },
+    )
+    image_size: str | None = field(default=None, metadata={"help": "Input 'H,W' (default: the model's)."})
+    drop_path_rate: float | None = field(default=None, metadata={"help": "Override the stochastic depth rate."})
+    use_simple_decoder: bool | None = field(default=None, metadata={"help": "Simple head instead of the classic one."})
+    config_overrides: str | None = field(
+        default=None, metadata={"help": 'JSON dict of extra VitPoseConfig fields, e.g. \'{"attention_type": "window"}\'.'}
+    )
+    trainable: str = field(
+        default="all",
+        metadata={"help": "Parameters to train: all, attention, ffn, head, last_k_blocks:N (join with '+')."},
+    )
+    lora_r: int = field(default=0, metadata={"help": "LoRA rank (0 = no LoRA; needs peft)."})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha."})
+    lora_target_modules: str = field(
+        default="query,value", metadata={"help": "LoRA targets among query,key,value,dense,fc1,fc2."}
+    )
+
+
+@dataclass
+class DataArguments:
+    """What data to train and evaluate on."""
+
+    dataset: str | None = field(
+        default=None,
+        metadata={"help": "'synthetic' for the generated offline dataset (the default when no annotations are given)."},
+    )
+    train_annotations: str | None = field(default=None, metadata={"help": "Training annotation file."})
+    train_images: str | None = field(default=None, metadata={"help": "Training image folder."})
+    eval_annotations: str | None = field(default=None, metadata={"help": "Evaluation annotation file (COCO format)."})
+    eval_images: str | None = field(default=None, metadata={"help": "Evaluation image folder."})
+    eval_detections: str | None = field(
+        default=None, metadata={"help": "Person detections (COCO results json) for evaluation; default: ground-truth boxes."}
+    )
+    annotation_format: str = field(default="coco", metadata={"help": "coco, aic, crowdpose or mpii."})
+    keypoint_schema: str | None = field(
+        default=None, metadata={"help": "Keypoint schema name (default: from the annotation categories)."}
+    )
+    datasets: str | None = field(
+        default=None,
+        metadata={
+            "help": "Multi-dataset training: comma-separated name:annotations:images[:ratio] entries, e.g. "
+            "coco:a.json:imgs:1.0,aic:b.json:imgs2:0.5,mpii:c.json:imgs3:0.5. name is the format/schema "
+            "(coco, aic, mpii, crowdpose); the first entry is the main head (dataset index 0), every "
+            "other one gets its own head; ratios set each dataset's share of the training samples."
+        },
+    )
+    synthetic_train_images: int = field(default=500, metadata={"help": "Synthetic training images."})
+    synthetic_eval_images: int = field(default=50, metadata={"help": "Synthetic held-out images."})
+    synthetic_dir: str | None = field(
+        default=None, metadata={"help": "Where the synthetic data is written (default: <output_dir>/synthetic_data)."}
+    )
+    augmentation: bool = field(default=True, metadata={"help": "Official train-time augmentation (False: plain crops)."})
+    sigma: float = field(default=2.0, metadata={"help": "Gaussian sigma of the target heatmaps (heatmap pixels)."})
+    use_udp: bool = field(default=True, metadata={"help": "UDP crops and targets (ViTPose) instead of plain ones."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Use only this many training persons."})
+    flip_test: bool = field(default=True, metadata={"help": "Flip test during evaluation."})
+
+
+@dataclass
+class PoseTrainingArguments(TrainingArguments):
+    """`TrainingArguments` with the official ViTPose recipe as defaults, plus the schedule's knobs."""
+
+    output_dir: str | None = field(default="vitpose-output", metadata={"help": "Where checkpoints and the model go."})
+    learning_rate: float = field(default=5e-4, metadata={"help": "Base AdamW learning rate (heads; 5e-4 official)."})
+    weight_decay: float = field(default=0.1, metadata={"help": "AdamW weight decay (0.1 official)."})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm (1.0 official)."})
+    warmup_steps: float = field(
+        default=500, metadata={"help": "Linear warmup iterations (official 500), capped at warmup_max_fraction of the run."}
+    )
+    per_device_train_batch_size: int = field(default=32, metadata={"help": "Batch size per device."})
+    per_device_eval_batch_size: int = field(default=32, metadata={"help": "Evaluation batch size per device."})
+    logging_steps: float = field(default=25, metadata={"help": "Log every N steps."})
+    eval_strategy: str = field(default="steps", metadata={"help": "no, steps or epoch (turned off without eval data)."})
+    eval_steps: float | None = field(default=250, metadata={"help": "Evaluate (COCO AP) every N steps."})
+    save_steps: float = field(default=250, metadata={"help": "Save a checkpoint every N steps."})
+    save_total_limit: int | None = field(default=2, metadata={"help": "Keep at most N checkpoints (+ the best)."})
+    load_best_model_at_end: bool = field(
+        default=False,
+        metadata={"help": "End with the best checkpoint (by AP) instead of the last one; the best one is kept "
+                  "among the checkpoints either way. Needs save_steps a multiple of eval_steps."},
+    )
+    metric_for_best_model: str | None = field(default="AP", metadata={"help": "Metric that picks the best checkpoint."})
+    greater_is_better: bool | None = field(default=True, metadata={"help": "Larger metric is better."})
+    remove_unused_columns: bool = field(default=False, metadata={"help": "Keep dataset columns (needed by the transform)."})
+    layer_decay: float | None = field(
+        default=None, metadata={"help": "Layer-wise lr decay rate (default: per model size, 0.75 for B, 0.8 for S/L)."}
+    )
+    lr_schedule: str = field(
+        default="official",
+        metadata={"help": "'official' (warmup + step decay x0.1 at 170/210 and 200/210 of the run) or 'trainer' "
+                  "(transformers' lr_scheduler_type)."},
+    )
+    lr_milestones: str = field(default="0.8095238,0.9523810", metadata={"help": "Step-decay points as fractions of the run."})
+    lr_gamma: float = field(default=0.1, metadata={"help": "Step-decay factor."})
+    warmup_start_factor: float = field(default=0.001, metadata={"help": "lr multiplier at the first warmup step."})
+    warmup_max_fraction: float = field(default=0.1, metadata={"help": "Warmup never exceeds this fraction of the run."})
+    debug_weights_digest: str | None = field(
+        default=None, metadata={"help": "Testing: every rank writes the sha256 of its final weights to <path>.rank<N>.json."}
+    )
+    debug_step_delay: float = field(default=0.0, metadata={"help": "Testing: sleep this many seconds after each step."})
+
+
+def offline_default_args() -> dict:
+    """The arguments of the run made by `run_pose.py` with no arguments (documented in docs/training.md).
+
+    A ViTPose of `OFFLINE_MODEL` size trained from scratch on 500 synthetic images (~1050 persons;
+    50 more images held out), 300 steps of batch 32 with the official recipe scaled to that length
+    (warmup 30 steps, decay at steps 243 and 286), lr 2e-3 and no layer decay (nothing is
+    pre-trained), evaluated with COCO AP on ground-truth boxes every 50 steps.
+    """
+    return {
+        "preset": "offline",
+        "dataset": "synthetic",
+        "output_dir": "vitpose-offline",
+        "max_steps": 300,
+        "per_device_train_batch_size": 32,
+        "learning_rate": 2e-3,
+        "layer_decay": 1.0,
+        "eval_steps": 50,
+        "save_steps": 50,
+        "logging_steps": 10,
+        "dataloader_num_workers": 0,
+        "seed": 0,
+    }

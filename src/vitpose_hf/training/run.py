@@ -1,0 +1,536 @@
+"""The training run behind `examples/run_pose.py` and `vitpose-hf train`.
+
+`run_training(model_args, data_args, training_args)` builds the datasets (COCO-format files, the
+other formats' converters, several datasets with sampling ratios, or the synthetic offline set),
+the model (a checkpoint, or a preset with an optional backbone initialisation), applies the
+parameter subset / LoRA, trains with `VitPoseTrainer`, and saves to `output_dir` a checkpoint that
+`VitPoseForPoseEstimation.from_pretrained` and `pipeline("keypoint-detection", model=output_dir)`
+load directly (config, weights and the image processor). It runs unchanged under `python`,
+`torchrun` and `accelerate launch` (Trainer picks the distributed setup up from the environment).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..configuration_vitpose import VitPoseConfig
+from ..keypoint_schemas import KeypointSchema, get_schema
+from ..modeling_vitpose import VitPoseForPoseEstimation
+from .arguments import OFFLINE_MODEL, DataArguments, ModelArguments, PoseTrainingArguments
+from .trainable import apply_lora, apply_trainable, merge_lora
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "DatasetSpec",
+    "parse_datasets_arg",
+    "build_train_eval_data",
+    "build_model",
+    "load_backbone_init",
+    "run_training",
+    "mix_datasets",
+]
+
+
+# ----------------------------------------------------------------------------- dataset specs
+@dataclass
+class DatasetSpec:
+    """One training dataset: `name` (format and schema: coco, aic, mpii, crowdpose, or a COCO file
+    with any keypoints under another name), files, sampling `ratio` and the `dataset_index` routed
+    to its head."""
+
+    name: str
+    annotations: str
+    images: str
+    ratio: float = 1.0
+    dataset_index: int = 0
+    schema: KeypointSchema | None = None
+
+
+_FORMATS = {"coco": "coco", "aic": "aic", "mpii": "mpii", "crowdpose": "crowdpose"}
+
+
+def parse_datasets_arg(value: str) -> list[DatasetSpec]:
+    """`"coco:ann.json:imgs[:ratio],aic:..."` -> specs with dataset indices assigned.
+
+    The first entry is the main head. Indices follow ViTPose++ (COCO 0, AIC 1, MPII 2, ...) where the
+    schema defines one and it is free, else the next free index.
+
+    Raises:
+        ValueError: malformed entries or ratios, naming the entry.
+    """
+    specs: list[DatasetSpec] = []
+    for raw in [e for e in value.split(",") if e.strip()]:
+        parts = raw.strip().split(":")
+        if len(parts) not in (3, 4):
+            raise ValueError(f"--datasets entry {raw!r} must be name:annotations:images[:ratio]")
+        ratio = 1.0
+        if len(parts) == 4:
+            try:
+                ratio = float(parts[3])
+            except ValueError as err:
+                raise ValueError(f"--datasets entry {raw!r}: ratio {parts[3]!r} is not a number") from err
+            if not ratio > 0 or not math.isfinite(ratio):
+                raise ValueError(f"--datasets entry {raw!r}: ratio must be > 0")
+        specs.append(DatasetSpec(parts[0].strip().lower(), parts[1], parts[2], ratio))
+    if not specs:
+        raise ValueError(f"--datasets {value!r} names no dataset")
+    used: set[int] = set()
+    for spec in specs:
+        try:
+            spec.schema = get_schema(spec.name)
+        except ValueError:
+            spec.schema = None
+        wanted = spec.schema.dataset_index if spec.schema is not None else None
+        if spec is specs[0] and wanted is None:
+            wanted = 0
+        if wanted is None or wanted in used:
+            wanted = next(i for i in range(len(specs) + 16) if i not in used)
+        spec.dataset_index = int(wanted)
+        used.add(spec.dataset_index)
+    return specs
+
+
+def _load_dataset(spec: DatasetSpec, keypoint_schema: str | None = None):
+    from ..data import load_keypoint_dataset
+
+    fmt = _FORMATS.get(spec.name, "coco")
+    kwargs: dict[str, Any] = {"dataset_index": spec.dataset_index}
+    schema = keypoint_schema or (spec.schema.name if spec.schema is not None and fmt == "coco" else None)
+    if fmt == "coco" and schema is not None:
+        kwargs["schema"] = schema
+    ds = load_keypoint_dataset(spec.annotations, spec.images, format=fmt, **kwargs)
+    if spec.schema is None:
+        spec.schema = _schema_of(ds, spec)
+    return ds
+
+
+def _schema_of(ds, spec: DatasetSpec) -> KeypointSchema:
+    """Schema of a loaded dataset: the known one with its keypoint count, or from the categories."""
+    from ..data import schema_from_category
+
+    num = len(ds[0]["keypoints"]) // 3
+    with open(spec.annotations, encoding="utf-8") as f:
+        data = json.load(f)
+    cats = [c for c in data.get("categories", []) if c.get("keypoints")] if isinstance(data, dict) else []
+    if len(cats) == 1 and len(cats[0]["keypoints"]) == num:
+        return schema_from_category(cats[0], spec.annotations)
+    raise ValueError(f"{spec.annotations}: cannot tell the keypoint schema ({num} keypoints); pass --keypoint_schema")
+
+
+def mix_datasets(datasets_list, ratios, seed: int = 0):
+    """Concatenate datasets so that dataset `i` makes up `ratios[i] / sum(ratios)` of the samples.
+
+    The mixed epoch has as many samples as all datasets together; each dataset's share is filled
+    by cycling through a seeded permutation of its rows (repeating small ones, subsampling large
+    ones). Returns a `datasets.Dataset` (a plain shuffling sampler then gives the ratios).
+    """
+    import datasets as hf_datasets
+
+    if len(datasets_list) != len(ratios) or not datasets_list:
+        raise ValueError(f"need one ratio per dataset, got {len(datasets_list)} datasets and {len(ratios)} ratios")
+    if len(datasets_list) == 1:
+        return datasets_list[0]
+    total = sum(len(d) for d in datasets_list)
+    weight = np.asarray(ratios, dtype=np.float64)
+    counts = np.maximum(1, np.round(weight / weight.sum() * total)).astype(int)
+    rng = np.random.default_rng(seed)
+    parts = []
+    for ds, count in zip(datasets_list, counts):
+        perm = rng.permutation(len(ds))
+        idx = np.resize(perm, int(count))
+        parts.append(ds.select(idx.tolist()))
+    features = parts[0].features
+    return hf_datasets.concatenate_datasets([p.cast(features) for p in parts])
+
+
+# ----------------------------------------------------------------------------- data
+@dataclass
+class TrainEvalData:
+    """Everything the run needs from the data side."""
+
+    train: Any
+    eval: Any | None
+    heads: list[tuple[int, KeypointSchema]]  # (dataset_index, schema), main first
+    eval_annotations: str | None
+    eval_images: str | None
+    train_transform: Any = None
+
+
+def _synthetic_files(data_args: DataArguments, output_dir: str, seed: int, training_args) -> tuple[str, str, str, str]:
+    from ..data import make_synthetic_coco
+
+    root = Path(data_args.synthetic_dir or os.path.join(output_dir, "synthetic_data"))
+    with training_args.main_process_first(desc="synthetic data"):
+        train_ann, train_img = make_synthetic_coco(root / "train", data_args.synthetic_train_images, seed=seed)
+        eval_ann, eval_img = make_synthetic_coco(root / "eval", data_args.synthetic_eval_images, seed=seed + 1_000_003)
+    return str(train_ann), str(train_img), str(eval_ann), str(eval_img)
+
+
+def build_train_eval_data(data_args: DataArguments, image_size, heatmap_size, training_args) -> TrainEvalData:
+    """Load the training (and evaluation) persons and attach the train / eval transforms.
+
+    Returns:
+        `TrainEvalData` with `train` / `eval` datasets that yield `TopDownTransform` outputs.
+    """
+    from ..data import TopDownTransform
+    from .trainer import MultiSchemaTransform
+
+    seed = int(training_args.seed)
+    eval_ann, eval_img = data_args.eval_annotations, data_args.eval_images
+    if data_args.datasets:
+        if data_args.train_annotations or data_args.dataset:
+            raise ValueError("give either --datasets or --train_annotations / --dataset, not both")
+        specs = parse_datasets_arg(data_args.datasets)
+    else:
+        synthetic = data_args.dataset == "synthetic" or (data_args.dataset is None and not data_args.train_annotations)
+        if data_args.dataset not in (None, "synthetic"):
+            raise ValueError(f"--dataset {data_args.dataset!r}: only 'synthetic' is built in; use --train_annotations")
+        if synthetic:
+            train_ann, train_img, s_eval_ann, s_eval_img = _synthetic_files(data_args, training_args.output_dir, seed, training_args)
+            if eval_ann is None:
+                eval_ann, eval_img = s_eval_ann, s_eval_img
+            specs = [DatasetSpec("coco", train_ann, train_img, 1.0, 0, get_schema("coco"))]
+        else:
+            if not data_args.train_images:
+                raise ValueError("--train_annotations needs --train_images")
+            fmt = data_args.annotation_format.lower()
+            if fmt not in _FORMATS:
+                raise ValueError(f"--annotation_format {fmt!r} is not one of {sorted(_FORMATS)}")
+            schema = get_schema(data_args.keypoint_schema) if data_args.keypoint_schema else None
+            if schema is None and fmt != "coco":
+                schema = get_schema(fmt)
+            spec = DatasetSpec(fmt, data_args.train_annotations, data_args.train_images, 1.0, 0, schema)
+            specs = [spec]
+    if eval_ann is not None and eval_img is None:
+        raise ValueError("--eval_annotations needs --eval_images")
+
+    if len(specs) == 1:
+        specs[0].dataset_index = 0  # a single dataset is the main head whatever its ViTPose++ index
+    loaded = [_load_dataset(s, data_args.keypoint_schema if len(specs) == 1 else None) for s in specs]
+    for s, d in zip(specs, loaded):
+        logger.info("dataset %s (index %d, %d keypoints, ratio %.3g): %d persons", s.name, s.dataset_index,
+                    s.schema.num_keypoints, s.ratio, len(d))
+    train = mix_datasets(loaded, [s.ratio for s in specs], seed=seed)
+    if data_args.max_train_samples is not None:
+        train = train.select(range(min(len(train), int(data_args.max_train_samples))))
+
+    def transform(schema, train_mode: bool):
+        kwargs: dict[str, Any] = dict(
+            image_size=tuple(image_size), heatmap_size=tuple(heatmap_size), sigma=data_args.sigma,
+            train=train_mode, use_udp=data_args.use_udp, seed=seed,
+        )
+        return TopDownTransform(schema, **kwargs)
+
+    train_mode = bool(data_args.augmentation)
+    transforms = {s.dataset_index: transform(s.schema, train_mode) for s in specs}
+    train_transform = transforms[specs[0].dataset_index] if len(specs) == 1 else MultiSchemaTransform(transforms)
+    train = train.with_transform(train_transform)
+
+    eval_ds = None
+    if eval_ann is not None:
+        main = specs[0]
+        eval_spec = DatasetSpec(main.name, eval_ann, eval_img, 1.0, 0, main.schema)
+        eval_rows = _load_dataset(eval_spec, main.schema.name if main.schema.name in _known() else None)
+        eval_ds = eval_rows.with_transform(transform(main.schema, False))
+    heads = [(s.dataset_index, s.schema) for s in specs]
+    return TrainEvalData(train, eval_ds, heads, eval_ann, eval_img, train_transform)
+
+
+def _known() -> set[str]:
+    from ..keypoint_schemas import SCHEMAS
+
+    return set(SCHEMAS)
+
+
+# ----------------------------------------------------------------------------- model
+def _parse_size(value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    parts = [p for p in str(value).replace("x", ",").split(",") if p.strip()]
+    if len(parts) != 2:
+        raise ValueError(f"image_size must be 'H,W', got {value!r}")
+    return int(parts[0]), int(parts[1])
+
+
+def _head_fields(heads: list[tuple[int, KeypointSchema]]) -> dict[str, Any]:
+    main_index, main_schema = heads[0]
+    fields: dict[str, Any] = {
+        "id2label": dict(enumerate(main_schema.keypoints)),
+        "main_dataset_index": main_index,
+        "keypoint_schema": main_schema.name,
+        "edges": [list(e) for e in main_schema.skeleton] or None,
+        "dataset_heads": [
+            {"dataset_index": i, "num_labels": s.num_keypoints, "name": s.name, "id2label": dict(enumerate(s.keypoints))}
+            for i, s in heads[1:]
+        ],
+    }
+    return fields
+
+
+def build_model(model_args: ModelArguments, heads: list[tuple[int, KeypointSchema]]) -> VitPoseForPoseEstimation:
+    """The model to train: a checkpoint (its head replaced when the keypoints differ, extra heads
+    added for extra datasets) or a preset (`"offline"` for the offline default), then the optional
+    backbone initialisation."""
+    overrides: dict[str, Any] = json.loads(model_args.config_overrides) if model_args.config_overrides else {}
+    if not isinstance(overrides, dict):
+        raise ValueError(f"--config_overrides must be a JSON object, got {model_args.config_overrides!r}")
+    size = _parse_size(model_args.image_size)
+    if size is not None:
+        overrides["image_size"] = size
+    if model_args.drop_path_rate is not None:
+        overrides["drop_path_rate"] = model_args.drop_path_rate
+    if model_args.use_simple_decoder is not None:
+        overrides["use_simple_decoder"] = model_args.use_simple_decoder
+    head_fields = _head_fields(heads)
+
+    if model_args.model_name_or_path:
+        config = VitPoseConfig.from_pretrained(model_args.model_name_or_path)
+        same_main = config.num_labels == len(head_fields["id2label"])
+        existing = {int(h["dataset_index"]): int(h["num_labels"]) for h in config.dataset_heads}
+        wanted = {int(h["dataset_index"]): int(h["num_labels"]) for h in head_fields["dataset_heads"]}
+        kwargs = dict(overrides)
+        if not same_main or wanted != existing or config.main_dataset_index != head_fields["main_dataset_index"]:
+            kwargs.update(head_fields)
+            logger.info("adapting the checkpoint's heads to the data: %s", {"main": len(head_fields["id2label"]), **wanted})
+        image_size = kwargs.pop("image_size", None)
+        model = VitPoseForPoseEstimation.from_pretrained(
+            model_args.model_name_or_path, ignore_mismatched_sizes=True, image_size=image_size, **kwargs
+        )
+    else:
+        preset = (model_args.preset or "offline").lower()
+        base = dict(OFFLINE_MODEL) if preset == "offline" else {}
+        base.update(head_fields)
+        base.update(overrides)
+        config = VitPoseConfig(**base) if preset == "offline" else VitPoseConfig.from_preset(preset, **base)
+        model = VitPoseForPoseEstimation(config)
+        logger.info("new %s model: %.2fM parameters", preset, sum(p.numel() for p in model.parameters()) / 1e6)
+    if model_args.backbone_init:
+        report = load_backbone_init(model, model_args.backbone_init)
+        logger.info("backbone init from %s: %s", model_args.backbone_init, report)
+    return model
+
+
+def _read_state_dict(path: str) -> dict[str, torch.Tensor]:
+    p = Path(path)
+    if p.is_dir():
+        for name in ("model.safetensors", "pytorch_model.bin"):
+            if (p / name).is_file():
+                p = p / name
+                break
+        else:
+            raise ValueError(f"{path}: no model.safetensors or pytorch_model.bin in this folder")
+    if not p.is_file():
+        raise ValueError(f"backbone checkpoint {path} does not exist")
+    if p.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(p))
+    obj = torch.load(str(p), map_location="cpu", weights_only=True)
+    if isinstance(obj, dict):
+        for key in ("state_dict", "model", "module"):
+            if key in obj and isinstance(obj[key], dict):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path}: expected a state dict, got {type(obj).__name__}")
+    return {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+
+
+def load_backbone_init(model: VitPoseForPoseEstimation, path: str) -> dict[str, Any]:
+    """Initialise `model.backbone` from a checkpoint's encoder.
+
+    Our layout (`backbone.embeddings...`, `backbone.encoder...` as written by any of our models,
+    MAE pre-training included, or unprefixed `VitPoseModel` keys) is loaded with
+    `load_state_dict(strict=False)`; an MAE / timm / official ViTPose layout (`patch_embed`,
+    `blocks.{i}`) goes through `load_mae_checkpoint_into_backbone`.
+
+    Returns:
+        `{"loaded": n, "missing": [...], "unexpected": [...]}` (also logged).
+    """
+    state = _read_state_dict(path)
+    for prefix in ("module.",):
+        if all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items()}
+    ours = any(k.startswith(("backbone.embeddings.", "backbone.encoder.", "embeddings.", "encoder.")) for k in state)
+    if not ours:
+        from ..modeling_vitpose_mae import load_mae_checkpoint_into_backbone
+
+        report = load_mae_checkpoint_into_backbone(model, state)
+        result = {"loaded": len(report.loaded), "missing": list(report.missing), "unexpected": sorted(report.dropped)}
+    else:
+        backbone_state = {}
+        unexpected = []
+        for key, value in state.items():
+            name = key[len("backbone."):] if key.startswith("backbone.") else key
+            if name.startswith(("embeddings.", "encoder.", "layernorm.")):
+                backbone_state[name] = value
+            else:
+                unexpected.append(key)
+        missing, extra = model.backbone.load_state_dict(backbone_state, strict=False)
+        result = {"loaded": len(backbone_state) - len(extra), "missing": list(missing), "unexpected": unexpected + list(extra)}
+    if result["missing"]:
+        logger.warning("backbone init: %d backbone tensors missing from %s: %s", len(result["missing"]), path, result["missing"][:10])
+    if result["unexpected"]:
+        logger.info("backbone init: %d checkpoint keys not used (heads, decoders, ...): %s", len(result["unexpected"]), result["unexpected"][:10])
+    if result["loaded"] == 0:
+        raise ValueError(f"{path}: no backbone tensor could be loaded")
+    return result
+
+
+# ----------------------------------------------------------------------------- the run
+def _finalise_training_args(training_args: PoseTrainingArguments, has_eval: bool, multi_head: bool) -> PoseTrainingArguments:
+    """Adjust the arguments to the data: evaluation off without eval data, save steps aligned with
+    eval steps for best-checkpoint keeping, unused-parameter detection for multi-head DDP."""
+    from transformers.trainer_utils import IntervalStrategy
+
+    if not has_eval and training_args.eval_strategy != IntervalStrategy.NO:
+        logger.info("no evaluation data: evaluation and best-checkpoint selection are off")
+        training_args.eval_strategy = IntervalStrategy.NO
+        training_args.load_best_model_at_end = False
+        training_args.metric_for_best_model = None
+    if (
+        has_eval and training_args.load_best_model_at_end and training_args.eval_strategy == IntervalStrategy.STEPS
+        and training_args.eval_steps and training_args.save_steps % training_args.eval_steps
+    ):
+        logger.info("save_steps %s -> %s (a multiple of eval_steps is needed to keep the best checkpoint)",
+                    training_args.save_steps, training_args.eval_steps)
+        training_args.save_steps = training_args.eval_steps
+    if multi_head and training_args.ddp_find_unused_parameters is None:
+        training_args.ddp_find_unused_parameters = True  # heads of datasets absent from a batch get no gradient
+    return training_args
+
+
+def run_training(model_args: ModelArguments, data_args: DataArguments, training_args: PoseTrainingArguments) -> dict[str, Any]:
+    """Train (and evaluate) as described in the module docstring.
+
+    Returns:
+        `{"train": train metrics, "eval": final COCO metrics or {}, "output_dir": path}`.
+    """
+    from ..image_processing_vitpose import VitPoseImageProcessor
+    from .trainer import (
+        PaddingPoseCollator,
+        SetEpochCallback,
+        StepDelayCallback,
+        VitPoseTrainer,
+        find_last_complete_checkpoint,
+        write_weights_digest,
+    )
+
+    torch.manual_seed(training_args.seed)
+    # The model needs the head layout of the data, the data needs the model's input size: read the
+    # data specs first (cheap), then the model, then build the transforms with its sizes.
+    heads_probe = _probe_heads(data_args)
+    model = build_model(model_args, heads_probe)
+    image_size = tuple(model.config.image_size)
+    with torch.no_grad():
+        probe = model.eval()(torch.zeros(1, 3, *image_size)).heatmaps
+    model.train()
+    heatmap_size = tuple(probe.shape[-2:])
+    data = build_train_eval_data(data_args, image_size, heatmap_size, training_args)
+    if [(i, s.num_keypoints) for i, s in data.heads] != [(i, s.num_keypoints) for i, s in heads_probe]:
+        raise RuntimeError(f"dataset heads changed between probe and load: {heads_probe} vs {data.heads}")
+
+    if model_args.lora_r > 0:
+        if model_args.trainable != "all":
+            logger.warning("--trainable %s is ignored with LoRA (adapters + heads are trained)", model_args.trainable)
+        model = apply_lora(model, r=model_args.lora_r, alpha=model_args.lora_alpha, target_modules=model_args.lora_target_modules)
+    else:
+        apply_trainable(model, model_args.trainable)
+
+    processor = VitPoseImageProcessor(size={"height": image_size[0], "width": image_size[1]})
+    training_args = _finalise_training_args(training_args, data.eval is not None, len(data.heads) > 1)
+    coco_eval = None
+    if data.eval_annotations is not None:
+        coco_eval = dict(
+            annotation_file=data.eval_annotations, image_dir=data.eval_images, processor=processor,
+            detection_file=data_args.eval_detections, flip_test=data_args.flip_test,
+            dataset_index=data.heads[0][0], schema=data.heads[0][1],
+        )
+    callbacks = [SetEpochCallback(data.train_transform)]
+    if training_args.debug_step_delay > 0:
+        callbacks.append(StepDelayCallback(training_args.debug_step_delay))
+    trainer = VitPoseTrainer(
+        model=model, args=training_args, train_dataset=data.train, eval_dataset=data.eval,
+        data_collator=PaddingPoseCollator(), processing_class=processor, callbacks=callbacks,
+        coco_eval=coco_eval, layer_decay=training_args.layer_decay,
+    )
+
+    resume = training_args.resume_from_checkpoint
+    if isinstance(resume, str) and resume.lower() in ("true", "last", "latest"):
+        resume = find_last_complete_checkpoint(training_args.output_dir)
+        if resume is None:
+            logger.warning("no complete checkpoint in %s: starting from scratch", training_args.output_dir)
+        else:
+            logger.info("resuming from %s", resume)
+    result = trainer.train(resume_from_checkpoint=resume)
+    train_metrics = dict(result.metrics)
+    trainer.log_metrics("train", train_metrics)
+    trainer.save_metrics("train", train_metrics)
+    trainer.save_state()
+
+    final_model = trainer.model
+    if model_args.lora_r > 0:
+        final_model = merge_lora(trainer.accelerator.unwrap_model(trainer.model))
+        trainer.model = final_model
+    trainer.save_model(training_args.output_dir)
+    if training_args.debug_weights_digest:
+        write_weights_digest(
+            trainer.accelerator.unwrap_model(final_model), training_args.debug_weights_digest,
+            training_args.process_index, training_args.world_size, trainer.state.global_step,
+        )
+
+    eval_metrics: dict[str, float] = {}
+    if coco_eval is not None:
+        eval_metrics = trainer.evaluate()
+        trainer.log_metrics("eval", eval_metrics)
+        trainer.save_metrics("eval", eval_metrics)
+    return {"train": train_metrics, "eval": eval_metrics, "output_dir": training_args.output_dir,
+            "global_step": trainer.state.global_step}
+
+
+def _probe_heads(data_args: DataArguments) -> list[tuple[int, KeypointSchema]]:
+    """Head layout `(dataset_index, schema)` implied by the data arguments, without loading images."""
+    if data_args.datasets:
+        specs = parse_datasets_arg(data_args.datasets)
+        out = []
+        for s in specs:
+            schema = s.schema
+            if schema is None:
+                schema = _schema_from_file(s.annotations)
+            out.append((s.dataset_index, schema))
+        if len(out) == 1:
+            out = [(0, out[0][1])]
+        return out
+    if data_args.dataset == "synthetic" or (data_args.dataset is None and not data_args.train_annotations):
+        return [(0, get_schema("coco"))]
+    if data_args.keypoint_schema:
+        return [(0, get_schema(data_args.keypoint_schema))]
+    fmt = data_args.annotation_format.lower()
+    if fmt != "coco":
+        return [(0, get_schema(fmt))]
+    return [(0, _schema_from_file(data_args.train_annotations))]
+
+
+def _schema_from_file(annotation_file: str) -> KeypointSchema:
+    from ..data import schema_from_category
+
+    try:
+        with open(annotation_file, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"{annotation_file}: cannot read annotation file ({err})") from err
+    cats = [c for c in data.get("categories", []) if c.get("keypoints")] if isinstance(data, dict) else []
+    if len(cats) != 1:
+        raise ValueError(f"{annotation_file}: cannot infer the keypoint schema from {len(cats)} keypoint categories; pass --keypoint_schema")
+    return schema_from_category(cats[0], annotation_file)

@@ -1,0 +1,358 @@
+"""`VitPoseTrainer`: `transformers.Trainer` with the ViTPose recipe, multi-dataset batches and COCO AP.
+
+What it adds to `Trainer` (each a small override, the loop itself is transformers'):
+
+- `create_optimizer`: AdamW over `build_param_groups` (layer-wise lr decay, no weight decay for 1-D
+  parameters and the model's own list);
+- `create_scheduler`: the official warmup + step schedule scaled to the run (`schedule.py`), unless
+  `lr_schedule="trainer"`;
+- `compute_loss`: the JointsMSELoss where every sample only counts its own head's keypoints (a
+  multi-dataset batch pads labels to the largest K; padded channels are neither predicted nor
+  counted); for a single-dataset model it equals the model's own loss;
+- `evaluate`: the eval loss of the crops plus COCO keypoint AP of the eval annotation file
+  (`vitpose_hf.evaluation.evaluate_model`, ground-truth boxes or given detections), computed on
+  the main process and broadcast, so `metric_for_best_model="AP"` keeps the best checkpoint.
+
+`model_accepts_loss_kwargs` is forced off: the model's forward takes `**kwargs`, which would make
+`Trainer` multiply the loss by the number of processes (it expects token-count normalisation).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import torch
+from transformers import Trainer, TrainerCallback
+
+from ..data import PoseDataCollator
+from .param_groups import build_param_groups, unwrap_vitpose
+from .schedule import official_lr_lambda
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "VitPoseTrainer",
+    "PaddingPoseCollator",
+    "MultiSchemaTransform",
+    "multi_dataset_pose_loss",
+    "SetEpochCallback",
+    "StepDelayCallback",
+    "state_dict_digest",
+    "find_last_complete_checkpoint",
+]
+
+
+# ----------------------------------------------------------------------------- loss
+def multi_dataset_pose_loss(
+    heatmaps: torch.Tensor,
+    labels: torch.Tensor,
+    target_weight: torch.Tensor | None,
+    num_keypoints: torch.Tensor | Sequence[int] | None = None,
+) -> torch.Tensor:
+    """JointsMSELoss where sample `b` only counts its first `num_keypoints[b]` channels.
+
+    Per sample: `sum_k<K_b w_bk^2 * sum_hw (pred - gt)^2 / (K_b * h * w)`; the loss is the mean over
+    the batch. With every `K_b = K` this is exactly `joints_mse_loss` (mean over all elements).
+
+    Args:
+        heatmaps: `(B, Kp, h, w)` predictions (Kp may be smaller than the labels' K when the whole
+            batch comes from one smaller head; the cut channels must have zero weight).
+        labels: `(B, K, h, w)` targets, padded with zeros past each sample's own K.
+        target_weight: `(B, K)` or `(B, K, 1)` joint weights (zeros on padding), or None (ones).
+        num_keypoints: `(B,)` own keypoint count of each sample; None: all channels count.
+
+    Returns:
+        scalar loss.
+    """
+    if heatmaps.ndim != 4 or labels.ndim != 4:
+        raise ValueError(f"heatmaps and labels must be (B, K, h, w), got {tuple(heatmaps.shape)} and {tuple(labels.shape)}")
+    batch, k_pred = heatmaps.shape[:2]
+    if labels.shape[0] != batch or labels.shape[2:] != heatmaps.shape[2:]:
+        raise ValueError(f"labels {tuple(labels.shape)} do not match heatmaps {tuple(heatmaps.shape)}")
+    k_lab = labels.shape[1]
+    weight = torch.ones(labels.shape[:2], device=labels.device) if target_weight is None else target_weight.float()
+    if weight.ndim == 3:
+        weight = weight[..., 0]
+    if weight.shape != labels.shape[:2]:
+        raise ValueError(f"target_weight {tuple(weight.shape)} does not match labels {tuple(labels.shape[:2])}")
+    if num_keypoints is None:
+        own = torch.full((batch,), min(k_pred, k_lab), device=labels.device, dtype=torch.long)
+    else:
+        own = torch.as_tensor(num_keypoints, device=labels.device, dtype=torch.long).reshape(batch)
+    if int(own.max()) > min(k_pred, k_lab):
+        raise ValueError(
+            f"a sample needs {int(own.max())} keypoint channels but heatmaps have {k_pred} and labels {k_lab}"
+        )
+    k = min(k_pred, k_lab)
+    channel = torch.arange(k, device=labels.device)
+    mask = (channel[None, :] < own[:, None]).float()  # (B, k)
+    w = weight[:, :k] * mask
+    diff = (heatmaps[:, :k].float() - labels[:, :k].float()) * w[:, :, None, None]
+    per_sample = diff.pow(2).flatten(1).sum(1) / (own.float() * heatmaps.shape[2] * heatmaps.shape[3])
+    return per_sample.mean()
+
+
+# ----------------------------------------------------------------------------- data plumbing
+@dataclass
+class PaddingPoseCollator:
+    """`PoseDataCollator` that first zero-pads `labels` `(K_i, h, w)` and `target_weight` `(K_i,)` of
+    every sample to the batch's largest K (multi-dataset batches). Output as `PoseDataCollator`:
+    `pixel_values` `(B, 3, H, W)`, `labels` `(B, K, h, w)`, `target_weight` `(B, K)`, `dataset_index` `(B,)`.
+    """
+
+    meta_keys: Sequence[str] = field(default_factory=tuple)
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        if features and "labels" in features[0]:
+            max_k = max(int(torch.as_tensor(f["labels"]).shape[0]) for f in features)
+            padded = []
+            for f in features:
+                labels = torch.as_tensor(f["labels"])
+                extra = max_k - labels.shape[0]
+                if extra:
+                    f = dict(f)
+                    f["labels"] = torch.cat([labels, labels.new_zeros((extra,) + labels.shape[1:])])
+                    tw = torch.as_tensor(f["target_weight"])
+                    f["target_weight"] = torch.cat([tw, tw.new_zeros((extra,) + tw.shape[1:])])
+                padded.append(f)
+            features = padded
+        return PoseDataCollator(meta_keys=self.meta_keys)(features)
+
+
+class MultiSchemaTransform:
+    """Route each row of a batch to the `TopDownTransform` of its `dataset_index` (for a concatenated
+    multi-dataset `datasets.Dataset`), keeping the row order.
+
+    Args:
+        transforms: `{dataset_index: TopDownTransform}`.
+    """
+
+    def __init__(self, transforms: dict[int, Callable]):
+        if not transforms:
+            raise ValueError("MultiSchemaTransform needs at least one transform")
+        self.transforms = dict(transforms)
+
+    def set_epoch(self, epoch: int) -> None:
+        for t in self.transforms.values():
+            if hasattr(t, "set_epoch"):
+                t.set_epoch(epoch)
+
+    def __call__(self, batch: dict[str, list]) -> dict[str, list]:
+        n = len(batch["image_path"])
+        indices = [int(d) for d in batch.get("dataset_index", [0] * n)]
+        groups: dict[int, list[int]] = {}
+        for row, d in enumerate(indices):
+            groups.setdefault(d, []).append(row)
+        unknown = set(groups) - set(self.transforms)
+        if unknown:
+            raise ValueError(f"rows with dataset_index {sorted(unknown)} have no transform (known {sorted(self.transforms)})")
+        out: dict[str, list] = {}
+        for d, rows in groups.items():
+            part = self.transforms[d]({k: [v[r] for r in rows] for k, v in batch.items()})
+            for key, values in part.items():
+                column = out.setdefault(key, [None] * n)
+                for r, value in zip(rows, values):
+                    column[r] = value
+        return {k: v for k, v in out.items() if all(x is not None for x in v)}
+
+
+class SetEpochCallback(TrainerCallback):
+    """Tell the train transform which epoch it is (it mixes the epoch into its per-sample seeds)."""
+
+    def __init__(self, transform):
+        self.transform = transform
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        if hasattr(self.transform, "set_epoch"):
+            self.transform.set_epoch(int(state.epoch or 0))
+
+
+class StepDelayCallback(TrainerCallback):
+    """Testing aid: sleep after every optimizer step (gives a kill test a window between checkpoints)."""
+
+    def __init__(self, seconds: float):
+        self.seconds = float(seconds)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        time.sleep(self.seconds)
+
+
+def state_dict_digest(model: torch.nn.Module, parameters_only: bool = False) -> str:
+    """sha256 over the names, shapes and bytes of every parameter and buffer (sorted by name), or of
+    the parameters only (BatchNorm running statistics legitimately differ between DDP ranks after the
+    last step: DDP broadcasts buffers at the start of each forward, not after it)."""
+    h = hashlib.sha256()
+    items = model.named_parameters() if parameters_only else model.state_dict().items()
+    for name, tensor in sorted(items, key=lambda kv: kv[0]):
+        t = tensor.detach().cpu().contiguous()
+        h.update(name.encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def find_last_complete_checkpoint(output_dir: str | os.PathLike) -> str | None:
+    """The `checkpoint-N` folder with the largest N that holds `trainer_state.json` (written last by
+    `Trainer`, so a run killed while saving leaves an incomplete folder that is skipped)."""
+    if not os.path.isdir(output_dir):
+        return None
+    best = None
+    for name in os.listdir(output_dir):
+        if not name.startswith("checkpoint-"):
+            continue
+        try:
+            step = int(name.split("-", 1)[1])
+        except ValueError:
+            continue
+        path = os.path.join(output_dir, name)
+        if os.path.isfile(os.path.join(path, "trainer_state.json")) and (best is None or step > best[0]):
+            best = (step, path)
+    return None if best is None else best[1]
+
+
+# ----------------------------------------------------------------------------- trainer
+class VitPoseTrainer(Trainer):
+    """`Trainer` for ViTPose (see the module docstring).
+
+    Args (beyond `Trainer`'s):
+        coco_eval: optional dict for COCO AP evaluation with keys `annotation_file`, `image_dir`,
+            and optionally `processor` (a `VitPoseImageProcessor`), `detection_file`, `flip_test`,
+            `dataset_index`, `schema`; None: evaluation reports only the loss.
+        layer_decay: layer-wise lr decay (None: the model size's official rate).
+    """
+
+    def __init__(self, *args, coco_eval: dict | None = None, layer_decay: float | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.coco_eval = coco_eval
+        self.layer_decay = layer_decay
+        # Our forward takes **kwargs; without this Trainer would scale the loss by the world size.
+        self.model_accepts_loss_kwargs = False
+
+    # ------------------------------------------------------------------ optimisation
+    def create_optimizer(self, model=None):
+        if self.optimizer is None:
+            opt_model = self.model if model is None else model
+            args = self.args
+            layer_decay = self.layer_decay if self.layer_decay is not None else getattr(args, "layer_decay", None)
+            groups = build_param_groups(opt_model, args.learning_rate, args.weight_decay, layer_decay)
+            self.optimizer = torch.optim.AdamW(
+                groups, lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon
+            )
+        return self.optimizer
+
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        args = self.args
+        if self.lr_scheduler is None and getattr(args, "lr_schedule", "official") == "official":
+            optimizer = self.optimizer if optimizer is None else optimizer
+            milestones = [float(m) for m in str(getattr(args, "lr_milestones", "0.8095238,0.9523810")).split(",") if m.strip()]
+            fn = official_lr_lambda(
+                num_training_steps,
+                warmup_steps=int(args.warmup_steps) if args.warmup_steps >= 1 else int(args.warmup_steps * num_training_steps),
+                warmup_start_factor=getattr(args, "warmup_start_factor", 0.001),
+                milestones=milestones,
+                gamma=getattr(args, "lr_gamma", 0.1),
+                warmup_max_fraction=getattr(args, "warmup_max_fraction", 0.1),
+            )
+            self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, fn)
+            self._created_lr_scheduler = True
+            return self.lr_scheduler
+        return super().create_scheduler(num_training_steps, optimizer)
+
+    # ------------------------------------------------------------------ loss
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        inputs = dict(inputs)
+        labels = inputs.pop("labels", None)
+        target_weight = inputs.pop("target_weight", None)
+        outputs = model(**inputs)
+        if labels is None:
+            raise ValueError("training batches need 'labels' (target heatmaps)")
+        heatmaps = outputs["heatmaps"] if isinstance(outputs, dict) else outputs[0]
+        num_k = None
+        vitpose = unwrap_vitpose(model)
+        if len(getattr(vitpose, "extra_heads", ())) and "dataset_index" in inputs:
+            table = {int(h["dataset_index"]): int(h["num_labels"]) for h in vitpose.config.head_specs()}
+            num_k = torch.tensor([table.get(int(d), vitpose.config.num_labels) for d in inputs["dataset_index"].tolist()])
+        loss = multi_dataset_pose_loss(heatmaps, labels, target_weight, num_k)
+        return (loss, outputs) if return_outputs else loss
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        with torch.no_grad():
+            loss = self.compute_loss(model, inputs).detach()
+        return loss, None, None
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"):
+        metrics: dict[str, float] = {}
+        if eval_dataset is not None or self.eval_dataset is not None:
+            metrics.update(super().evaluate(eval_dataset, ignore_keys, metric_key_prefix))
+        if self.coco_eval is not None:
+            ap = self._coco_ap()
+            ap = {f"{metric_key_prefix}_{k}": float(v) for k, v in ap.items()}
+            self.log(ap)
+            metrics.update(ap)
+            self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, ap)
+        return metrics
+
+    def _coco_ap(self) -> dict[str, float]:
+        """COCO keypoint metrics on the main process, broadcast to every rank."""
+        result: list[Any] = [None]
+        if self.args.process_index == 0:
+            start = time.time()
+            model = unwrap_vitpose(self.accelerator.unwrap_model(self.model))
+            was_training = model.training
+            model.eval()
+            try:
+                result[0] = run_coco_evaluation(model, self.args.per_device_eval_batch_size, **self.coco_eval)
+            finally:
+                model.train(was_training)
+            logger.info("COCO AP %.4f at step %d (%.1fs)", result[0].get("AP", float("nan")), self.state.global_step, time.time() - start)
+        if self.args.world_size > 1:
+            from accelerate.utils import broadcast_object_list
+
+            broadcast_object_list(result, from_process=0)
+        return result[0]
+
+
+def run_coco_evaluation(
+    model,
+    batch_size: int = 32,
+    annotation_file: str | None = None,
+    image_dir: str | None = None,
+    processor=None,
+    detection_file: str | None = None,
+    flip_test: bool = True,
+    dataset_index: int | None = None,
+    schema: Any = None,
+) -> dict[str, float]:
+    """COCO AP of `model` on an annotation file via `vitpose_hf.evaluation.evaluate_model`.
+
+    Optional arguments (`dataset_index`, `schema`) are passed on only when `evaluate_model` takes them.
+    """
+    import inspect
+
+    from ..evaluation import evaluate_model
+
+    kwargs: dict[str, Any] = dict(detection_file=detection_file, flip_test=flip_test, batch_size=batch_size)
+    params = inspect.signature(evaluate_model).parameters
+    for name, value in (("dataset_index", dataset_index), ("schema", schema)):
+        if value is not None and name in params:
+            kwargs[name] = value
+    metrics = evaluate_model(model, processor, annotation_file, image_dir, **kwargs)
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+
+
+def write_weights_digest(model: torch.nn.Module, path_prefix: str, process_index: int, world_size: int, step: int) -> str:
+    """Testing aid: write `{rank, world_size, step, sha256 (parameters), sha256_all (+ buffers)}` of
+    `model`'s weights to `<prefix>.rank<N>.json`."""
+    digest = state_dict_digest(model, parameters_only=True)
+    record = {"rank": process_index, "world_size": world_size, "global_step": step, "sha256": digest,
+              "sha256_all": state_dict_digest(model)}
+    with open(f"{path_prefix}.rank{process_index}.json", "w", encoding="utf-8") as f:
+        json.dump(record, f)
+    return digest
