@@ -1,0 +1,169 @@
+"""The inference fast paths give the plain path's results.
+
+- fused q/k/v attention (eval + no grad) == the plain per-projection path (eval + grad enabled);
+- its weight cache follows every way the weights can change;
+- the half-precision CPU attention and `optimize_for_inference(dtype=bf16)` stay close to fp32;
+- the fast crop and decode paths of the processor and of the training transform match the exact ones.
+
+Speed itself is measured by benchmarks/run.py, never asserted here.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from vitpose_hf import VitPoseConfig, VitPoseForPoseEstimation
+from vitpose_hf.modeling_vitpose import VitPoseSelfAttention, optimize_for_inference
+
+from conftest import tiny_config_kwargs
+
+
+def _model(**overrides) -> VitPoseForPoseEstimation:
+    torch.manual_seed(0)
+    model = VitPoseForPoseEstimation(VitPoseConfig(**tiny_config_kwargs(**overrides))).eval()
+    with torch.no_grad():  # non-trivial BN statistics and biases
+        for name, p in model.named_parameters():
+            if name.endswith("bias"):
+                p.normal_(0, 0.1)
+    return model
+
+
+def _plain(model, x, **kw):
+    """The plain path: grad enabled disables the fused attention."""
+    with torch.enable_grad():
+        return model(x, **kw).heatmaps.detach()
+
+
+def _fast(model, x, **kw):
+    with torch.inference_mode():
+        return model(x, **kw).heatmaps
+
+
+def _fused_calls(model, monkeypatch) -> list:
+    calls = []
+    original = VitPoseSelfAttention._fused_global_attention
+
+    def spy(self, hidden):
+        calls.append(hidden.shape)
+        return original(self, hidden)
+
+    monkeypatch.setattr(VitPoseSelfAttention, "_fused_global_attention", spy)
+    return calls
+
+
+@pytest.mark.parametrize("overrides", [{}, {"num_knowledge_tokens": 3}, {"qkv_bias": False}, {"use_simple_decoder": True}])
+def test_fused_attention_equals_plain(overrides, monkeypatch):
+    model = _model(**overrides)
+    x = torch.randn(3, 3, 64, 48)
+    calls = _fused_calls(model, monkeypatch)
+    plain = _plain(model, x)
+    assert calls == []  # grad enabled: plain path
+    fast = _fast(model, x)
+    assert len(calls) == model.config.num_hidden_layers  # the fast path really ran
+    torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-5)
+    with torch.no_grad():  # no_grad takes the fast path too
+        torch.testing.assert_close(model(x).heatmaps, plain, rtol=1e-5, atol=1e-5)
+
+
+def test_fast_path_not_taken_for_training_attentions_or_windows(monkeypatch):
+    model = _model(attention_type=["window", "global"], window_size=(4, 3))
+    x = torch.randn(2, 3, 64, 48)
+    plain = _plain(model, x)  # first (window layouts cached under inference_mode cannot serve autograd)
+    calls = _fused_calls(model, monkeypatch)
+    with torch.inference_mode():
+        out = model(x, output_attentions=True)
+    assert calls == [] and all(a is not None for a in out.attentions)
+    with torch.inference_mode():
+        fast = model(x).heatmaps
+    assert len(calls) == 1  # only the global layer
+    torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-5)
+    model.train()
+    with torch.no_grad():
+        model(x)
+    assert len(calls) == 1
+
+
+def test_fused_cache_follows_weight_changes():
+    model = _model()
+    x = torch.randn(2, 3, 64, 48)
+    attn = model.backbone.encoder.layer[0].attention.attention
+    _fast(model, x)
+    w1, _ = attn.fused_qkv()
+    assert attn.fused_qkv()[0] is w1  # cached
+
+    # 1. load_state_dict (in-place copy_)
+    other = _model()
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    model.load_state_dict(other.state_dict())
+    torch.testing.assert_close(_fast(model, x), _plain(other, x), rtol=1e-5, atol=1e-5)
+
+    # 2. in-place update of one projection (as an optimizer step does)
+    with torch.no_grad():
+        attn.value.weight.mul_(-1.5)
+    torch.testing.assert_close(_fast(model, x), _plain(model, x), rtol=1e-5, atol=1e-5)
+
+    # 3. a new tensor behind the parameter
+    attn.key.weight.data = attn.key.weight.data * 0.5
+    torch.testing.assert_close(_fast(model, x), _plain(model, x), rtol=1e-5, atol=1e-5)
+
+    # 4. an optimizer step after training, then eval again
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    model(x, labels=torch.rand(2, 17, 32, 24)).loss.backward()
+    opt.step()
+    model.eval()
+    torch.testing.assert_close(_fast(model, x), _plain(model, x), rtol=1e-5, atol=1e-5)
+
+    # 5. deepcopy and dtype round trip
+    clone = copy.deepcopy(model)
+    torch.testing.assert_close(_fast(clone, x), _plain(model, x), rtol=1e-5, atol=1e-5)
+    model.to(torch.float64)
+    assert "_qkv_cache" not in attn.__dict__
+    torch.testing.assert_close(_fast(model, x.double()), _plain(model, x.double()), rtol=1e-9, atol=1e-9)
+    assert attn.fused_qkv()[0].dtype == torch.float64
+    assert "_qkv_cache" not in model.state_dict() and not any("qkv" in k for k in model.state_dict())
+
+
+def test_bf16_fast_path_close_to_plain_and_fp32():
+    model = _model()
+    x = torch.randn(4, 3, 64, 48)
+    ref32 = _plain(model, x)
+    optimize_for_inference(model, dtype=torch.bfloat16)
+    assert next(model.parameters()).dtype == torch.bfloat16 and not model.training
+    assert "_qkv_cache" in model.backbone.encoder.layer[0].attention.attention.__dict__  # built up front
+    fast = _fast(model, x)
+    plain = _plain(model, x)
+    assert fast.dtype == torch.bfloat16
+    scale = ref32.abs().max()
+    assert (fast.float() - plain.float()).abs().max() <= 0.02 * scale
+    assert (fast.float() - ref32).abs().max() <= 0.03 * scale
+
+
+def test_optimize_for_inference_rejects_bad_dtype_and_keeps_fp32():
+    model = _model()
+    x = torch.randn(2, 3, 64, 48)
+    ref = _plain(model, x)
+    assert optimize_for_inference(model) is model
+    torch.testing.assert_close(_fast(model, x), ref, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="torch.int8"):
+        optimize_for_inference(model, dtype=torch.int8)
+    with pytest.raises(ValueError, match="float16"):
+        optimize_for_inference(model, dtype="float16")
+
+
+def test_predict_heatmaps_bf16_model_returns_float32():
+    from vitpose_hf.image_processing_vitpose import predict_heatmaps
+
+    model = _model()
+    x = torch.randn(3, 3, 64, 48)
+    ref = predict_heatmaps(model, x, flip_test=True)
+    optimize_for_inference(model, dtype=torch.bfloat16)
+    out = predict_heatmaps(model, x, flip_test=True)
+    assert out.dtype == torch.float32 and out.shape == ref.shape
+    assert (out - ref).abs().max() <= 0.03 * ref.abs().max()
