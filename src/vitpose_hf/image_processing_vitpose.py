@@ -336,7 +336,12 @@ def _blurred_log_patch(heatmaps: torch.Tensor, px: torch.Tensor, py: torch.Tenso
 def _argmax(heatmaps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     n, k, h, w = heatmaps.shape
     flat = heatmaps.reshape(n, k, h * w)
-    scores, idx = flat.max(dim=-1)
+    if flat.device.type == "cpu" and flat.dtype in (torch.float32, torch.float64):
+        # numpy's SIMD argmax is ~10x faster than torch.max(dim) on CPU; same first-maximum index
+        idx = torch.from_numpy(flat.detach().numpy().argmax(axis=-1))
+        scores = flat.gather(-1, idx[..., None])[..., 0]
+    else:
+        scores, idx = flat.max(dim=-1)
     return idx % w, torch.div(idx, w, rounding_mode="floor"), scores, flat
 
 
