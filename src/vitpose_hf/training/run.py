@@ -454,7 +454,8 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
     if data.eval_annotations is not None:
         coco_eval = dict(
             annotation_file=data.eval_annotations, image_dir=data.eval_images, processor=processor,
-            detection_file=data_args.eval_detections, flip_test=data_args.flip_test,
+            detection_file=data_args.eval_detections,
+            flip_test=data_args.augmentation if data_args.flip_test is None else data_args.flip_test,
             dataset_index=data.heads[0][0], schema=data.heads[0][1],
         )
     callbacks = [SetEpochCallback(data.train_transform)]
