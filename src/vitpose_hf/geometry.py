@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 from typing import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -375,9 +376,19 @@ def _warp_group_cv2(cv2, image, inv, sel, g_lo, g_hi, out, scale, offset, fill, 
     x0, y0 = int(g_lo[0]), int(g_lo[1])
     x1, y1 = int(g_hi[0]), int(g_hi[1])
     c = image.shape[0]
-    region = image[:, y0 : y1 + 1, x0 : x1 + 1].to(torch.float32, copy=True).contiguous()
-    region.mul_(scale.view(c, 1, 1)).add_(offset.view(c, 1, 1))
-    planes = region.numpy()
+    src = image.detach()
+    hwc = src.permute(1, 2, 0)
+    if src.dtype == torch.uint8 and 1 < c <= 4 and hwc.is_contiguous():
+        # decoded images are channels-last: cv2.split of the region is ~10x faster than torch's strided cast
+        channels = cv2.split(hwc.numpy()[y0 : y1 + 1, x0 : x1 + 1])
+    else:
+        channels = [src[k, y0 : y1 + 1, x0 : x1 + 1].numpy() for k in range(c)]
+    gains, shifts = scale.tolist(), offset.tolist()
+    planes = []
+    for k in range(c):
+        plane = np.multiply(channels[k], np.float32(gains[k]), dtype=np.float32)
+        plane += np.float32(shifts[k])
+        planes.append(plane)
     out_np = out.numpy()
     out_h, out_w = out.shape[-2:]
     shifted = inv[sel].clone()

@@ -134,6 +134,8 @@ class TopDownTransform:
         self.use_udp = bool(use_udp)
         self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1) * 255.0
         self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1) * 255.0
+        self._channel_scale = (1.0 / self.std).flatten()
+        self._channel_offset = (-self.mean / self.std).flatten()
         self.seed = seed
         self.joint_weights = None if joint_weights is None else torch.as_tensor(joint_weights, dtype=torch.float32)
         self.epoch = 0
@@ -190,12 +192,18 @@ class TopDownTransform:
             w = h * ar
         return center, np.array([w, h]) / 200.0 * 1.5
 
-    def _sample_params(self, bbox: np.ndarray, joints: np.ndarray, vis: np.ndarray, img_w: int, rng):
-        """Random (or eval) window for one sample: center, scale, rotation, flipped, joints, vis."""
-        center, scale = geometry.box_xywh_to_center_scale(
-            torch.as_tensor(bbox[None], dtype=torch.float64), self.aspect_ratio, self.padding
-        )
-        center, scale = center[0].numpy().copy(), scale[0].numpy().copy()
+    def _sample_params(
+        self, bbox: np.ndarray, joints: np.ndarray, vis: np.ndarray, img_w: int, rng, center_scale=None
+    ):
+        """Random (or eval) window for one sample: center, scale, rotation, flipped, joints, vis.
+
+        `center_scale`: the box's `(center, scale)` if already computed (batched in `__call__`)."""
+        if center_scale is None:
+            center, scale = geometry.box_xywh_to_center_scale(
+                torch.as_tensor(bbox[None], dtype=torch.float64), self.aspect_ratio, self.padding
+            )
+            center_scale = (center[0].numpy(), scale[0].numpy())
+        center, scale = center_scale[0].copy(), center_scale[1].copy()
         rotation, flipped = 0.0, False
         if not self.train:
             return center, scale, rotation, flipped, joints, vis
@@ -236,6 +244,13 @@ class TopDownTransform:
         ds_index = batch.get("dataset_index") or [self.schema.dataset_index or 0] * n
         centers, scales, rots, flips, joints_all, vis_all = [], [], [], [], [], []
         images: dict[str, torch.Tensor] = {}
+        boxes = [np.asarray(b, dtype=np.float64) for b in batch["bbox"]]
+        box_centers = box_scales = None
+        if all(b.shape == (4,) and b[2] > 0 and b[3] > 0 for b in boxes):  # else the loop names the bad box
+            c_all, s_all = geometry.box_xywh_to_center_scale(
+                torch.as_tensor(np.stack(boxes), dtype=torch.float64), self.aspect_ratio, self.padding
+            )
+            box_centers, box_scales = c_all.numpy(), s_all.numpy()
         for i in range(n):
             path = batch["image_path"][i]
             kps = np.asarray(batch["keypoints"][i], dtype=np.float64)
@@ -245,7 +260,7 @@ class TopDownTransform:
                     f"for schema {self.schema.name!r}"
                 )
             kps = kps.reshape(k, 3)
-            bbox = np.asarray(batch["bbox"][i], dtype=np.float64)
+            bbox = boxes[i]
             if bbox.shape != (4,) or not (bbox[2] > 0 and bbox[3] > 0):
                 raise ValueError(f"annotation id {ann_ids[i]!r} ({path}): box {bbox.tolist()} has zero size")
             if path not in images:
@@ -253,7 +268,8 @@ class TopDownTransform:
             img_w = images[path].shape[-1]
             rng = self._sample_rng(ann_ids[i], ds_index[i]) if self.train else None
             vis = np.minimum(1.0, kps[:, 2]).clip(min=0.0)
-            c, s, r, f, j, v = self._sample_params(bbox, kps[:, :2].copy(), vis, img_w, rng)
+            cs = (box_centers[i], box_scales[i]) if box_centers is not None else None
+            c, s, r, f, j, v = self._sample_params(bbox, kps[:, :2].copy(), vis, img_w, rng, cs)
             centers.append(c), scales.append(s), rots.append(r), flips.append(f)
             joints_all.append(j), vis_all.append(v)
 
@@ -281,8 +297,11 @@ class TopDownTransform:
         for i in range(n):
             by_image.setdefault(batch["image_path"][i], []).append(i)
         for path, idx in by_image.items():
-            crops = geometry.warp_affine_batch(images[path], warp[idx], self.image_size, border_value=0.0)
-            crops = (crops - self.mean) / self.std
+            # normalisation folded into the warp (applied once to the source region, not to every crop)
+            crops = geometry.warp_affine_batch(
+                images[path], warp[idx], self.image_size, border_value=0.0,
+                channel_scale=self._channel_scale, channel_offset=self._channel_offset,
+            )
             for j, i in enumerate(idx):
                 pixel_values[i] = crops[j]
 
