@@ -35,6 +35,7 @@ extras["dev"] = sorted(
         "scipy>=1.10",
         *extras["detector"],
         *extras["cv"],
+        *extras["peft"],
     }
 )
 extras["all"] = sorted({dep for deps in extras.values() for dep in deps})
@@ -56,7 +57,6 @@ setup(
     entry_points={"console_scripts": ["vitpose-hf=vitpose_hf.cli:main"]},
     classifiers=[
         "Programming Language :: Python :: 3",
-        "License :: OSI Approved :: Apache Software License",
         "Topic :: Scientific/Engineering :: Artificial Intelligence",
     ],
 )
