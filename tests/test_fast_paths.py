@@ -249,3 +249,25 @@ def test_training_transform_fast_crops_match_exact_path(shared_data, monkeypatch
     assert fast["flipped"] == slow["flipped"] and fast["rotation"] == slow["rotation"]
     for a, b in zip(fast["pixel_values"], slow["pixel_values"]):
         assert (a - b).abs().max() < 2e-3  # <= ~0.1 grey level after normalisation
+
+
+@pytest.mark.parametrize("factor,size", [(4, (5, 7)), (2, (3, 4)), (4, (1, 2)), (3, (4, 3))])
+def test_simple_head_fast_path_equals_interpolate_then_conv(factor, size):
+    import torch.nn.functional as F
+
+    from vitpose_hf.modeling_vitpose import VitPoseSimpleDecoder
+
+    head = VitPoseSimpleDecoder(24, 5, factor).eval()
+    with torch.no_grad():
+        head.conv.bias.normal_()
+    x = torch.randn(2, 24, *size)
+    reference = F.conv2d(  # written out independently of the module's forward
+        F.interpolate(x.clamp_min(0), scale_factor=factor, mode="bilinear", align_corners=False),
+        head.conv.weight, head.conv.bias, padding=1,
+    )
+    with torch.inference_mode():
+        fast = head(x)
+    assert fast.shape == reference.shape == (2, 5, size[0] * factor, size[1] * factor)
+    torch.testing.assert_close(fast, reference, rtol=1e-5, atol=1e-5)
+    head.train()
+    torch.testing.assert_close(head(x).detach(), reference, rtol=1e-5, atol=1e-5)  # plain path in training

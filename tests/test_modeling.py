@@ -189,7 +189,8 @@ def test_drop_path_only_in_train_mode():
         reference.train()
         torch.manual_seed(0)
         dropped = model(pixels).heatmaps
-        assert torch.equal(reference(pixels).heatmaps, reference.eval()(pixels).heatmaps)
+        # (eval runs the inference fast paths: equal up to float rounding)
+        torch.testing.assert_close(reference(pixels).heatmaps, reference.eval()(pixels).heatmaps, rtol=1e-5, atol=1e-6)
     assert not torch.allclose(dropped, reference(pixels).heatmaps)
 
 

@@ -550,9 +550,51 @@ class VitPoseSimpleDecoder(nn.Module):
         self.conv = nn.Conv2d(in_channels, num_keypoints, kernel_size=3, padding=1)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
+        if not self.training and not torch.is_grad_enabled() and float(self.scale_factor).is_integer():
+            return self._fast_forward(features)
         x = F.relu(features)
         x = F.interpolate(x, scale_factor=self.scale_factor, mode="bilinear", align_corners=False)
         return self.conv(x)
+
+    def _fast_forward(self, features: torch.Tensor) -> torch.Tensor:
+        """Inference-only, same result up to float rounding: the 3x3 conv and the bilinear upsampling
+        are both linear, so the 9 conv taps are applied at low resolution (one `(C, 9K)` GEMM) and only
+        the `9K` tap maps are upsampled, as two small matrix products per axis with the shifted
+        interpolation matrices (the conv's zero padding is a zero row). Avoids interpolating all C
+        channels to 16x the pixels (the slowest op of the plain head on CPU) and the 3x3 conv there.
+        """
+        x = F.relu(features)
+        batch, channels, h, w = x.shape
+        weight = self.conv.weight  # (K, C, 3, 3)
+        k = weight.shape[0]
+        taps = weight.permute(2, 3, 0, 1).reshape(9 * k, channels)
+        y = torch.matmul(taps, x.reshape(batch, channels, h * w)).view(batch, 3, 3, k, h, w)
+        factor = int(self.scale_factor)
+        rows = _shifted_upsample_matrices(h, factor, x.dtype, x.device)  # (3, H, h)
+        cols = _shifted_upsample_matrices(w, factor, x.dtype, x.device)  # (3, W, w)
+        a = torch.einsum("bdekij,exj->bdkix", y, cols)  # sum over dx and low-res columns
+        out = torch.einsum("dyi,bdkix->bkyx", rows, a)  # sum over dy and low-res rows
+        if self.conv.bias is not None:
+            out = out + self.conv.bias.view(1, k, 1, 1)
+        return out.contiguous()
+
+
+def _shifted_upsample_matrices(size: int, factor: int, dtype, device) -> torch.Tensor:
+    """`(3, factor * size, size)`: row `y` of slice `d` maps `size` samples to the value at output
+    position `y + d - 1` of `F.interpolate(mode="bilinear", align_corners=False)` along one axis
+    (zero when that position is outside: the 3x3 conv's zero padding)."""
+    out_size = size * factor
+    src = ((torch.arange(out_size, dtype=torch.float64) + 0.5) / factor - 0.5).clamp_min(0.0)
+    i0 = src.floor().long().clamp_max(size - 1)
+    i1 = (i0 + 1).clamp_max(size - 1)
+    w1 = src - i0.double()
+    up = torch.zeros(out_size, size, dtype=torch.float64)
+    pos = torch.arange(out_size)
+    up.index_put_((pos, i0), 1.0 - w1, accumulate=True)
+    up.index_put_((pos, i1), w1, accumulate=True)
+    padded = torch.cat([up.new_zeros(1, size), up, up.new_zeros(1, size)])  # rows -1 .. out_size
+    shifted = torch.stack([padded[d : d + out_size] for d in range(3)])
+    return shifted.to(dtype=dtype, device=device)
 
 
 # ----------------------------------------------------------------------------- pretrained base

@@ -1,0 +1,438 @@
+"""Side-by-side speed benchmark: vitpose_hf against transformers' VitPose route, in one run.
+
+    python benchmarks/run.py [--quick] [--json FILE] [--device cpu|cuda] [--rows 1,2,3]
+
+Builds the same random ViTPose weights in our classes and in transformers' classes, checks that
+their outputs agree, then times each row (warm-up, several repeats, median) and prints one table
+with our time, the reference time and the ratio (reference / ours: > 1 means we are faster).
+Rows: 1 forward fp32, 2 forward bf16, 3 pre-processing, 4 post-processing, 5 end to end on the
+real coco_sample images, 6 training input pipeline, 7 training step, 8 attention variants.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("VITPOSE_SHARED", ROOT.parent / "shared"))
+COCO_SAMPLE = SHARED / "data" / "coco_sample"
+
+import transformers  # noqa: E402
+from transformers import VitPoseBackboneConfig as TfBackboneConfig  # noqa: E402
+from transformers import VitPoseConfig as TfConfig  # noqa: E402
+from transformers import VitPoseForPoseEstimation as TfModel  # noqa: E402
+from transformers import VitPoseImageProcessor as TfProcessor  # noqa: E402
+
+import vitpose_hf  # noqa: E402
+from vitpose_hf import VitPoseConfig, VitPoseForPoseEstimation  # noqa: E402
+from vitpose_hf.modeling_vitpose import optimize_for_inference  # noqa: E402
+
+transformers.logging.set_verbosity_error()
+ROWS: list[dict] = []
+
+
+def timeit(fn, repeats: int, warmup: int = 1, sync=None) -> float:
+    """Median wall time of `fn()` in seconds."""
+    for _ in range(warmup):
+        fn()
+        if sync:
+            sync()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        if sync:
+            sync()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def add_row(name, ours, ref, unit, extra=""):
+    ratio = (ref / ours) if (ours and ref) else None
+    ROWS.append({"row": name, "ours": ours, "reference": ref, "unit": unit, "ratio": ratio, "notes": extra})
+    ref_s = f"{ref:10.2f}" if ref is not None else "         -"
+    ratio_s = f"{ratio:6.2f}x" if ratio is not None else "      -"
+    print(f"{name:<50} {ours:10.2f} {ref_s} {unit:<10} {ratio_s}  {extra}", flush=True)
+
+
+def matmul_peak(dtype, device) -> float:
+    """GFLOP/s of a large matmul (the machine's practical peak for `dtype`)."""
+    n, k, m = (1536, 768, 3072) if device == "cpu" else (8192, 8192, 8192)
+    a = torch.randn(n, k, device=device, dtype=dtype)
+    b = torch.randn(k, m, device=device, dtype=dtype)
+    sync = torch.cuda.synchronize if device == "cuda" else None
+    t = timeit(lambda: a @ b, repeats=7, warmup=2, sync=sync)
+    return 2 * n * k * m / t / 1e9
+
+
+def build_pair(simple=False, hidden=768, layers=12, heads=12, image_size=(256, 192)):
+    """Transformers' model and ours with identical random weights (eval mode)."""
+    torch.manual_seed(0)
+    tf_cfg = TfConfig(
+        backbone_config=TfBackboneConfig(
+            image_size=list(image_size), hidden_size=hidden, num_hidden_layers=layers,
+            num_attention_heads=heads, layer_norm_eps=1e-6, out_indices=[layers],
+        ),
+        use_simple_decoder=simple, num_labels=17,
+    )
+    tf_model = TfModel(tf_cfg).eval()
+    ours = VitPoseForPoseEstimation(
+        VitPoseConfig(image_size=image_size, hidden_size=hidden, num_hidden_layers=layers,
+                      num_attention_heads=heads, use_simple_decoder=simple, drop_path_rate=0.0)
+    ).eval()
+    ours.load_state_dict(tf_model.state_dict(), strict=True)
+    return tf_model, ours
+
+
+def bf16_copy(model):
+    """A bf16 copy (the fp32 original keeps its exact weights)."""
+    return copy.deepcopy(model).to(torch.bfloat16)
+
+
+def plain_path(model):
+    """Context: run `model` on its plain (non-fused) path: grad mode on, no parameter requiring grad."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def ctx():
+        flags = [p.requires_grad for p in model.parameters()]
+        model.requires_grad_(False)
+        try:
+            with torch.enable_grad():
+                yield
+        finally:
+            for p, f in zip(model.parameters(), flags):
+                p.requires_grad_(f)
+
+    return ctx()
+
+
+def count_flops(model, x) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter, plain_path(model):
+        model(x)
+    return counter.get_total_flops() / x.shape[0]
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+# ----------------------------------------------------------------------------- rows
+def rows_forward(args, tf_model, ours, device):
+    repeats = 3 if args.quick else 6
+    peak32 = matmul_peak(torch.float32, device)
+    peak16 = matmul_peak(torch.bfloat16, device)
+    print(f"# matmul peak on this machine ({args.threads} threads): fp32 {peak32:.0f} GFLOP/s, bf16 {peak16:.0f} GFLOP/s")
+    flops = count_flops(ours, torch.randn(1, 3, 256, 192, device=device))
+    print(f"# ViTPose-B 256x192 ({args.head} head) forward: {flops / 1e9:.1f} GFLOP per crop (FlopCounterMode, "
+          "plain path; GFLOP/s below are these nominal FLOPs / time)")
+    sync = torch.cuda.synchronize if device == "cuda" else None
+    batches = (1, 8) if device == "cpu" else (1, 64)
+    with torch.inference_mode():
+        x = torch.randn(2, 3, 256, 192, device=device)
+        diff = (tf_model(x).heatmaps - ours(x).heatmaps).abs().max().item()
+        print(f"# outputs agree: max abs heatmap diff {diff:.2e} (fp32, fast path vs transformers)")
+        for b in batches:
+            x = torch.randn(b, 3, 256, 192, device=device)
+            t_ours = timeit(lambda: ours(x), repeats, sync=sync) / b
+            t_ref = timeit(lambda: tf_model(x), repeats, sync=sync) / b
+            gf = flops / t_ours / 1e9
+            add_row(f"1 forward B fp32 batch {b}", t_ours * 1e3, t_ref * 1e3, "ms/crop",
+                    f"{gf:.0f} GFLOP/s = {100 * gf / peak32:.0f}% of fp32 matmul peak")
+    x = torch.randn(batches[-1], 3, 256, 192, device=device)
+    with plain_path(ours):
+        t_plain = timeit(lambda: ours(x), repeats, sync=sync) / x.shape[0]
+    print(f"# ours without the fused fast path, batch {x.shape[0]}: {t_plain * 1e3:.1f} ms/crop")
+    ours16 = optimize_for_inference(bf16_copy(ours), compile=args.compile)
+    tf16 = bf16_copy(tf_model)
+    with torch.inference_mode():
+        for b in batches:
+            x = torch.randn(b, 3, 256, 192, device=device)
+            if args.compile:
+                start = time.perf_counter()
+                ours16(x)
+                print(f"# torch.compile first call, batch {b}: {time.perf_counter() - start:.0f} s")
+            t_ours = timeit(lambda: ours16(x), repeats, sync=sync) / b
+            t_ref = timeit(lambda: tf16(x.bfloat16()), repeats, sync=sync) / b
+            gf = flops / t_ours / 1e9
+            add_row(f"2 forward B bf16 batch {b}" + (" (compiled)" if args.compile else ""), t_ours * 1e3,
+                    t_ref * 1e3, "ms/crop",
+                    f"{gf:.0f} GFLOP/s = {100 * gf / peak16:.0f}% of bf16 matmul peak; ref = transformers .to(bf16)")
+    return flops
+
+
+def load_coco_sample():
+    from PIL import Image
+
+    ann = json.loads((COCO_SAMPLE / "test_coco.json").read_text())
+    dets = json.loads((COCO_SAMPLE / "test_coco_det_AP_H_56.json").read_text())
+    images, boxes = [], []
+    for info in ann["images"]:
+        images.append(Image.open(COCO_SAMPLE / info["file_name"]).convert("RGB"))
+        boxes.append([d["bbox"] for d in dets if d["image_id"] == info["id"] and d["category_id"] == 1])
+    return images, boxes
+
+
+def keypoint_deviation_bf16(model, processor, device, images=None, boxes=None):
+    """Keypoint distances (px) between `model` in fp32 and its bf16 fast path, flip test on, on the
+    coco_sample images and detections: (max, median, 95th percentile, number of keypoints)."""
+    from vitpose_hf.keypoint_schemas import get_schema
+
+    if images is None:
+        images, boxes = load_coco_sample()
+    pairs = get_schema("coco").flip_pairs
+    size = tuple(model.config.image_size)
+    inputs = processor(images, boxes=boxes, return_tensors="pt", size={"height": size[0], "width": size[1]})
+    px = inputs["pixel_values"].to(device)
+    model16 = optimize_for_inference(bf16_copy(model))
+    h32 = processor.predict_heatmaps(model, px, flip_test=True, flip_pairs=pairs)
+    h16 = processor.predict_heatmaps(model16, px, flip_test=True, flip_pairs=pairs)
+    r32 = processor.post_process_pose_estimation(h32.cpu(), boxes=boxes)
+    r16 = processor.post_process_pose_estimation(h16.cpu(), boxes=boxes)
+    dev = torch.cat([(a["keypoints"] - b["keypoints"]).norm(dim=-1) for ai, bi in zip(r32, r16) for a, b in zip(ai, bi)])
+    return dev.max().item(), dev.median().item(), dev.quantile(0.95).item(), dev.numel()
+
+
+def rows_processing(args):
+    """Rows 3 and 4 with the run's thread count and, if that is not 1, single-threaded (the reference
+    is numpy/scipy and single-threaded either way; on a loaded machine torch's intra-op threads can
+    cost more than they save on these small tensors)."""
+    counts = [args.threads] if args.threads == 1 else [args.threads, 1]
+    for threads in counts:
+        torch.set_num_threads(threads)
+        _rows_processing(args, "" if threads == args.threads else ", 1 thread")
+    torch.set_num_threads(args.threads)
+
+
+def _rows_processing(args, suffix):
+    from PIL import Image
+
+    from vitpose_hf.image_processing_vitpose import VitPoseImageProcessor
+
+    rng = np.random.default_rng(0)
+    image = Image.fromarray(rng.integers(0, 255, (480, 640, 3), dtype=np.uint8))
+    ours, ref = VitPoseImageProcessor(), TfProcessor()
+    repeats = 3 if args.quick else 7
+    for n in (5, 40):
+        xy = rng.uniform(0, 400, (n, 2))
+        wh = rng.uniform(30, 220, (n, 2))
+        boxes = [np.concatenate([xy, wh], 1).tolist()]
+        t_ours = timeit(lambda: ours(image, boxes=boxes, return_tensors="pt"), repeats)
+        t_ref = timeit(lambda: ref(image, boxes=boxes, return_tensors="pt"), max(1, repeats // 2))
+        add_row(f"3 pre-processing 640x480, {n} boxes{suffix}", t_ours * 1e3, t_ref * 1e3, "ms/image",
+                f"{t_ours / n * 1e3:.2f} vs {t_ref / n * 1e3:.2f} ms/box")
+    for n in (5, 40):
+        xy = rng.uniform(0, 400, (n, 2))
+        wh = rng.uniform(30, 220, (n, 2))
+        boxes = [np.concatenate([xy, wh], 1).tolist()]
+        heat = torch.rand(n, 17, 64, 48)
+
+        class _Out:
+            heatmaps = heat
+
+        t_ours = timeit(lambda: ours.post_process_pose_estimation(heat, boxes=boxes), repeats)
+        t_ref = timeit(lambda: ref.post_process_pose_estimation(_Out(), boxes=boxes), repeats)
+        add_row(f"4 post-processing {n} persons{suffix}", t_ours * 1e3, t_ref * 1e3, "ms/image",
+                f"{t_ours / n * 1e3:.3f} vs {t_ref / n * 1e3:.3f} ms/person")
+
+
+def rows_end_to_end(args, tf_model, ours, device):
+    from vitpose_hf.image_processing_vitpose import VitPoseImageProcessor
+    from vitpose_hf.keypoint_schemas import get_schema
+
+    images, boxes = load_coco_sample()
+    n_persons = sum(len(b) for b in boxes)
+    pairs = get_schema("coco").flip_pairs
+    ours_proc, ref_proc = VitPoseImageProcessor(), TfProcessor()
+    flip_t = torch.tensor(pairs)
+
+    def run_ours(model):
+        inputs = ours_proc(images, boxes=boxes, return_tensors="pt")
+        with torch.inference_mode():
+            heat = ours_proc.predict_heatmaps(model, inputs["pixel_values"].to(device), flip_test=True, flip_pairs=pairs)
+        return ours_proc.post_process_pose_estimation(heat.float().cpu(), boxes=boxes)
+
+    def run_ref():
+        # transformers' route, flip done by hand as its docs show: processor per image, model on
+        # crops and mirrored crops (flip_pairs flips back), average, its post-processing.
+        results = []
+        for image, bxs in zip(images, boxes):
+            inputs = ref_proc(image, boxes=[bxs], return_tensors="pt")
+            px = inputs["pixel_values"].to(device)
+            with torch.inference_mode():
+                h = tf_model(px).heatmaps
+                hf = tf_model(px.flip(-1), flip_pairs=flip_t).heatmaps
+            out = type("O", (), {"heatmaps": ((h + hf) / 2).float().cpu()})()
+            results.append(ref_proc.post_process_pose_estimation(out, boxes=[bxs]))
+        return results
+
+    repeats = 1 if args.quick else 3
+    t_ours = timeit(lambda: run_ours(ours), repeats)
+    t_ref = timeit(run_ref, repeats)
+    add_row("5 end to end coco_sample, flip, fp32", n_persons / t_ours, n_persons / t_ref, "persons/s",
+            f"{n_persons} detections in {len(images)} images; ratio = our speed / transformers' speed")
+    ROWS[-1]["ratio"] = t_ref / t_ours
+    ours16 = optimize_for_inference(bf16_copy(ours), compile=args.compile)
+    t16 = timeit(lambda: run_ours(ours16), repeats)
+    add_row("5 end to end coco_sample, flip, ours bf16", n_persons / t16, n_persons / t_ref, "persons/s",
+            "ratio = ours bf16 / transformers fp32 speed")
+    ROWS[-1]["ratio"] = t_ref / t16
+    del ours16
+    max_dev, med_dev, p95, count = keypoint_deviation_bf16(ours, ours_proc, device, images, boxes)
+    add_row("2 bf16 vs fp32 keypoints, ViTPose-B random", max_dev, None, "px (max)",
+            f"median {med_dev:.3f} px, 95% {p95:.2f} px over {count} keypoints (random weights: flat heatmaps)")
+    if args.peaked_model:
+        peaked = VitPoseForPoseEstimation.from_pretrained(args.peaked_model).eval().to(device)
+        max_dev, med_dev, p95, count = keypoint_deviation_bf16(peaked, ours_proc, device, images, boxes)
+        add_row("2 bf16 vs fp32 keypoints, trained model", max_dev, None, "px (max)",
+                f"median {med_dev:.3f} px, 95% {p95:.2f} px over {count} keypoints; {args.peaked_model}")
+
+
+def rows_training_input(args):
+    from vitpose_hf.data import TopDownTransform, load_coco_keypoints
+
+    ann = SHARED / "data" / "coco_mini_train" / "person_keypoints.json"
+    ds = load_coco_keypoints(str(ann), str(ann.parent / "images"))
+    transform = TopDownTransform("coco", image_size=(256, 192), seed=0)
+    n = min(len(ds), 32 if args.quick else 86)
+    rows = ds[:n]
+    import cv2
+
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+    t = timeit(lambda: transform(rows), 2 if args.quick else 5)
+    torch.set_num_threads(args.threads)
+    cv2.setNumThreads(args.threads)
+    add_row("6 training input pipeline, 1 core", n / t, None, "samples/s",
+            f"{n} augmented 256x192 crops + UDP targets incl. JPEG decode (coco_mini_train), 1 thread")
+
+
+def rows_training_step(args, device):
+    cfg = VitPoseConfig.from_preset("small", drop_path_rate=0.1)
+    model = VitPoseForPoseEstimation(cfg).to(device).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    x = torch.randn(8, 3, 256, 192, device=device)
+    y = torch.rand(8, 17, 64, 48, device=device)
+    w = torch.ones(8, 17, device=device)
+    sync = torch.cuda.synchronize if device == "cuda" else None
+
+    def step(autocast):
+        with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=autocast):
+            loss = model(x, labels=y, target_weight=w).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    repeats = 2 if args.quick else 4
+    t32 = timeit(lambda: step(False), repeats, sync=sync)
+    t16 = timeit(lambda: step(True), repeats, sync=sync)
+    add_row("7 training step ViTPose-S b8 fp32", 8 / t32, None, "samples/s", "AdamW, grad clip, drop path 0.1")
+    add_row("7 training step ViTPose-S b8 bf16 autocast", 8 / t16, None, "samples/s", "same, torch.autocast(bf16)")
+
+
+def rows_attention(args):
+    path = ROOT / "benchmarks" / "attention_variants.py"
+    if not path.exists():
+        print("# row 8: benchmarks/attention_variants.py not present")
+        return
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("attention_variants", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if hasattr(module, "run_rows"):
+        for row in module.run_rows(quick=args.quick):
+            add_row(f"8 attention {row['name']} 576x432", row["ms"], row.get("global_ms"), "ms/crop",
+                    f"peak mem {row.get('peak_mb', float('nan')):.0f} MB (global {row.get('global_peak_mb', float('nan')):.0f} MB)")
+
+
+def markdown_table(header: list[str]) -> str:
+    """The rows as a markdown table, preceded by the `#` header lines of the run."""
+    lines = [f"    {h}" for h in header] + ["", "| row | ours | reference | unit | ratio | notes |", "|---|---:|---:|---|---:|---|"]
+    for r in ROWS:
+        ref = "-" if r.get("reference") is None else f"{r['reference']:.2f}"
+        ratio = "-" if r.get("ratio") is None else f"{r['ratio']:.2f}x"
+        lines.append(f"| {r['row']} | {r['ours']:.2f} | {ref} | {r.get('unit', '')} | {ratio} | {r.get('notes', '')} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer repeats")
+    parser.add_argument("--json", help="write the rows to this JSON file")
+    parser.add_argument("--markdown", help="write the header and the rows as a markdown table to this file")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--rows", default="1,2,3,4,5,6,7,8", help="comma-separated row numbers")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--head", choices=("simple", "classic"), default="simple",
+                        help="ViTPose-B head for rows 1, 2, 5 (simple: the hub's vitpose-base-simple, 33.6 GFLOP)")
+    parser.add_argument("--compile", action="store_true", help="bf16 rows with torch.compile (slow first call)")
+    parser.add_argument("--peaked-model", help="a trained VitPoseForPoseEstimation directory for the bf16 "
+                        "keypoint deviation with peaked heatmaps (random weights give flat ones)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    try:
+        import cv2
+
+        cv2.setNumThreads(args.threads)
+    except ImportError:
+        pass
+    wanted = {int(r) for r in args.rows.split(",")}
+    header = [
+        f"# vitpose_hf {vitpose_hf.__version__} vs transformers {transformers.__version__}, torch {torch.__version__}",
+        f"# machine: {cpu_name()}, {os.cpu_count()} cpus, {args.threads} threads, device {args.device}, "
+        f"load average {os.getloadavg()[0]:.2f} at start, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+        "# command: python " + " ".join(sys.argv),
+    ]
+    for line in header:
+        print(line)
+    print(f"{'row':<50} {'ours':>10} {'reference':>10} {'unit':<10} {'ratio':>7}  notes")
+    tf_model = ours = None
+    if wanted & {1, 2, 5}:
+        tf_model, ours = build_pair(simple=args.head == "simple")
+        tf_model.to(args.device)
+        ours.to(args.device)
+    if wanted & {1, 2}:
+        rows_forward(args, tf_model, ours, args.device)
+    if wanted & {3, 4}:
+        rows_processing(args)
+    if 5 in wanted:
+        rows_end_to_end(args, tf_model, ours, args.device)
+    if 6 in wanted:
+        rows_training_input(args)
+    if 7 in wanted:
+        rows_training_step(args, args.device)
+    if 8 in wanted and args.device == "cpu":
+        rows_attention(args)
+    header.append(f"# load average {os.getloadavg()[0]:.2f} at the end, {time.strftime('%H:%M UTC', time.gmtime())}")
+    print(header[-1])
+    if args.markdown:
+        Path(args.markdown).write_text(markdown_table(header))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"rows": ROWS, "argv": sys.argv, "load": os.getloadavg()}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
