@@ -449,17 +449,17 @@ def test_learning_loss_falls_on_coco_mini_train_with_augmentation(shared_data, t
     run_training(*_parse(argv))
     log = json.loads((out / "trainer_state.json").read_text())["log_history"]
     losses = [h["loss"] for h in log if "loss" in h]
-    assert len(losses) == 15
+    assert len(losses) == 15  # one per 10 steps
     first, middle, last = (sum(losses[i:i + 5]) / 5 for i in (0, 5, 10))
     assert last < middle < first, losses
-    assert last < 0.85 * first, losses
+    assert sum(losses[-3:]) < 0.85 * sum(losses[:3]), losses
 
 
 @pytest.mark.slow
 def test_learning_offline_default_reaches_ap_085(tmp_path):
     """The offline default (no arguments) on synthetic data: AP >= 0.85 on held-out images, GT boxes."""
     env = _env()
-    env["OMP_NUM_THREADS"] = os.environ.get("OMP_NUM_THREADS", "2")
+    env["OMP_NUM_THREADS"] = os.environ.get("OMP_NUM_THREADS", "1")
     proc = subprocess.run([PYTHON, str(SCRIPT)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=3600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((tmp_path / "vitpose-offline" / "eval_results.json").read_text())
