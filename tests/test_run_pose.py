@@ -293,12 +293,23 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_cpu_processes_train_in_sync_and_the_model_reloads(shared_data, tmp_path):
-    """torchrun with 2 CPU processes (gloo): both ranks must end with identical weights, which only
-    happens when gradients are all-reduced (each rank sees a different half of every batch)."""
+LAUNCHERS = {
+    "torchrun": lambda port: [PYTHON, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port)],
+    # accelerate: `--cpu` alone would start ONE process (its simple launcher); `--multi_gpu` + the
+    # script's `--use_cpu` gives 2 CPU processes with gloo
+    "accelerate": lambda port: [PYTHON, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                                "--main_process_port", str(port)],
+}
+
+
+@pytest.mark.parametrize("launcher", sorted(LAUNCHERS))
+def test_two_cpu_processes_train_in_sync_and_the_model_reloads(shared_data, tmp_path, launcher):
+    """2 CPU processes (gloo): both ranks must end with identical weights, which only happens when
+    gradients are all-reduced (each rank sees a different half of every batch)."""
     out = tmp_path / "ddp"
     digest = tmp_path / "digest"
-    cmd = [PYTHON, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
+    cmd = [*LAUNCHERS[launcher](_free_port()),
            str(SCRIPT), *_coco_args(shared_data, out, "--max_steps", "3", "--per_device_train_batch_size", "2",
                                     "--eval_strategy", "no", "--save_steps", "100", "--logging_steps", "1",
                                     "--debug_weights_digest", str(digest), "--ddp_backend", "gloo")]
