@@ -59,22 +59,44 @@ def timeit(fn, repeats: int, warmup: int = 1, sync=None) -> float:
     return statistics.median(times)
 
 
-def add_row(name, ours, ref, unit, extra=""):
-    ratio = (ref / ours) if (ours and ref) else None
+def timeit_interleaved(fns: dict, repeats: int, warmup: int = 1, sync=None) -> dict:
+    """Median wall time (s) of each callable, timed in turn within every repeat, so that a load change
+    on a shared machine hits all of them alike."""
+    times = {name: [] for name in fns}
+    for rep in range(warmup + repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            if sync:
+                sync()
+            if rep >= warmup:
+                times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def matmul_fn(dtype, device):
+    """(callable, GFLOP per call) of the peak-matmul probe: ViTPose-B's fc1 GEMM at batch 8."""
+    n, k, m = (1536, 768, 3072) if device == "cpu" else (8192, 8192, 8192)
+    a = torch.randn(n, k, device=device, dtype=dtype)
+    b = torch.randn(k, m, device=device, dtype=dtype)
+    reps = 4 if device == "cpu" else 20
+
+    def run():
+        for _ in range(reps):
+            a @ b
+
+    return run, 2 * n * k * m * reps / 1e9
+
+
+def add_row(name, ours, ref, unit, extra="", higher_is_better=False):
+    """One table row; ratio > 1 means we are better (faster)."""
+    ratio = None
+    if ours and ref:
+        ratio = ours / ref if higher_is_better else ref / ours
     ROWS.append({"row": name, "ours": ours, "reference": ref, "unit": unit, "ratio": ratio, "notes": extra})
     ref_s = f"{ref:10.2f}" if ref is not None else "         -"
     ratio_s = f"{ratio:6.2f}x" if ratio is not None else "      -"
     print(f"{name:<50} {ours:10.2f} {ref_s} {unit:<10} {ratio_s}  {extra}", flush=True)
-
-
-def matmul_peak(dtype, device) -> float:
-    """GFLOP/s of a large matmul (the machine's practical peak for `dtype`)."""
-    n, k, m = (1536, 768, 3072) if device == "cpu" else (8192, 8192, 8192)
-    a = torch.randn(n, k, device=device, dtype=dtype)
-    b = torch.randn(k, m, device=device, dtype=dtype)
-    sync = torch.cuda.synchronize if device == "cuda" else None
-    t = timeit(lambda: a @ b, repeats=7, warmup=2, sync=sync)
-    return 2 * n * k * m / t / 1e9
 
 
 def build_pair(simple=False, hidden=768, layers=12, heads=12, image_size=(256, 192)):
@@ -139,10 +161,7 @@ def cpu_name() -> str:
 
 # ----------------------------------------------------------------------------- rows
 def rows_forward(args, tf_model, ours, device):
-    repeats = 3 if args.quick else 6
-    peak32 = matmul_peak(torch.float32, device)
-    peak16 = matmul_peak(torch.bfloat16, device)
-    print(f"# matmul peak on this machine ({args.threads} threads): fp32 {peak32:.0f} GFLOP/s, bf16 {peak16:.0f} GFLOP/s")
+    repeats = 3 if args.quick else 7
     flops = count_flops(ours, torch.randn(1, 3, 256, 192, device=device))
     print(f"# ViTPose-B 256x192 ({args.head} head) forward: {flops / 1e9:.1f} GFLOP per crop (FlopCounterMode, "
           "plain path; GFLOP/s below are these nominal FLOPs / time)")
@@ -152,32 +171,29 @@ def rows_forward(args, tf_model, ours, device):
         x = torch.randn(2, 3, 256, 192, device=device)
         diff = (tf_model(x).heatmaps - ours(x).heatmaps).abs().max().item()
         print(f"# outputs agree: max abs heatmap diff {diff:.2e} (fp32, fast path vs transformers)")
-        for b in batches:
-            x = torch.randn(b, 3, 256, 192, device=device)
-            t_ours = timeit(lambda: ours(x), repeats, sync=sync) / b
-            t_ref = timeit(lambda: tf_model(x), repeats, sync=sync) / b
-            gf = flops / t_ours / 1e9
-            add_row(f"1 forward B fp32 batch {b}", t_ours * 1e3, t_ref * 1e3, "ms/crop",
-                    f"{gf:.0f} GFLOP/s = {100 * gf / peak32:.0f}% of fp32 matmul peak")
-    x = torch.randn(batches[-1], 3, 256, 192, device=device)
-    with plain_path(ours):
-        t_plain = timeit(lambda: ours(x), repeats, sync=sync) / x.shape[0]
-    print(f"# ours without the fused fast path, batch {x.shape[0]}: {t_plain * 1e3:.1f} ms/crop")
     ours16 = optimize_for_inference(bf16_copy(ours), compile=args.compile)
     tf16 = bf16_copy(tf_model)
-    with torch.inference_mode():
+    for dtype, mine, ref, label in ((torch.float32, ours, tf_model, "fp32"), (torch.bfloat16, ours16, tf16, "bf16")):
+        peak_fn, peak_gflop = matmul_fn(dtype, device)
         for b in batches:
             x = torch.randn(b, 3, 256, 192, device=device)
-            if args.compile:
-                start = time.perf_counter()
-                ours16(x)
-                print(f"# torch.compile first call, batch {b}: {time.perf_counter() - start:.0f} s")
-            t_ours = timeit(lambda: ours16(x), repeats, sync=sync) / b
-            t_ref = timeit(lambda: tf16(x.bfloat16()), repeats, sync=sync) / b
-            gf = flops / t_ours / 1e9
-            add_row(f"2 forward B bf16 batch {b}" + (" (compiled)" if args.compile else ""), t_ours * 1e3,
-                    t_ref * 1e3, "ms/crop",
-                    f"{gf:.0f} GFLOP/s = {100 * gf / peak16:.0f}% of bf16 matmul peak; ref = transformers .to(bf16)")
+            with torch.inference_mode():
+                if args.compile and dtype == torch.bfloat16:
+                    start = time.perf_counter()
+                    mine(x)
+                    print(f"# torch.compile first call, batch {b}: {time.perf_counter() - start:.0f} s")
+                t = timeit_interleaved({"peak": peak_fn, "ours": lambda: mine(x), "ref": lambda: ref(x.to(dtype))},
+                                       repeats, sync=sync)
+            peak = peak_gflop / t["peak"]
+            gf = flops / (t["ours"] / b) / 1e9
+            add_row(f"{1 if label == 'fp32' else 2} forward B {label} batch {b}" + (" (compiled)" if args.compile and label == "bf16" else ""),
+                    t["ours"] / b * 1e3, t["ref"] / b * 1e3, "ms/crop",
+                    f"{gf:.0f} GFLOP/s = {100 * gf / peak:.0f}% of the {label} matmul peak ({peak:.0f} GFLOP/s, "
+                    f"measured interleaved)" + ("; ref = transformers .to(bf16)" if label == "bf16" else ""))
+    x = torch.randn(batches[-1], 3, 256, 192, device=device)
+    with plain_path(ours):
+        t_plain = timeit(lambda: ours(x), max(2, repeats // 2), sync=sync) / x.shape[0]
+    print(f"# ours without the inference fast paths, fp32 batch {x.shape[0]}: {t_plain * 1e3:.1f} ms/crop")
     return flops
 
 
@@ -187,10 +203,16 @@ def load_coco_sample():
     ann = json.loads((COCO_SAMPLE / "test_coco.json").read_text())
     dets = json.loads((COCO_SAMPLE / "test_coco_det_AP_H_56.json").read_text())
     images, boxes = [], []
+    DET_SCORES.clear()
     for info in ann["images"]:
         images.append(Image.open(COCO_SAMPLE / info["file_name"]).convert("RGB"))
-        boxes.append([d["bbox"] for d in dets if d["image_id"] == info["id"] and d["category_id"] == 1])
+        mine = [d for d in dets if d["image_id"] == info["id"] and d["category_id"] == 1]
+        boxes.append([d["bbox"] for d in mine])
+        DET_SCORES.extend(d["score"] for d in mine)
     return images, boxes
+
+
+DET_SCORES: list[float] = []  # detection scores of the last load_coco_sample, in box order
 
 
 def keypoint_deviation_bf16(model, processor, device, images=None, boxes=None):
@@ -209,8 +231,12 @@ def keypoint_deviation_bf16(model, processor, device, images=None, boxes=None):
     h16 = processor.predict_heatmaps(model16, px, flip_test=True, flip_pairs=pairs)
     r32 = processor.post_process_pose_estimation(h32.cpu(), boxes=boxes)
     r16 = processor.post_process_pose_estimation(h16.cpu(), boxes=boxes)
-    dev = torch.cat([(a["keypoints"] - b["keypoints"]).norm(dim=-1) for ai, bi in zip(r32, r16) for a, b in zip(ai, bi)])
-    return dev.max().item(), dev.median().item(), dev.quantile(0.95).item(), dev.numel()
+    dev = torch.stack([(a["keypoints"] - b["keypoints"]).norm(dim=-1) for ai, bi in zip(r32, r16) for a, b in zip(ai, bi)])
+    dev_hm = (processor.decode_heatmaps(h32.cpu())[0] - processor.decode_heatmaps(h16.cpu())[0]).norm(dim=-1)
+    real = torch.tensor(DET_SCORES) >= 0.5  # person detections (the rest are the detector's low-score boxes)
+    return {"max": dev.max().item(), "median": dev.median().item(), "p95": dev.quantile(0.95).item(),
+            "count": dev.numel(), "persons": int(real.sum()), "real_max": dev[real].max().item(),
+            "real_median": dev[real].median().item(), "real_max_hm": dev_hm[real].max().item()}
 
 
 def rows_processing(args):
@@ -237,8 +263,9 @@ def _rows_processing(args, suffix):
         xy = rng.uniform(0, 400, (n, 2))
         wh = rng.uniform(30, 220, (n, 2))
         boxes = [np.concatenate([xy, wh], 1).tolist()]
-        t_ours = timeit(lambda: ours(image, boxes=boxes, return_tensors="pt"), repeats)
-        t_ref = timeit(lambda: ref(image, boxes=boxes, return_tensors="pt"), max(1, repeats // 2))
+        t = timeit_interleaved({"ours": lambda: ours(image, boxes=boxes, return_tensors="pt"),
+                                "ref": lambda: ref(image, boxes=boxes, return_tensors="pt")}, repeats)
+        t_ours, t_ref = t["ours"], t["ref"]
         add_row(f"3 pre-processing 640x480, {n} boxes{suffix}", t_ours * 1e3, t_ref * 1e3, "ms/image",
                 f"{t_ours / n * 1e3:.2f} vs {t_ref / n * 1e3:.2f} ms/box")
     for n in (5, 40):
@@ -250,8 +277,9 @@ def _rows_processing(args, suffix):
         class _Out:
             heatmaps = heat
 
-        t_ours = timeit(lambda: ours.post_process_pose_estimation(heat, boxes=boxes), repeats)
-        t_ref = timeit(lambda: ref.post_process_pose_estimation(_Out(), boxes=boxes), repeats)
+        t = timeit_interleaved({"ours": lambda: ours.post_process_pose_estimation(heat, boxes=boxes),
+                                "ref": lambda: ref.post_process_pose_estimation(_Out(), boxes=boxes)}, repeats)
+        t_ours, t_ref = t["ours"], t["ref"]
         add_row(f"4 post-processing {n} persons{suffix}", t_ours * 1e3, t_ref * 1e3, "ms/image",
                 f"{t_ours / n * 1e3:.3f} vs {t_ref / n * 1e3:.3f} ms/person")
 
@@ -287,25 +315,26 @@ def rows_end_to_end(args, tf_model, ours, device):
         return results
 
     repeats = 1 if args.quick else 3
-    t_ours = timeit(lambda: run_ours(ours), repeats)
-    t_ref = timeit(run_ref, repeats)
-    add_row("5 end to end coco_sample, flip, fp32", n_persons / t_ours, n_persons / t_ref, "persons/s",
-            f"{n_persons} detections in {len(images)} images; ratio = our speed / transformers' speed")
-    ROWS[-1]["ratio"] = t_ref / t_ours
     ours16 = optimize_for_inference(bf16_copy(ours), compile=args.compile)
-    t16 = timeit(lambda: run_ours(ours16), repeats)
+    t = timeit_interleaved({"ours": lambda: run_ours(ours), "ref": run_ref, "ours16": lambda: run_ours(ours16)}, repeats)
+    t_ours, t_ref, t16 = t["ours"], t["ref"], t["ours16"]
+    add_row("5 end to end coco_sample, flip, fp32", n_persons / t_ours, n_persons / t_ref, "persons/s",
+            f"{n_persons} detections in {len(images)} images; ratio = our speed / transformers' speed",
+            higher_is_better=True)
     add_row("5 end to end coco_sample, flip, ours bf16", n_persons / t16, n_persons / t_ref, "persons/s",
-            "ratio = ours bf16 / transformers fp32 speed")
-    ROWS[-1]["ratio"] = t_ref / t16
+            "ratio = ours bf16 / transformers fp32 speed", higher_is_better=True)
     del ours16
-    max_dev, med_dev, p95, count = keypoint_deviation_bf16(ours, ours_proc, device, images, boxes)
-    add_row("2 bf16 vs fp32 keypoints, ViTPose-B random", max_dev, None, "px (max)",
-            f"median {med_dev:.3f} px, 95% {p95:.2f} px over {count} keypoints (random weights: flat heatmaps)")
-    if args.peaked_model:
-        peaked = VitPoseForPoseEstimation.from_pretrained(args.peaked_model).eval().to(device)
-        max_dev, med_dev, p95, count = keypoint_deviation_bf16(peaked, ours_proc, device, images, boxes)
-        add_row("2 bf16 vs fp32 keypoints, trained model", max_dev, None, "px (max)",
-                f"median {med_dev:.3f} px, 95% {p95:.2f} px over {count} keypoints; {args.peaked_model}")
+    for label, model in (("ViTPose-B random", ours), ("trained model", None)):
+        if model is None:
+            if not args.peaked_model:
+                break
+            model = VitPoseForPoseEstimation.from_pretrained(args.peaked_model).eval().to(device)
+            label = f"trained model ({args.peaked_model})"
+        d = keypoint_deviation_bf16(model, ours_proc, device, images, boxes)
+        add_row(f"2 bf16 vs fp32 keypoints, {label.split(' (')[0]}", d["real_max"], None, "px (max)",
+                f"{label}: {d['persons']} detections with score >= 0.5: max {d['real_max']:.2f} image px = "
+                f"{d['real_max_hm']:.2f} heatmap px, median {d['real_median']:.3f} px; all {d['count'] // 17} "
+                f"detections: max {d['max']:.1f} px, 95% {d['p95']:.2f} px, median {d['median']:.3f} px")
 
 
 def rows_training_input(args):
@@ -323,7 +352,7 @@ def rows_training_input(args):
     t = timeit(lambda: transform(rows), 2 if args.quick else 5)
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
-    add_row("6 training input pipeline, 1 core", n / t, None, "samples/s",
+    add_row("6 training input pipeline, 1 core", n / t, None, "samples/s/core",
             f"{n} augmented 256x192 crops + UDP targets incl. JPEG decode (coco_mini_train), 1 thread")
 
 
@@ -387,6 +416,7 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--head", choices=("simple", "classic"), default="simple",
                         help="ViTPose-B head for rows 1, 2, 5 (simple: the hub's vitpose-base-simple, 33.6 GFLOP)")
+    parser.add_argument("--layers", type=int, default=12, help="encoder depth (12 = ViTPose-B; fewer for a smoke run)")
     parser.add_argument("--compile", action="store_true", help="bf16 rows with torch.compile (slow first call)")
     parser.add_argument("--peaked-model", help="a trained VitPoseForPoseEstimation directory for the bf16 "
                         "keypoint deviation with peaked heatmaps (random weights give flat ones)")
@@ -410,7 +440,7 @@ def main(argv=None) -> int:
     print(f"{'row':<50} {'ours':>10} {'reference':>10} {'unit':<10} {'ratio':>7}  notes")
     tf_model = ours = None
     if wanted & {1, 2, 5}:
-        tf_model, ours = build_pair(simple=args.head == "simple")
+        tf_model, ours = build_pair(simple=args.head == "simple", layers=args.layers)
         tf_model.to(args.device)
         ours.to(args.device)
     if wanted & {1, 2}:
