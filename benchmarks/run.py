@@ -314,7 +314,7 @@ def rows_end_to_end(args, tf_model, ours, device):
             results.append(ref_proc.post_process_pose_estimation(out, boxes=[bxs]))
         return results
 
-    repeats = 1 if args.quick else 3
+    repeats = 1 if args.quick else 2
     ours16 = optimize_for_inference(bf16_copy(ours), compile=args.compile)
     t = timeit_interleaved({"ours": lambda: run_ours(ours), "ref": run_ref, "ours16": lambda: run_ours(ours16)}, repeats)
     t_ours, t_ref, t16 = t["ours"], t["ref"], t["ours16"]

@@ -271,3 +271,33 @@ def test_simple_head_fast_path_equals_interpolate_then_conv(factor, size):
     torch.testing.assert_close(fast, reference, rtol=1e-5, atol=1e-5)
     head.train()
     torch.testing.assert_close(head(x).detach(), reference, rtol=1e-5, atol=1e-5)  # plain path in training
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("gelu", [False, True])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_inference_linear_equals_linear_then_gelu(dtype, gelu, with_bias):
+    import torch.nn.functional as F
+
+    from vitpose_hf import modeling_vitpose
+
+    x = torch.randn(3, 5, 24).to(dtype)
+    w = torch.randn(40, 24).to(dtype) * 0.2
+    b = torch.randn(40).to(dtype) if with_bias else None
+    ref = F.linear(x.double(), w.double(), None if b is None else b.double())
+    ref = F.gelu(ref) if gelu else ref
+    with torch.inference_mode():
+        out = modeling_vitpose.inference_linear(x, w, b, gelu=gelu)
+    assert out.dtype == dtype and out.shape == (3, 5, 40)
+    tol = 1e-5 if dtype == torch.float32 else 3e-2
+    torch.testing.assert_close(out.double(), ref, rtol=tol, atol=tol * ref.abs().max().item())
+    with torch.enable_grad():  # grad mode: the plain ops (autograd-safe)
+        assert modeling_vitpose.inference_linear(x, w, b, gelu=gelu).dtype == dtype
+
+
+def test_onednn_linear_found_on_cpu_builds_with_mkldnn():
+    from vitpose_hf import modeling_vitpose
+
+    if not torch.backends.mkldnn.is_available():
+        pytest.skip("this torch build has no oneDNN")
+    assert modeling_vitpose._ONEDNN_LINEAR is not None  # the fused kernel is really exercised above
