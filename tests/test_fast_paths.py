@@ -301,3 +301,22 @@ def test_onednn_linear_found_on_cpu_builds_with_mkldnn():
     if not torch.backends.mkldnn.is_available():
         pytest.skip("this torch build has no oneDNN")
     assert modeling_vitpose._ONEDNN_LINEAR is not None  # the fused kernel is really exercised above
+
+
+def test_wrapped_or_hooked_layers_run_their_own_forward(monkeypatch):
+    """A hook (or a PEFT/LoRA wrapper) on a projection must not be bypassed by the fast paths."""
+    model = _model(use_simple_decoder=True)
+    x = torch.randn(2, 3, 64, 48)
+    layer = model.backbone.encoder.layer[0]
+    scale = lambda module, args, out: out * 2.0  # noqa: E731
+    hooks = [layer.attention.attention.value.register_forward_hook(scale),
+             layer.attention.output.dense.register_forward_hook(scale),
+             layer.mlp.fc2.register_forward_hook(scale), model.head.conv.register_forward_hook(scale)]
+    calls = _fused_calls(model, monkeypatch)
+    plain = _plain(model, x)
+    fast = _fast(model, x)
+    assert len(calls) == model.config.num_hidden_layers - 1  # layer 0 took the plain path
+    torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-5)
+    for h in hooks:
+        h.remove()
+    assert not torch.allclose(_fast(model, x), plain, atol=1e-3)  # the hooks did change the output

@@ -222,8 +222,16 @@ def inference_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
     return F.gelu(y) if gelu else y
 
 
-def _inference(module: nn.Module) -> bool:
-    return not module.training and not torch.is_grad_enabled()
+def _inference(module: nn.Module, *parts: nn.Module) -> bool:
+    """Whether `module` may take an inference fast path that reads the weights of `parts` directly:
+    eval mode, gradients off, and every part a plain `nn.Linear`/`nn.Conv2d` without hooks (a part
+    wrapped by PEFT/LoRA, quantisation or a hook must run its own forward)."""
+    if module.training or torch.is_grad_enabled():
+        return False
+    for part in parts:
+        if type(part) not in (nn.Linear, nn.Conv2d) or part._forward_hooks or part._forward_pre_hooks:
+            return False
+    return True
 
 
 # ----------------------------------------------------------------------------- modules
@@ -350,7 +358,7 @@ class VitPoseSelfAttention(nn.Module):
         impl = getattr(self.config, "_attn_implementation", None) or "sdpa"
         if output_attentions:
             impl = "eager"
-        elif self.kind == "global" and impl == "sdpa" and not self.training and not torch.is_grad_enabled():
+        elif self.kind == "global" and impl == "sdpa" and _inference(self, self.query, self.key, self.value):
             return self._fused_global_attention(hidden_states), None
         q = self.query(hidden_states)
         k = self.key(hidden_states)
@@ -424,7 +432,7 @@ class VitPoseSelfOutput(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         """`(B, N, C)` -> `(B, N, C)`."""
-        if _inference(self):
+        if _inference(self, self.dense):
             return inference_linear(hidden_states, self.dense.weight, self.dense.bias)
         return self.dropout(self.dense(hidden_states))
 
@@ -457,7 +465,7 @@ class VitPoseMLP(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor, dataset_index: torch.Tensor | None = None) -> torch.Tensor:
         """`(B, N, C)` -> `(B, N, C)`; `dataset_index` is ignored."""
-        if _inference(self):
+        if _inference(self, self.fc1, self.fc2):
             if self.exact_gelu:
                 hidden = inference_linear(hidden_states, self.fc1.weight, self.fc1.bias, gelu=True)
             else:
@@ -594,7 +602,7 @@ class VitPoseSimpleDecoder(nn.Module):
         self.conv = nn.Conv2d(in_channels, num_keypoints, kernel_size=3, padding=1)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        if not self.training and not torch.is_grad_enabled() and float(self.scale_factor).is_integer():
+        if _inference(self, self.conv) and float(self.scale_factor).is_integer():
             return self._fast_forward(features)
         x = F.relu(features)
         x = F.interpolate(x, scale_factor=self.scale_factor, mode="bilinear", align_corners=False)
