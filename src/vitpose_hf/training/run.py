@@ -11,7 +11,6 @@ load directly (config, weights and the image processor). It runs unchanged under
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import math
