@@ -320,3 +320,13 @@ def test_wrapped_or_hooked_layers_run_their_own_forward(monkeypatch):
     for h in hooks:
         h.remove()
     assert not torch.allclose(_fast(model, x), plain, atol=1e-3)  # the hooks did change the output
+
+
+@pytest.mark.slow
+def test_optimize_for_inference_compiled_matches_eager():
+    """torch.compile (inductor, needs a C++ compiler; ~15-60 s) of the fast paths."""
+    model = _model(use_simple_decoder=True)
+    x = torch.randn(2, 3, 64, 48)
+    ref = _fast(model, x)
+    compiled = optimize_for_inference(copy.deepcopy(model), compile=True)
+    torch.testing.assert_close(_fast(compiled, x), ref, rtol=1e-4, atol=1e-5)

@@ -216,10 +216,16 @@ def inference_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
     if (
         _ONEDNN_LINEAR is not None and x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16)
         and weight.dtype == x.dtype and (bias is None or bias.dtype == x.dtype) and not torch.is_grad_enabled()
+        and not _compiling()  # inductor lowers this op only for its own prepacked weights; it fuses F.linear itself
     ):
         return _ONEDNN_LINEAR(x, weight, bias, "gelu" if gelu else "none", [], "none" if gelu else "")
     y = F.linear(x, weight, bias)
     return F.gelu(y) if gelu else y
+
+
+def _compiling() -> bool:
+    compiler = getattr(torch, "compiler", None)
+    return bool(compiler is not None and hasattr(compiler, "is_compiling") and compiler.is_compiling())
 
 
 def _inference(module: nn.Module, *parts: nn.Module) -> bool:
