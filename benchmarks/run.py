@@ -75,15 +75,27 @@ def timeit_interleaved(fns: dict, repeats: int, warmup: int = 1, sync=None) -> d
 
 
 def matmul_fn(dtype, device):
-    """(callable, GFLOP per call) of the peak-matmul probe: ViTPose-B's fc1 GEMM at batch 8."""
+    """(callable, GFLOP per call) of the peak-matmul probe: ViTPose-B's fc1 GEMM at batch 8, with the
+    fastest of `torch.matmul` and (CPU) oneDNN's linear kernel, picked on the spot (the forward's
+    linears use the latter, which beats `matmul` on this CPU)."""
+    from vitpose_hf import modeling_vitpose
+
     n, k, m = (1536, 768, 3072) if device == "cpu" else (8192, 8192, 8192)
     a = torch.randn(n, k, device=device, dtype=dtype)
     b = torch.randn(k, m, device=device, dtype=dtype)
+    wt = b.t().contiguous()
     reps = 4 if device == "cpu" else 20
+    candidates = {"matmul": lambda: a @ b}
+    if device == "cpu" and modeling_vitpose._ONEDNN_LINEAR is not None:
+        candidates["onednn linear"] = lambda: modeling_vitpose._ONEDNN_LINEAR(a, wt, None, "none", [], "")
+    with torch.inference_mode():
+        best = min(candidates, key=lambda name: timeit(candidates[name], 3))
+    fn = candidates[best]
 
     def run():
-        for _ in range(reps):
-            a @ b
+        with torch.inference_mode():
+            for _ in range(reps):
+                fn()
 
     return run, 2 * n * k * m * reps / 1e9
 
@@ -297,7 +309,8 @@ def rows_end_to_end(args, tf_model, ours, device):
     def run_ours(model):
         inputs = ours_proc(images, boxes=boxes, return_tensors="pt")
         with torch.inference_mode():
-            heat = ours_proc.predict_heatmaps(model, inputs["pixel_values"].to(device), flip_test=True, flip_pairs=pairs)
+            heat = ours_proc.predict_heatmaps(model, inputs["pixel_values"].to(device), flip_test=True, flip_pairs=pairs,
+                                              batch_size=args.e2e_batch)
         return ours_proc.post_process_pose_estimation(heat.float().cpu(), boxes=boxes)
 
     def run_ref():
@@ -324,7 +337,8 @@ def rows_end_to_end(args, tf_model, ours, device):
                            repeats=1, warmup=0)
     t_ours, t_ref, t16 = t["ours"], t["ref"], t["ours16"]
     add_row("5 end to end coco_sample, flip, fp32", n_persons / t_ours, n_persons / t_ref, "persons/s",
-            f"{n_persons} detections in {len(images)} images; ratio = our speed / transformers' speed",
+            f"{n_persons} detections in {len(images)} images, {args.e2e_batch} crops (+ mirrors) per forward; "
+            "ratio = our speed / transformers' speed (its route: per image, 2 forwards)",
             higher_is_better=True)
     add_row("5 end to end coco_sample, flip, ours bf16", n_persons / t16, n_persons / t_ref, "persons/s",
             "ratio = ours bf16 / transformers fp32 speed", higher_is_better=True)
@@ -422,6 +436,8 @@ def main(argv=None) -> int:
     parser.add_argument("--head", choices=("simple", "classic"), default="simple",
                         help="ViTPose-B head for rows 1, 2, 5 (simple: the hub's vitpose-base-simple, 33.6 GFLOP)")
     parser.add_argument("--layers", type=int, default=12, help="encoder depth (12 = ViTPose-B; fewer for a smoke run)")
+    parser.add_argument("--e2e-batch", type=int, default=8,
+                        help="row 5: crops per forward in our route (x2 with the mirrored crops)")
     parser.add_argument("--compile", action="store_true", help="bf16 rows with torch.compile (slow first call)")
     parser.add_argument("--peaked-model", help="a trained VitPoseForPoseEstimation directory for the bf16 "
                         "keypoint deviation with peaked heatmaps (random weights give flat ones)")
