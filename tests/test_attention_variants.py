@@ -321,3 +321,22 @@ def test_batch_of_one_equals_batched_and_bf16_is_finite(kind):
     torch.testing.assert_close(batched, single, atol=1e-6, rtol=1e-5)
     assert torch.isfinite(low).all()
     torch.testing.assert_close(low.float(), batched, atol=2e-3, rtol=0.05)
+
+
+@pytest.mark.parametrize("kind", ["window", "shifted_window", "pooled_window"])
+def test_layout_first_built_under_inference_mode_still_trains(kind):
+    """Cached window layouts/masks made inside torch.inference_mode() must not break a later backward."""
+    from vitpose_hf import VitPoseConfig, VitPoseForPoseEstimation
+
+    # an unusual grid/window so the cache entries are first created in this test, under inference mode
+    cfg = VitPoseConfig(
+        image_size=(88, 40), patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        attention_type=kind, window_size=(3, 2), drop_path_rate=0.0, decoder_hidden_size=16,
+    )
+    model = VitPoseForPoseEstimation(cfg).eval()
+    x = torch.randn(2, 3, 88, 40)
+    with torch.inference_mode():
+        model(x)
+    model.train()
+    model(x).heatmaps.sum().backward()
+    assert all(p.grad is not None for p in model.backbone.encoder.parameters())

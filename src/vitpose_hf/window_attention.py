@@ -94,7 +94,21 @@ def _check_pair(value, name: str) -> tuple[int, int]:
     return a, b
 
 
+def _normal_tensors(fn):
+    """Build cached tensors outside inference mode: a cache entry first made under
+    `torch.inference_mode()` would otherwise hold inference tensors that a later autograd pass
+    cannot save for backward."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with torch.inference_mode(False):
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
 @functools.lru_cache(maxsize=128)
+@_normal_tensors
 def _cpu_layout(grid: tuple[int, int], window: tuple[int, int], shift: bool) -> WindowLayout:
     h, w = grid
     wh, ww = min(window[0], h), min(window[1], w)
@@ -148,6 +162,7 @@ def window_layout(
 
 
 @functools.lru_cache(maxsize=128)
+@_normal_tensors
 def _device_layout(grid, window, shift, device) -> WindowLayout:
     lay = _cpu_layout(grid, window, shift)
     if device.type == "cpu":
@@ -162,6 +177,7 @@ def _device_layout(grid, window, shift, device) -> WindowLayout:
 
 
 @functools.lru_cache(maxsize=128)
+@_normal_tensors
 def _window_mask(grid, window, shift, device, num_prefix: int, pooled: bool, dtype) -> torch.Tensor | None:
     """Additive mask `(nW, 1, n, P + n [+ nW])` (0 allowed, -inf forbidden), or None if nothing is."""
     lay = _device_layout(grid, window, shift, device)
