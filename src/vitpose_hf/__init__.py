@@ -15,6 +15,7 @@ from .modeling_vitpose import (
     VitPosePreTrainedModel,
     flip_heatmaps,
     joints_mse_loss,
+    optimize_for_inference,
     resample_position_embeddings,
 )
 from .modeling_vitpose_mae import (
@@ -39,6 +40,7 @@ __all__ = [
     "flip_heatmaps",
     "joints_mse_loss",
     "resample_position_embeddings",
+    "optimize_for_inference",
     "VitPoseForMaskedImageModeling",
     "VitPoseMaskedImageModelingOutput",
     "load_mae_checkpoint_into_backbone",

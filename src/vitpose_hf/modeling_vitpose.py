@@ -68,8 +68,9 @@ class VitPoseEstimatorOutput(ModelOutput):
 
     Args:
         loss (`()` scalar, *optional*): JointsMSELoss with target weight, when `labels` is given.
-        heatmaps (`(B, K, H/4, W/4)`): one heatmap per keypoint. With several dataset heads, K is the
-            largest head's keypoint count and rows of smaller heads are zero past their own K.
+        heatmaps (`(B, K, H/4, W/4)`): one heatmap per keypoint. With several dataset heads, a batch
+            from one dataset gets that head's K; a batch mixing datasets is padded to the largest
+            head's K, and rows of smaller heads are zero past their own K.
         hidden_states, attentions: as in `VitPoseModelOutput`.
         feature_map (`(B, C, h, w)`, *optional*): backbone features (only with `output_hidden_states`).
     """
@@ -665,6 +666,9 @@ class VitPosePreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = True
     _no_split_modules = ["VitPoseEmbeddings", "VitPoseLayer"]
     _supports_sdpa = True
+    input_modalities = ("image",)
+    # the loss is a plain mean over the local batch: Trainer must not rescale it by the process count
+    accepts_loss_kwargs = False
 
     @classmethod
     def _can_set_attn_implementation(cls) -> bool:
