@@ -20,12 +20,12 @@ install_requires = [
     "pillow>=10.0",
     "numpy>=1.24",
     "tqdm>=4.60",
+    "opencv-python-headless>=4.8",  # crops, synthetic data, detector pre-processing
 ]
 
 extras = {
     "detector": ["onnxruntime>=1.16"],
     "peft": ["peft>=0.10"],
-    "cv": ["opencv-python-headless>=4.8"],
 }
 extras["dev"] = sorted(
     {
@@ -34,7 +34,6 @@ extras["dev"] = sorted(
         "hypothesis>=6.80",
         "scipy>=1.10",
         *extras["detector"],
-        *extras["cv"],
         *extras["peft"],
     }
 )
