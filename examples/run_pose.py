@@ -9,7 +9,9 @@
         --eval_annotations person_keypoints_val2017.json --eval_images val2017/ \
         --output_dir vitpose-b-coco --num_train_epochs 210 --per_device_train_batch_size 64
     accelerate launch --num_processes 8 examples/run_pose.py ...  # or torchrun --nproc_per_node 8
-    accelerate launch --num_processes 2 --cpu examples/run_pose.py --use_cpu ...   # 2 CPU processes (gloo)
+    torchrun --nproc_per_node 2 examples/run_pose.py --use_cpu ...                   # 2 CPU processes (gloo)
+    accelerate launch --multi_gpu --num_processes 2 examples/run_pose.py --use_cpu ...  # same via accelerate
+    # (not `accelerate launch --cpu --num_processes 2`: that starts ONE process, see docs/training.md)
 
 Options: `ModelArguments`, `DataArguments` and `PoseTrainingArguments` in
 `vitpose_hf.training.arguments` (all of `transformers.TrainingArguments`, with the official ViTPose
