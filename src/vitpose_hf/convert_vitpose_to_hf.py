@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import re
 import sys
 from pathlib import Path
@@ -29,6 +28,7 @@ from typing import Mapping, Sequence
 import torch
 
 from .configuration_vitpose import COCO_KEYPOINT_NAMES, PRESETS, VitPoseConfig
+from .modeling_vitpose import infer_grid
 
 logger = logging.getLogger(__name__)
 
@@ -242,18 +242,6 @@ def _head_spec(state_dict: Mapping[str, torch.Tensor], prefix: str, hidden: int)
     return {"use_simple_decoder": True, "num_labels": int(final.shape[0])}
 
 
-def _grid_for(num_patches: int, aspect: float) -> tuple[int, int]:
-    best = None
-    for h in range(1, num_patches + 1):
-        if num_patches % h == 0:
-            w = num_patches // h
-            score = abs(math.log((h / w) / aspect))
-            if best is None or score < best[0]:
-                best = (score, (h, w))
-    assert best is not None
-    return best[1]
-
-
 def infer_config_from_state_dict(
     state_dict: Mapping[str, torch.Tensor],
     use_simple_decoder: bool | None = None,
@@ -313,7 +301,7 @@ def infer_config_from_state_dict(
     part_features = int(state_dict["backbone.blocks.0.mlp.experts.0.weight"].shape[0]) if experts else None
 
     num_patches = int(pos.shape[1]) - 1
-    trained_grid = _grid_for(num_patches, aspect)
+    trained_grid = infer_grid(num_patches, aspect)
     trained_size = (trained_grid[0] * patch[0], trained_grid[1] * patch[1])
 
     has_head = "keypoint_head.final_layer.weight" in state_dict
@@ -371,7 +359,7 @@ def infer_config_from_state_dict(
 
 # ----------------------------------------------------------------------------- conversion
 def _trained_grid(state_dict: Mapping[str, torch.Tensor], aspect: float = 4 / 3) -> tuple[int, int]:
-    return _grid_for(int(state_dict["backbone.pos_embed"].shape[1]) - 1, aspect)
+    return infer_grid(int(state_dict["backbone.pos_embed"].shape[1]) - 1, aspect)
 
 
 def convert_official_checkpoint(

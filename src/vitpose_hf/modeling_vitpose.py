@@ -315,15 +315,15 @@ class VitPoseEmbeddings(nn.Module):
         if key in state_dict and state_dict[key].shape != self.position_embeddings.shape:
             incoming = state_dict[key]
             side = incoming.shape[1] - 1
-            old = _infer_grid(side, self.grid)
+            old = infer_grid(side, self.grid[0] / self.grid[1])
             logger.info("resampling position embeddings %s -> %s", old, self.grid)
             state_dict[key] = resample_position_embeddings(incoming, old, self.grid)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
-def _infer_grid(num_patches: int, target: tuple[int, int]) -> tuple[int, int]:
-    """Guess the (h, w) grid of `num_patches` tokens: the factorisation closest to `target`'s aspect."""
-    aspect = target[0] / target[1]
+def infer_grid(num_patches: int, aspect: float) -> tuple[int, int]:
+    """Guess the `(h, w)` grid of `num_patches` tokens: the factorisation whose h / w is closest to
+    `aspect` (in log ratio)."""
     best = None
     for h in range(1, num_patches + 1):
         if num_patches % h == 0:
