@@ -18,7 +18,6 @@ Every skip is counted by reason and logged at the end (never silent); malformed 
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections import Counter
@@ -27,6 +26,7 @@ from typing import Any, Iterable
 
 import datasets
 
+from ..jsonio import read_json
 from ..keypoint_schemas import SCHEMAS, KeypointSchema, get_schema
 
 logger = logging.getLogger(__name__)
@@ -171,11 +171,7 @@ def load_coco_keypoints(
     """
     path = Path(annotation_file)
     source = str(path)
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"{source}: cannot read annotation file ({e})") from e
+    data = read_json(path, "annotation file")
     if not isinstance(data, dict):
         raise ValueError(f"{source}: expected a COCO json object, got {type(data).__name__}")
     _require(data, ("images", "annotations", "categories"), source, "the annotation file")

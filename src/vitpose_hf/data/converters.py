@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -23,6 +22,7 @@ from pathlib import Path
 import datasets
 from PIL import Image
 
+from ..jsonio import read_json
 from ..keypoint_schemas import KeypointSchema, get_schema
 from .coco import load_coco_keypoints, rows_to_dataset
 
@@ -74,11 +74,7 @@ def load_mpii(
     schema: KeypointSchema = get_schema("mpii")
     num_joints = schema.num_keypoints
     source = str(annotation_file)
-    try:
-        with open(annotation_file, encoding="utf-8") as f:
-            entries = json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"{source}: cannot read annotation file ({e})") from e
+    entries = read_json(annotation_file, "annotation file")
     if not isinstance(entries, list):
         raise ValueError(f"{source}: expected the MPII list format (a json list), got {type(entries).__name__}")
     if dataset_index is None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
-import json
 import logging
 import math
 import os
@@ -20,6 +19,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from ..jsonio import read_json
 from .nms import _person_keypoints3, _to_numpy, resolve_sigmas
 
 logger = logging.getLogger(__name__)
@@ -58,14 +58,7 @@ def load_coco(gt_annotations):
     if isinstance(gt_annotations, COCO):
         return gt_annotations
     if isinstance(gt_annotations, (str, os.PathLike)):
-        path = os.fspath(gt_annotations)
-        if not os.path.isfile(path):
-            raise ValueError(f"annotation file not found: {path!r}")
-        with open(path, "r", encoding="utf-8") as handle:
-            try:
-                gt_annotations = json.load(handle)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"annotation file {path!r} is not valid JSON: {err}") from None
+        gt_annotations = read_json(gt_annotations, "annotation file")
     if not isinstance(gt_annotations, Mapping):
         raise ValueError(
             "gt_annotations must be a path, a COCO-format dict or a pycocotools COCO, "

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from ..jsonio import read_json
 from ..keypoint_schemas import get_schema
 from .coco import coco_keypoint_eval, load_coco, persons_to_coco_results
 from .nms import crop_box_areas, oks_nms_arrays, rescore_scores, resolve_sigmas
@@ -86,14 +87,7 @@ def detection_boxes(
     """
     coco = load_coco(coco)
     if isinstance(detections, (str, os.PathLike)):
-        path = os.fspath(detections)
-        if not os.path.isfile(path):
-            raise ValueError(f"detection file not found: {path!r}")
-        with open(path, "r", encoding="utf-8") as handle:
-            try:
-                detections = json.load(handle)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"detection file {path!r} is not valid JSON: {err}") from None
+        detections = read_json(detections, "detection file")
     if not isinstance(detections, list):
         raise ValueError(f"detections must be a COCO results list, got {type(detections).__name__}")
     out = {image_id: ([], []) for image_id in sorted(coco.getImgIds())}
