@@ -7,7 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from vitpose_hf.geometry import box_xywh_to_center_scale, get_udp_warp_matrix, warp_affine_batch
+from vitpose_hf.geometry import (
+    box_xywh_to_center_scale,
+    get_udp_warp_matrix,
+    warp_affine_batch,
+)
 from vitpose_hf.image_processing_vitpose import VitPoseImageProcessor
 
 GAIN = np.array([1 / 255 / 0.229, 1 / 255 / 0.224, 1 / 255 / 0.225])
@@ -55,7 +59,7 @@ def test_cv2_path_equals_per_channel_cv2_and_torch(layout, ratio):
     rotation = torch.tensor(rng.uniform(-40, 40, len(boxes)))
     rotation[::2] = 0.0
     m = get_udp_warp_matrix(center, scale, (64, 48), rotation=rotation)
-    kwargs = dict(border_value=17.0, max_region_ratio=ratio, channel_scale=GAIN.tolist(), channel_offset=SHIFT.tolist())
+    kwargs = {"border_value": 17.0, "max_region_ratio": ratio, "channel_scale": GAIN.tolist(), "channel_offset": SHIFT.tolist()}
     fast = warp_affine_batch(image, m, (64, 48), backend="cv2", **kwargs)
     assert fast.shape == (len(boxes), 3, 64, 48) and fast.dtype == torch.float32 and fast.is_contiguous()
     ref = _reference(hwc, m.numpy(), (64, 48), 17.0, GAIN, SHIFT)
@@ -118,3 +122,16 @@ def test_processor_crops_equal_the_exact_torch_warp():
     )
     assert out["pixel_values"].is_contiguous()
     assert (out["pixel_values"] - exact).abs().max() < 0.05 / 255 / 0.225
+
+
+@pytest.mark.parametrize("size", [(256, 192), (64, 48), (17, 5)])
+def test_numpy_center_scale_and_udp_matrix_are_bit_identical_to_torch(size):
+    from vitpose_hf.geometry import _udp_crops_np
+
+    rng = np.random.default_rng(size[0])
+    boxes = np.concatenate([rng.uniform(-100, 600, (400, 2)), rng.uniform(0.01, 900, (400, 2))], 1)
+    boxes[:4, 2:] = [[size[1] * 3.0, size[0] * 3.0]]  # exactly the crop aspect: neither grown
+    center, scale, m = _udp_crops_np(boxes, size, 1.25, 200.0)
+    ct, st = box_xywh_to_center_scale(torch.from_numpy(boxes), size[1] / size[0], padding=1.25, pixel_std=200.0)
+    mt = get_udp_warp_matrix(ct, st, size, pixel_std=200.0)
+    assert np.array_equal(center, ct.numpy()) and np.array_equal(scale, st.numpy()) and np.array_equal(m, mt.numpy())

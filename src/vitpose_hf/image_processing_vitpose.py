@@ -35,8 +35,8 @@ from transformers.image_processing_utils import BaseImageProcessor, BatchFeature
 from transformers.processing_utils import ImagesKwargs
 
 from .geometry import (
+    _udp_crops_np,
     box_xywh_to_center_scale,
-    get_udp_warp_matrix,
     heatmap_coords_to_image,
     warp_affine_batch,
 )
@@ -705,13 +705,15 @@ class VitPoseImageProcessor(BaseImageProcessor):
             if image_boxes.shape[0] == 0:
                 continue
             tensor = to_rgb_tensor(image, f"image {i}")
-            center, scale = box_xywh_to_center_scale(
-                image_boxes, out_w / out_h, padding=opts["padding"], pixel_std=opts["normalize_factor"]
+            # = box_xywh_to_center_scale + get_udp_warp_matrix, bit for bit, in numpy (tiny torch ops are slow)
+            center, scale, matrices = _udp_crops_np(
+                image_boxes.numpy(), (out_h, out_w), float(opts["padding"]), float(opts["normalize_factor"])
             )
-            matrices = get_udp_warp_matrix(center, scale, (out_h, out_w), pixel_std=opts["normalize_factor"])
-            crops.append(warp_affine_batch(tensor, matrices, (out_h, out_w), channel_scale=ch_scale, channel_offset=ch_offset))
-            centers.append(center)
-            scales.append(scale)
+            crops.append(
+                warp_affine_batch(tensor, _from_numpy(matrices), (out_h, out_w), channel_scale=ch_scale, channel_offset=ch_offset)
+            )
+            centers.append(_from_numpy(center))
+            scales.append(_from_numpy(scale))
         if crops:
             pixel_values = crops[0] if len(crops) == 1 else torch.cat(crops)
             center, scale = torch.cat(centers), torch.cat(scales)
