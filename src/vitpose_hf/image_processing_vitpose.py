@@ -220,28 +220,31 @@ def _boxes_per_image(boxes: Any, num_images: int) -> list[torch.Tensor]:
         if image_boxes is None or (not isinstance(image_boxes, torch.Tensor) and len(image_boxes) == 0):
             out.append(torch.zeros(0, 4, dtype=torch.float64))
             continue
+        # validated in float64 numpy (a handful of tiny torch ops cost more than the whole check)
         try:
-            t = torch.as_tensor(np.asarray(image_boxes, dtype=np.float64) if not isinstance(image_boxes, torch.Tensor) else image_boxes)
+            if isinstance(image_boxes, torch.Tensor):
+                a = image_boxes.detach().cpu().to(torch.float64).numpy()
+            else:
+                a = np.asarray(image_boxes, dtype=np.float64)
         except (ValueError, TypeError) as err:
             raise ValueError(f"boxes of image {i} are not an (n, 4) array of numbers: {image_boxes!r}") from err
-        t = t.to(torch.float64)
-        if t.numel() == 0:
+        if a.size == 0:
             out.append(torch.zeros(0, 4, dtype=torch.float64))
             continue
-        if t.ndim == 1:
-            t = t[None]
-        if t.ndim != 2 or t.shape[-1] < 4:
-            raise ValueError(f"boxes of image {i} must be (n, 4) [x, y, w, h], got shape {tuple(t.shape)}")
-        t = t[:, :4]
-        not_finite = ~torch.isfinite(t).all(dim=-1)
-        if bool(not_finite.any()):
-            j = int(not_finite.nonzero()[0])
-            raise ValueError(f"box {j} of image {i} is not finite: {t[j].tolist()}")
-        empty = (t[:, 2] <= 0) | (t[:, 3] <= 0)
-        if bool(empty.any()):
-            j = int(empty.nonzero()[0])
-            raise ValueError(f"box {j} of image {i} has non-positive width or height: {t[j].tolist()} (xywh)")
-        out.append(t)
+        if a.ndim == 1:
+            a = a[None]
+        if a.ndim != 2 or a.shape[-1] < 4:
+            raise ValueError(f"boxes of image {i} must be (n, 4) [x, y, w, h], got shape {tuple(a.shape)}")
+        a = np.ascontiguousarray(a[:, :4])
+        not_finite = ~np.isfinite(a).all(axis=-1)
+        if not_finite.any():
+            j = int(np.flatnonzero(not_finite)[0])
+            raise ValueError(f"box {j} of image {i} is not finite: {a[j].tolist()}")
+        empty = (a[:, 2] <= 0) | (a[:, 3] <= 0)
+        if empty.any():
+            j = int(np.flatnonzero(empty)[0])
+            raise ValueError(f"box {j} of image {i} has non-positive width or height: {a[j].tolist()} (xywh)")
+        out.append(torch.from_numpy(a))
     return out
 
 
@@ -726,15 +729,15 @@ class VitPoseImageProcessor(BaseImageProcessor):
     @staticmethod
     def _value_affine(opts: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """Rescale + normalise as one per-channel `x * scale + offset` (float32, 3 values each)."""
-        scale = torch.ones(3, dtype=torch.float64)
-        offset = torch.zeros(3, dtype=torch.float64)
+        scale = np.ones(3)
+        offset = np.zeros(3)
         if opts["do_rescale"]:
             scale = scale * float(opts["rescale_factor"])
         if opts["do_normalize"]:
-            mean = torch.tensor(opts["image_mean"], dtype=torch.float64)
-            std = torch.tensor(opts["image_std"], dtype=torch.float64)
+            mean = np.asarray(opts["image_mean"], dtype=np.float64)
+            std = np.asarray(opts["image_std"], dtype=np.float64)
             scale, offset = scale / std, (offset - mean) / std
-        return scale.float(), offset.float()
+        return torch.from_numpy(scale.astype(np.float32)), torch.from_numpy(offset.astype(np.float32))
 
     @staticmethod
     def _normalize(crops: torch.Tensor, opts: dict) -> torch.Tensor:
