@@ -309,8 +309,11 @@ def warp_affine_batch(
         channel_scale / channel_offset: optional per-channel affine of the values.
         backend: "torch" (bilinear `grid_sample`, exact), "cv2" (`cv2.warpAffine` per crop and channel
             on the float32 source region, written straight into the output: ~8x faster on CPU; OpenCV
-            quantises sampling positions to 1/32 px, measured <= 0.02 grey levels on real photos) or
-            "auto" (cv2 for float32 output on CPU when OpenCV is installed, else torch).
+            computes sampling positions in float32 (older builds quantise them to 1/32 px), measured
+            <= 0.02 grey levels on real photos) or "auto" (cv2 for float32 output on CPU when OpenCV is
+            installed, else torch). The cv2 backend runs OpenCV single-threaded for the duration of the
+            call (`cv2.setNumThreads(1)`, the previous value restored after) and instead spreads whole
+            crops over `torch.get_num_threads()` Python threads (OpenCV releases the GIL).
 
     Returns:
         `(N, C, h, w)` contiguous crops: float32 for integer images, else the image's dtype. Values are
