@@ -311,9 +311,10 @@ def warp_affine_batch(
             on the float32 source region, written straight into the output: ~8x faster on CPU; OpenCV
             computes sampling positions in float32 (older builds quantise them to 1/32 px), measured
             <= 0.02 grey levels on real photos) or "auto" (cv2 for float32 output on CPU when OpenCV is
-            installed, else torch). The cv2 backend runs OpenCV single-threaded for the duration of the
-            call (`cv2.setNumThreads(1)`, the previous value restored after) and instead spreads whole
-            crops over `torch.get_num_threads()` Python threads (OpenCV releases the GIL).
+            installed, else torch). The cv2 backend uses OpenCV's thread count (`cv2.setNumThreads`,
+            default: the number of cores) for whole crops, in Python threads (OpenCV releases the
+            GIL), and runs each warp single-threaded (`cv2.setNumThreads(1)` during the call, the
+            previous value restored after): a 256x192 warp is too small to split.
 
     Returns:
         `(N, C, h, w)` contiguous crops: float32 for integer images, else the image's dtype. Values are
@@ -494,22 +495,23 @@ def _warp_cv2(cv2, image, matrices, out, scale, offset, border_value: float, max
         groups = [(idx, ux0, uy0, ux1, uy1)]
     else:
         groups = [(idx[j : j + 1], int(x0[j]), int(y0[j]), int(x1[j]), int(y1[j])) for j in range(idx.size)]
-    # One warp is ~50k pixels (~75 us): too small for OpenCV to split across threads. With its default
+    # One warp is ~50k pixels (~75 us): too small for OpenCV to split across threads. With its own
     # thread pool each call was measured 1.2x slower on 2 cores, and several times slower in the tail
-    # when the cores are shared; so OpenCV runs single-threaded here (its setting is restored after).
+    # when the cores are shared. So OpenCV runs single-threaded inside each warp (its setting is
+    # restored after) and its thread count is spent on whole crops instead.
     threads = cv2.getNumThreads()
     if threads != 1:
         cv2.setNumThreads(1)
     try:
-        _warp_groups_cv2(cv2, image, inv, groups, out_np, gains, shifts, fills)
+        _warp_groups_cv2(cv2, image, inv, groups, out_np, gains, shifts, fills, max(1, threads))
     finally:
         if threads != 1:
             cv2.setNumThreads(threads)
 
 
-def _warp_groups_cv2(cv2, image, inv, groups, out_np, gains, shifts, fills) -> None:
-    """Run the warps of `groups` (see `_warp_cv2`), spread over `torch.get_num_threads()` threads by
-    whole crops when there are several (OpenCV releases the GIL inside `warpAffine`)."""
+def _warp_groups_cv2(cv2, image, inv, groups, out_np, gains, shifts, fills, threads: int) -> None:
+    """Run the warps of `groups` (see `_warp_cv2`), spread over up to `threads` threads by whole
+    crops when there are several (OpenCV releases the GIL inside `warpAffine`)."""
     c, out_h, out_w = out_np.shape[1:]
     flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
     size = (out_w, out_h)
@@ -530,7 +532,7 @@ def _warp_groups_cv2(cv2, image, inv, groups, out_np, gains, shifts, fills) -> N
         return _source_planes(cv2, image, gx0, gy0, gx1, gy1, gains, shifts), mats, sel
 
     total = sum(int(g[0].size) for g in groups)
-    workers = min(torch.get_num_threads(), total // _MIN_CROPS_PER_THREAD)
+    workers = min(threads, total // _MIN_CROPS_PER_THREAD)
     if workers <= 1:
         for group in groups:
             warp(*region(group))
