@@ -133,3 +133,26 @@ def test_numpy_center_scale_and_udp_matrix_are_bit_identical_to_torch(size):
     ct, st = box_xywh_to_center_scale(torch.from_numpy(boxes), size[1] / size[0], padding=1.25, pixel_std=200.0)
     mt = get_udp_warp_matrix(ct, st, size, pixel_std=200.0)
     assert np.array_equal(center, ct.numpy()) and np.array_equal(scale, st.numpy()) and np.array_equal(m, mt.numpy())
+
+
+def test_reused_output_memory_never_overwrites_a_live_result():
+    from vitpose_hf import geometry
+
+    geometry._POOL[:] = [None, None]  # results held elsewhere in the session must not matter here
+    rng = np.random.default_rng(9)
+    image = torch.from_numpy(rng.integers(0, 256, (90, 120, 3), dtype=np.uint8)).permute(2, 0, 1)
+    boxes = torch.tensor([[10.0, 10.0, 40.0, 50.0], [50.0, 20.0, 30.0, 60.0]])
+    center, scale = box_xywh_to_center_scale(boxes, 0.75)
+    m = get_udp_warp_matrix(center, scale, (32, 24))
+    first = warp_affine_batch(image, m, (32, 24), backend="cv2")
+    kept, first_ptr = first.clone(), first.data_ptr()
+    view = first[1:, :, ::2]  # a view keeps the result alive too
+    del first
+    second = warp_affine_batch(image.flip(-1).contiguous(), m, (32, 24), backend="cv2")
+    assert torch.equal(view, kept[1:, :, ::2])  # not overwritten while a view lives
+    assert view.data_ptr() != second.data_ptr()
+    del view, second
+    third = warp_affine_batch(image, m, (32, 24), backend="cv2")  # the first result's memory, reused
+    assert torch.equal(third, kept) and third.data_ptr() == first_ptr
+    fourth = warp_affine_batch(image, m[:1], (32, 24), backend="cv2")  # third still alive: fresh memory
+    assert fourth.data_ptr() != third.data_ptr() and torch.equal(fourth, kept[:1])
