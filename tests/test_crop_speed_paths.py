@@ -77,7 +77,7 @@ def test_threads_do_not_change_the_crops_and_cv2_threads_are_restored():
     rng = np.random.default_rng(3)
     hwc = rng.integers(0, 256, (120, 160, 3), dtype=np.uint8)
     image = torch.from_numpy(hwc).permute(2, 0, 1)
-    boxes = _boxes(rng, 9, 120, 160)
+    boxes = _boxes(rng, 26, 120, 160)  # enough crops for 3 threads (8 per thread at least)
     center, scale = box_xywh_to_center_scale(boxes, 0.75)
     m = get_udp_warp_matrix(center, scale, (32, 24))
     before = cv2.getNumThreads()
