@@ -13,10 +13,15 @@ random occluders. Annotations are exact, by construction:
 - `bbox` is the tight box of the figure's drawn pixels (occluded parts included, clipped to the
   image) and `area` the number of pixels the figure covers when drawn (its silhouette).
 
-Left and right are distinguishable as in photographs of people facing the camera: figures face
-the viewer (their left side starts on the image's right), and every left part (limbs, eye, ear) is
-drawn in a light shade of the figure's colour with a dark centre stripe on the limbs, every right
-part in a dark shade. A left/right swap, a wrong flip pair or a mirrored decode therefore costs AP.
+Left and right are told apart as in photographs of people facing the camera: by geometry. Figures
+face the viewer (their left side starts on the image's right; the face shows which way the head
+turns). The two sides of a figure are drawn in a light and a dark shade of its colour (the light
+side's limbs with a dark centre stripe) so that crossing limbs can be followed, but which side is
+the light one is drawn at random per figure, as is which arm and which leg lie on top: the mirror image of
+a sample, with left and right labels swapped, is exactly as likely as the sample itself. That is
+the symmetry of real people that flip augmentation and the flip test rely on (a fixed "left is
+light" rule made the mirrored crops of the flip test contradict the original and cost ~0.14 AP).
+A left/right swap, a wrong flip pair or a mirrored decode therefore costs AP.
 """
 
 from __future__ import annotations
@@ -200,6 +205,9 @@ def _draw_figure(canvas: _Canvas, fig: dict, code: int, rng: np.random.Generator
     base = _random_color(rng)
     light = _shade(base, 255.0, 0.5)
     dark = _shade(base, 0.0, 0.5)
+    left_light = bool(rng.random() < 0.5)  # which side is the light one: random (mirror symmetry)
+    tone = {True: light if left_light else dark, False: dark if left_light else light}  # left? -> shade
+    stripe_side = left_light  # the light side carries the stripe
     torso_col = tuple(int(v) for v in base)
     skin = _shade(_random_color(rng, sat=(0.2, 0.6), val=(0.55, 0.95)), 220.0, 0.3)
     w = fig["limb_w"]
@@ -207,8 +215,8 @@ def _draw_figure(canvas: _Canvas, fig: dict, code: int, rng: np.random.Generator
 
     def limb(a, b, width, left: bool, part: int):
         canvas.line(kp[a] if isinstance(a, int) else a, kp[b] if isinstance(b, int) else b,
-                    light if left else dark, width, code | part)
-        if left:
+                    tone[left], width, code | part)
+        if left == stripe_side:
             pa = kp[a] if isinstance(a, int) else a
             pb = kp[b] if isinstance(b, int) else b
             cv2.line(canvas.image, _fx(pa), _fx(pb), dark, max(1, int(round(stripe_w))), cv2.LINE_AA, _SHIFT)
@@ -227,27 +235,32 @@ def _draw_figure(canvas: _Canvas, fig: dict, code: int, rng: np.random.Generator
         limb(kn, an, 0.95 * w, left, L_SHIN if left else R_SHIN)
         out = _rot(fig["down"], -90.0 if left else 90.0)  # feet point outwards
         toe = kp[an] + out * 1.4 * w + fig["down"] * 0.2 * w
-        canvas.line(kp[an], toe, light if left else dark, 0.7 * w, code | (L_FOOT if left else R_FOOT))
+        canvas.line(kp[an], toe, tone[left], 0.7 * w, code | (L_FOOT if left else R_FOOT))
 
     behind = [rng.random() < 0.12, rng.random() < 0.12]  # an arm behind the torso
-    for left, b in zip((True, False), behind):
+    arm_order = [(True, behind[0]), (False, behind[1])]
+    if rng.random() < 0.5:  # the arm drawn second lies on top where they cross
+        arm_order.reverse()
+    for left, b in arm_order:
         if b:
             arm(left)
-    leg(True)
-    leg(False)
+    left_leg_first = bool(rng.random() < 0.5)  # the leg drawn second lies on top where they cross
+    leg(left_leg_first)
+    leg(not left_leg_first)
     canvas.poly([kp[5], kp[6], kp[12], kp[11]], torso_col, code | TORSO)
     canvas.line(fig["neck_base"], fig["head_c"], skin, 0.9 * fig["head_r"], code | NECK, caps=False)
-    for left, b in zip((True, False), behind):
+    for left, b in arm_order:
         if not b:
             arm(left)
     hr = fig["head_r"]
     ang = math.degrees(math.atan2(fig["side"][1], fig["side"][0]))
     canvas.ellipse(fig["head_c"], (0.92 * hr, hr), ang, skin, code | HEAD)
-    canvas.disk(kp[3], 0.3 * hr, light, code | L_EAR)
-    canvas.disk(kp[4], 0.3 * hr, dark, code | R_EAR)
-    canvas.disk(kp[1], 0.17 * hr, light, code | L_EYE)
-    canvas.disk(kp[1], 0.08 * hr, (20, 20, 20), code | L_EYE)
-    canvas.disk(kp[2], 0.17 * hr, dark, code | R_EYE)
+    canvas.disk(kp[3], 0.3 * hr, tone[True], code | L_EAR)
+    canvas.disk(kp[4], 0.3 * hr, tone[False], code | R_EAR)
+    canvas.disk(kp[1], 0.17 * hr, tone[True], code | L_EYE)
+    canvas.disk(kp[2], 0.17 * hr, tone[False], code | R_EYE)
+    pupil = kp[1] if stripe_side else kp[2]  # the light side's eye has a pupil, like its stripe
+    canvas.disk(pupil, 0.08 * hr, (20, 20, 20), code | (L_EYE if stripe_side else R_EYE))
     canvas.disk(kp[0], 0.14 * hr, (200, 60, 60), code | NOSE)
 
 
