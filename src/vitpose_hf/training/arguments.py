@@ -15,11 +15,13 @@ from transformers import TrainingArguments
 __all__ = ["ModelArguments", "DataArguments", "PoseTrainingArguments", "OFFLINE_MODEL", "offline_default_args"]
 
 # The offline default model: a ViTPose small enough to learn the synthetic data on two shared CPU
-# cores. 128x96 input, patch 8 (1/8 features, the paper's resolution variant) so the 16x12 token
-# grid gives the 1/4 heatmap (32x24) after one deconvolution; 96 wide, 4 blocks, 0.58M parameters.
+# cores. 128x96 input, patch 8 (1/8 features, the paper's resolution variant): a 16x12 token grid,
+# 96 wide, 4 blocks, then two deconvolutions to a 64x48 heatmap (half the input resolution, twice
+# the usual 1/4: at this small input the finer heatmap is what makes AP at the strict OKS
+# thresholds reachable -- 0.86 instead of ~0.70 at 1/4 in the same 3000 steps); 0.65M parameters.
 OFFLINE_MODEL = dict(
     image_size=(128, 96), patch_size=8, hidden_size=96, num_hidden_layers=4, num_attention_heads=4,
-    drop_path_rate=0.0, decoder_hidden_size=64, num_deconv_layers=1,
+    drop_path_rate=0.0, decoder_hidden_size=64, num_deconv_layers=2,
 )  # fmt: skip
 
 
@@ -100,9 +102,9 @@ class DataArguments:
     use_udp: bool = field(default=True, metadata={"help": "UDP crops and targets (ViTPose) instead of plain ones."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only this many training persons."})
     flip_test: bool | None = field(
-        default=None,
-        metadata={"help": "Flip test during evaluation; default: on when training with augmentation (a model "
-                  "that never saw mirrored people gets worse, not better, from averaging with mirrored crops)."},
+        default=True,
+        metadata={"help": "Flip test during evaluation (average with the mirrored crops' heatmaps, as ViTPose "
+                  "evaluates); None: on only when training with augmentation."},
     )
 
 
@@ -158,7 +160,7 @@ def offline_default_args() -> dict:
     length (warmup 300 steps, decay x0.1 at steps 2429 and 2857), lr 2e-3 and no layer decay
     (nothing is pre-trained), plain crops (the generator already randomises poses, sizes, colours
     and occluders; the official augmentation slows a run this short down), evaluated with COCO AP on
-    ground-truth boxes every 250 steps. About 20 minutes on two shared CPU cores (0.4 s per step).
+    ground-truth boxes with the flip test every 250 steps.
     """
     return {
         "preset": "offline",
