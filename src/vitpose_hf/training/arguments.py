@@ -104,7 +104,7 @@ class DataArguments:
     flip_test: bool | None = field(
         default=True,
         metadata={"help": "Flip test during evaluation (average with the mirrored crops' heatmaps, as ViTPose "
-                  "evaluates); None: on only when training with augmentation."},
+                  "evaluates); null in a JSON config: on only when training with augmentation."},
     )
 
 
