@@ -495,8 +495,20 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
         eval_metrics = trainer.evaluate()
         trainer.log_metrics("eval", eval_metrics)
         trainer.save_metrics("eval", eval_metrics)
+    _finish_distributed()
     return {"train": train_metrics, "eval": eval_metrics, "output_dir": training_args.output_dir,
             "global_step": trainer.state.global_step}
+
+
+def _finish_distributed() -> None:
+    """In a multi-process run: wait for every rank, then tear the process group down, so that no rank
+    exits while its communication threads are still running (a rank leaving early was seen to abort
+    with "terminate called without an active exception" at exit, once in CI). No-op otherwise."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def _probe_heads(data_args: DataArguments) -> list[tuple[int, KeypointSchema]]:
