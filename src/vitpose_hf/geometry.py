@@ -315,8 +315,9 @@ def warp_affine_batch(
             <= 0.02 grey levels on real photos) or "auto" (cv2 for float32 output on CPU when OpenCV is
             installed, else torch). The cv2 backend uses OpenCV's thread count (`cv2.setNumThreads`,
             default: the number of cores) for whole crops, in Python threads (OpenCV releases the
-            GIL), and runs each warp single-threaded (`cv2.setNumThreads(1)` during the call, the
-            previous value restored after): a 256x192 warp is too small to split.
+            GIL), and runs each warp single-threaded: a 256x192 warp is too small to split. To do so
+            the first such call sets `cv2.setNumThreads(1)` for the process and keeps the former count
+            for its crop threads (a later `cv2.setNumThreads(k)` is taken over the same way).
 
     Returns:
         `(N, C, h, w)` contiguous crops: float32 for integer images, else the image's dtype. Values are
@@ -557,16 +558,16 @@ def _warp_cv2(cv2, image, matrices, out, scale, offset, border_value: float, max
         groups = [(idx[j : j + 1], int(x0[j]), int(y0[j]), int(x1[j]), int(y1[j])) for j in range(idx.size)]
     # One warp is ~50k pixels (~75 us): too small for OpenCV to split across threads. With its own
     # thread pool each call was measured 1.2x slower on 2 cores, and several times slower in the tail
-    # when the cores are shared. So OpenCV runs single-threaded inside each warp (its setting is
-    # restored after) and its thread count is spent on whole crops instead.
+    # when the cores are shared. So OpenCV runs single-threaded and its thread count is spent on whole
+    # crops instead. The switch is made once (and again only if someone sets another count): toggling
+    # OpenCV's pool on every call rebuilt its threads thousands of times per training epoch.
+    global _CROP_THREADS
     threads = cv2.getNumThreads()
     if threads != 1:
+        _CROP_THREADS = max(1, threads)
         cv2.setNumThreads(1)
-    try:
-        _warp_groups_cv2(cv2, image, inv, groups, out_np, gains, shifts, fills, max(1, threads))
-    finally:
-        if threads != 1:
-            cv2.setNumThreads(threads)
+        logger.info("OpenCV set to single-threaded warps; its %d threads are spent on whole crops", threads)
+    _warp_groups_cv2(cv2, image, inv, groups, out_np, gains, shifts, fills, _CROP_THREADS)
 
 
 def _warp_groups_cv2(cv2, image, inv, groups, out_np, gains, shifts, fills, threads: int) -> None:
@@ -615,6 +616,8 @@ def _warp_groups_cv2(cv2, image, inv, groups, out_np, gains, shifts, fills, thre
     parts = np.array_split(np.arange(len(groups)), workers)  # each crop converts its own footprint
     _run_threads([(lambda p=p: [warp(*region(groups[q])) for q in p.tolist()]) for p in parts])
 
+
+_CROP_THREADS = 1  # threads for whole crops: OpenCV's thread count when the crop path took it over
 
 # below ~8 crops per thread, starting and joining a thread cost more than it saved (measured, 2 cores)
 _MIN_CROPS_PER_THREAD = 8
