@@ -153,8 +153,14 @@ def get_udp_warp_matrix(
     target = scale * pixel_std  # (N, 2) window size in pixels
     sx = (out_w - 1.0) / target[:, 0]
     sy = (out_h - 1.0) / target[:, 1]
+    return _fill_udp_matrix(torch.zeros(n, 2, 3, dtype=center.dtype, device=center.device), cos, sin, sx, sy, center, target)
+
+
+def _fill_udp_matrix(m, cos, sin, sx, sy, center, target):
+    """Write the UDP image -> crop affine into `m (N, 2, 3)` (torch or numpy: the same expressions,
+    so both give bit-identical matrices) from per-box `cos`, `sin`, zooms `sx`, `sy`, `center (N, 2)`
+    and window size `target (N, 2)` in pixels."""
     cx, cy = center[:, 0], center[:, 1]
-    m = torch.zeros(n, 2, 3, dtype=center.dtype, device=center.device)
     m[:, 0, 0] = cos * sx
     m[:, 0, 1] = -sin * sx
     m[:, 0, 2] = sx * (-cx * cos + cy * sin + 0.5 * target[:, 0])
@@ -212,15 +218,7 @@ def _udp_crops_np(
     target = scale * pixel_std
     sx = (1.0 / target[:, 0]) * (out_w - 1.0)  # torch's `float / tensor` is `tensor.reciprocal() * float`
     sy = (1.0 / target[:, 1]) * (out_h - 1.0)
-    cx, cy = center[:, 0], center[:, 1]
-    m = np.zeros((boxes.shape[0], 2, 3))
-    m[:, 0, 0] = cos * sx
-    m[:, 0, 1] = -sin * sx
-    m[:, 0, 2] = sx * (-cx * cos + cy * sin + 0.5 * target[:, 0])
-    m[:, 1, 0] = sin * sy
-    m[:, 1, 1] = cos * sy
-    m[:, 1, 2] = sy * (-cx * sin - cy * cos + 0.5 * target[:, 1])
-    return center, scale, m
+    return center, scale, _fill_udp_matrix(np.zeros((boxes.shape[0], 2, 3)), cos, sin, sx, sy, center, target)
 
 
 def invert_affine(m: torch.Tensor) -> torch.Tensor:
