@@ -62,3 +62,48 @@ def tiny_config():
     from vitpose_hf import VitPoseConfig
 
     return VitPoseConfig(**tiny_config_kwargs())
+
+
+def train_tiny_model(output_dir: Path, steps: int = 250, seed: int = 0):
+    """A tiny ViTPose trained briefly on synthetic people (writes `output_dir/model`): its heatmaps
+    are peaked (a clear maximum per keypoint), unlike a random model's flat ones, so keypoints do not
+    depend on how a CPU rounds. Not accurate: a few hundred steps learn a rough pose prior.
+    Returns `(model, processor, model_dir)`."""
+    from vitpose_hf import VitPoseConfig, VitPoseForPoseEstimation, VitPoseImageProcessor
+    from vitpose_hf.data import TopDownTransform
+    from vitpose_hf.data.synthetic import load_synthetic_dataset
+
+    rows, _, _ = load_synthetic_dataset(output_dir / "synthetic", 48, image_size=(128, 96), seed=seed)
+    transform = TopDownTransform("coco", image_size=(64, 48), heatmap_size=(32, 24), seed=seed)
+    torch.manual_seed(seed)
+    model = VitPoseForPoseEstimation(VitPoseConfig(**tiny_config_kwargs()))
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    model.train()
+    n = len(rows)
+    batches = []  # augmented crops made once and cycled: the crops cost more than the tiny model's steps
+    for start in range(0, 4 * n, 16):
+        batch = transform(rows.select([(start + i) % n for i in range(16)])[:])
+        batches.append([torch.stack(batch[k]) for k in ("pixel_values", "labels", "target_weight")])
+    flush = torch.set_flush_denormal(True)  # denormal activations made these steps ~6x slower on x86
+    try:
+        for step in range(steps):
+            pixels, labels, weights = batches[step % len(batches)]
+            out = model(pixels, labels=labels, target_weight=weights)
+            opt.zero_grad()
+            (out.loss * 1000).backward()
+            opt.step()
+    finally:
+        if flush:
+            torch.set_flush_denormal(False)
+    model.eval()
+    processor = VitPoseImageProcessor(size={"height": 64, "width": 48})
+    model_dir = output_dir / "model"
+    model.save_pretrained(model_dir)
+    processor.save_pretrained(model_dir)
+    return model, processor, model_dir
+
+
+@pytest.fixture(scope="session")
+def trained_tiny_model(tmp_path_factory):
+    """`(model, processor, model_dir)` of `train_tiny_model`, trained once per test session."""
+    return train_tiny_model(tmp_path_factory.mktemp("trained_tiny"))

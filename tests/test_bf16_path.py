@@ -23,7 +23,7 @@ from conftest import tiny_config_kwargs
 from vitpose_hf import VitPoseConfig, VitPoseForPoseEstimation
 from vitpose_hf.image_processing_vitpose import VitPoseImageProcessor, predict_heatmaps
 from vitpose_hf.keypoint_schemas import get_schema
-from vitpose_hf.modeling_vitpose import optimize_for_inference
+from vitpose_hf.inference import optimize_for_inference
 
 BF16_U = 2.0**-8  # bf16 unit roundoff: 8 significant bits, rounding moves a value by <= 2^-8 of itself
 

@@ -15,9 +15,9 @@ from .modeling_vitpose import (
     VitPosePreTrainedModel,
     flip_heatmaps,
     joints_mse_loss,
-    optimize_for_inference,
     resample_position_embeddings,
 )
+from .inference import inference_model, optimize_for_inference
 from .modeling_vitpose_mae import (
     VitPoseForMaskedImageModeling,
     VitPoseMaskedImageModelingOutput,
@@ -41,6 +41,7 @@ __all__ = [
     "joints_mse_loss",
     "resample_position_embeddings",
     "optimize_for_inference",
+    "inference_model",
     "VitPoseForMaskedImageModeling",
     "VitPoseMaskedImageModelingOutput",
     "load_mae_checkpoint_into_backbone",

@@ -38,7 +38,7 @@ __all__ = [
     "flip_heatmaps",
     "joints_mse_loss",
     "resample_position_embeddings",
-    "optimize_for_inference",
+    "is_tracing",
 ]
 
 
@@ -192,53 +192,11 @@ def drop_path(x: torch.Tensor, drop_prob: float, training: bool) -> torch.Tensor
     return x * mask / keep
 
 
-def _find_onednn_linear():
-    op = getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise", None)
-    if op is None or not torch.backends.mkldnn.is_available():
-        return None
-    try:  # probe once: private op, its signature may change between torch releases
-        x = torch.ones(2, 3)
-        y = op(x, torch.ones(4, 3), torch.zeros(4), "gelu", [], "none")
-        if y.shape != (2, 4) or not torch.allclose(y, F.gelu(torch.full((2, 4), 3.0))):
-            return None
-    except Exception:  # noqa: BLE001 - any failure means: not usable here
-        return None
-    return op
-
-
-_ONEDNN_LINEAR = _find_onednn_linear()
-
-
-def inference_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, gelu: bool = False) -> torch.Tensor:
-    """`F.linear(x, weight, bias)` (then exact GELU if `gelu`) for inference, through oneDNN's fused
-    linear + bias (+ GELU) kernel on CPU for fp32/bf16 when available (no separate bias copy or GELU
-    pass: ~25% faster than addmm + gelu on ViTPose-B's MLP), else the plain ops. `(..., in)` -> `(..., out)`.
-    """
-    if (
-        _ONEDNN_LINEAR is not None and x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16)
-        and weight.dtype == x.dtype and (bias is None or bias.dtype == x.dtype) and not torch.is_grad_enabled()
-        and not _compiling()  # inductor lowers this op only for its own prepacked weights; it fuses F.linear itself
-    ):
-        return _ONEDNN_LINEAR(x, weight, bias, "gelu" if gelu else "none", [], "none" if gelu else "")
-    y = F.linear(x, weight, bias)
-    return F.gelu(y) if gelu else y
-
-
-def _compiling() -> bool:
-    compiler = getattr(torch, "compiler", None)
-    return bool(compiler is not None and hasattr(compiler, "is_compiling") and compiler.is_compiling())
-
-
-def _inference(module: nn.Module, *parts: nn.Module) -> bool:
-    """Whether `module` may take an inference fast path that reads the weights of `parts` directly:
-    eval mode, gradients off, and every part a plain `nn.Linear`/`nn.Conv2d` without hooks (a part
-    wrapped by PEFT/LoRA, quantisation or a hook must run its own forward)."""
-    if module.training or torch.is_grad_enabled():
-        return False
-    for part in parts:
-        if type(part) not in (nn.Linear, nn.Conv2d) or part._forward_hooks or part._forward_pre_hooks:
-            return False
-    return True
+def is_tracing() -> bool:
+    """Whether this forward is being traced (torch.compile, torch.export, dynamo ONNX export, or the
+    TorchScript tracer). Value-dependent Python (reading a tensor's values to branch or to validate)
+    runs only when this is False, so traced graphs hold no data-dependent guard."""
+    return bool(torch.compiler.is_compiling() or torch.jit.is_tracing())
 
 
 # ----------------------------------------------------------------------------- modules
@@ -365,8 +323,6 @@ class VitPoseSelfAttention(nn.Module):
         impl = getattr(self.config, "_attn_implementation", None) or "sdpa"
         if output_attentions:
             impl = "eager"
-        elif self.kind == "global" and impl == "sdpa" and _inference(self, self.query, self.key, self.value):
-            return self._fused_global_attention(hidden_states), None
         q = self.query(hidden_states)
         k = self.key(hidden_states)
         v = self.value(hidden_states)
@@ -376,57 +332,6 @@ class VitPoseSelfAttention(nn.Module):
             dropout=self.dropout_prob if self.training else 0.0, kernel=sdpa_or_eager_attention,
             output_attentions=output_attentions,
         )
-
-    # ------------------------------------------------------------------ inference fast path
-    def _qkv_params(self) -> tuple[torch.Tensor | None, ...]:
-        return (self.query.weight, self.key.weight, self.value.weight, self.query.bias, self.key.bias, self.value.bias)
-
-    def fused_qkv(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The q/k/v projections as one `(3C, C)` weight and `(3C,)` bias (None without qkv bias).
-
-        Concatenated once and cached (a plain attribute, not in the state dict). The cache is rebuilt
-        when any of the six tensors changes: new storage (`.to()`, `param.data = ...`) or an in-place
-        update (`load_state_dict`, optimizer steps bump the tensor's `_version`); `.to()`/`.train()`
-        drop it. Costs one extra copy of the q/k/v weights while the model runs in inference.
-        """
-        params = self._qkv_params()
-        key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params if p is not None)
-        cache = self.__dict__.get("_qkv_cache")
-        if cache is None or cache[0] != key:
-            with torch.no_grad():
-                weight = torch.cat([p.detach() for p in params[:3]], dim=0)
-                bias = torch.cat([p.detach() for p in params[3:]], dim=0) if params[3] is not None else None
-            cache = (key, weight, bias)
-            self.__dict__["_qkv_cache"] = cache
-        return cache[1], cache[2]
-
-    def _fused_global_attention(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        """Inference-only global attention: one `(B*N, C) x (C, 3C)` GEMM for q, k and v, heads laid
-        out by a single permute of views (no copies: SDPA reads strided inputs), SDPA, and the context
-        back as `(B, N, C)`. Same arithmetic as the plain path up to float rounding.
-        """
-        batch, tokens, channels = hidden_states.shape
-        weight, bias = self.fused_qkv()
-        qkv = inference_linear(hidden_states, weight, bias)  # (B, N, 3C)
-        qkv = qkv.view(batch, tokens, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        query, key, value = qkv.unbind(0)  # (B, heads, N, d) each
-        if qkv.dtype in (torch.bfloat16, torch.float16) and qkv.device.type == "cpu":
-            # half precision on CPU: two batched GEMMs and a softmax (in the input dtype, accumulated in
-            # fp32 internally) beat the CPU flash kernel by ~1.5x at ViTPose's 192 tokens
-            scores = torch.matmul(query, key.transpose(-1, -2)).mul_(self.scaling)
-            context = torch.matmul(scores.softmax(dim=-1), value)
-        else:
-            context = F.scaled_dot_product_attention(query, key, value, scale=self.scaling)
-        return context.transpose(1, 2).reshape(batch, tokens, channels)
-
-    def _apply(self, fn, *args, **kwargs):
-        self.__dict__.pop("_qkv_cache", None)
-        return super()._apply(fn, *args, **kwargs)
-
-    def train(self, mode: bool = True):
-        if mode:
-            self.__dict__.pop("_qkv_cache", None)
-        return super().train(mode)
 
 
 class VitPoseSelfOutput(nn.Module):
@@ -439,8 +344,6 @@ class VitPoseSelfOutput(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         """`(B, N, C)` -> `(B, N, C)`."""
-        if _inference(self, self.dense):
-            return inference_linear(hidden_states, self.dense.weight, self.dense.bias)
         return self.dropout(self.dense(hidden_states))
 
 
@@ -472,12 +375,6 @@ class VitPoseMLP(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor, dataset_index: torch.Tensor | None = None) -> torch.Tensor:
         """`(B, N, C)` -> `(B, N, C)`; `dataset_index` is ignored."""
-        if _inference(self, self.fc1, self.fc2):
-            if self.exact_gelu:
-                hidden = inference_linear(hidden_states, self.fc1.weight, self.fc1.bias, gelu=True)
-            else:
-                hidden = self.activation(inference_linear(hidden_states, self.fc1.weight, self.fc1.bias))
-            return inference_linear(hidden, self.fc2.weight, self.fc2.bias)
         return self.dropout(self.fc2(self.activation(self.fc1(hidden_states))))
 
 
@@ -485,7 +382,11 @@ class VitPoseMoeMLP(nn.Module):
     """ViTPose++ MoE MLP: shared fc1 (C -> rC) and fc2 (rC -> C - p), plus one expert Linear(rC -> p)
     per dataset, chosen by `dataset_index` (hard routing, no router); output = cat(shared, expert).
 
-    Each sample only runs its own expert (grouped by index), unlike running all experts and masking.
+    Each sample runs only its own expert: the expert weights are stacked `(E, p, rC)` and gathered by
+    `dataset_index`, then applied as one batched matmul `(B, N, rC) x (B, rC, p)`, so the forward has
+    no data-dependent Python and traces (torch.export, ONNX) with `dataset_index` as an input. Experts
+    that are not plain `nn.Linear` (a PEFT/LoRA wrapper, a hook) run their own forward on the whole
+    batch and the sample's row is selected, which keeps their behaviour at E times the expert cost.
     """
 
     def __init__(self, config: VitPoseConfig):
@@ -499,20 +400,26 @@ class VitPoseMoeMLP(nn.Module):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, hidden_states: torch.Tensor, dataset_index: torch.Tensor | None = None) -> torch.Tensor:
-        """`(B, N, C)` and `dataset_index` `(B,)` (long) -> `(B, N, C)`."""
+        """`(B, N, C)` and `dataset_index` `(B,)` (long, validated by the model) -> `(B, N, C)`."""
         hidden = self.activation(self.fc1(hidden_states))
         shared = self.fc2(hidden)
         if dataset_index is None:
             dataset_index = torch.zeros(hidden.shape[0], dtype=torch.long, device=hidden.device)
-        unique = torch.unique(dataset_index).tolist()
-        if len(unique) == 1:
-            expert = self.experts[int(unique[0])](hidden)
+        if all(_plain_linear(e) for e in self.experts):
+            weight = torch.stack([e.weight for e in self.experts])[dataset_index]  # (B, p, rC)
+            expert = torch.matmul(hidden, weight.transpose(1, 2))  # (B, N, p)
+            if self.experts[0].bias is not None:
+                expert = expert + torch.stack([e.bias for e in self.experts])[dataset_index].unsqueeze(1)
         else:
-            expert = shared.new_empty(hidden.shape[:-1] + (self.part_features,))
-            for idx in unique:
-                rows = (dataset_index == idx).nonzero(as_tuple=True)[0]
-                expert[rows] = self.experts[int(idx)](hidden[rows]).to(expert.dtype)
-        return self.dropout(torch.cat([shared, expert], dim=-1))
+            outputs = torch.stack([e(hidden) for e in self.experts])  # (E, B, N, p)
+            rows = torch.arange(hidden.shape[0], device=hidden.device)
+            expert = outputs[dataset_index, rows]
+        return self.dropout(torch.cat([shared, expert.to(shared.dtype)], dim=-1))
+
+
+def _plain_linear(module: nn.Module) -> bool:
+    """A bare `nn.Linear` with no hooks, whose weight may be read directly."""
+    return type(module) is nn.Linear and not (module._forward_hooks or module._forward_pre_hooks)
 
 
 class VitPoseLayer(nn.Module):
@@ -610,33 +517,9 @@ class VitPoseSimpleDecoder(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         features = _as_weight_dtype(features, self.conv)  # float32 heatmaps from a bf16 model
-        if _inference(self, self.conv) and float(self.scale_factor).is_integer():
-            return self._fast_forward(features)
         x = F.relu(features)
         x = F.interpolate(x, scale_factor=self.scale_factor, mode="bilinear", align_corners=False)
         return self.conv(x)
-
-    def _fast_forward(self, features: torch.Tensor) -> torch.Tensor:
-        """Inference-only, same result up to float rounding: the 3x3 conv and the bilinear upsampling
-        are both linear, so the 9 conv taps are applied at low resolution (one `(C, 9K)` GEMM) and only
-        the `9K` tap maps are upsampled, as two small matrix products per axis with the shifted
-        interpolation matrices (the conv's zero padding is a zero row). Avoids interpolating all C
-        channels to 16x the pixels (the slowest op of the plain head on CPU) and the 3x3 conv there.
-        """
-        x = F.relu(features)
-        batch, channels, h, w = x.shape
-        weight = self.conv.weight  # (K, C, 3, 3)
-        k = weight.shape[0]
-        taps = weight.permute(2, 3, 0, 1).reshape(9 * k, channels)
-        y = torch.matmul(taps, x.reshape(batch, channels, h * w)).view(batch, 3, 3, k, h, w)
-        factor = int(self.scale_factor)
-        rows = _shifted_upsample_matrices(h, factor, x.dtype, x.device)  # (3, H, h)
-        cols = _shifted_upsample_matrices(w, factor, x.dtype, x.device)  # (3, W, w)
-        a = torch.einsum("bdekij,exj->bdkix", y, cols)  # sum over dx and low-res columns
-        out = torch.einsum("dyi,bdkix->bkyx", rows, a)  # sum over dy and low-res rows
-        if self.conv.bias is not None:
-            out = out + self.conv.bias.view(1, k, 1, 1)
-        return out.contiguous()
 
 
 def _as_weight_dtype(x: torch.Tensor, layer: nn.Module) -> torch.Tensor:
@@ -646,24 +529,6 @@ def _as_weight_dtype(x: torch.Tensor, layer: nn.Module) -> torch.Tensor:
     if isinstance(weight, torch.Tensor) and weight.is_floating_point() and weight.dtype != x.dtype:
         return x.to(weight.dtype)
     return x
-
-
-def _shifted_upsample_matrices(size: int, factor: int, dtype, device) -> torch.Tensor:
-    """`(3, factor * size, size)`: row `y` of slice `d` maps `size` samples to the value at output
-    position `y + d - 1` of `F.interpolate(mode="bilinear", align_corners=False)` along one axis
-    (zero when that position is outside: the 3x3 conv's zero padding)."""
-    out_size = size * factor
-    src = ((torch.arange(out_size, dtype=torch.float64) + 0.5) / factor - 0.5).clamp_min(0.0)
-    i0 = src.floor().long().clamp_max(size - 1)
-    i1 = (i0 + 1).clamp_max(size - 1)
-    w1 = src - i0.double()
-    up = torch.zeros(out_size, size, dtype=torch.float64)
-    pos = torch.arange(out_size)
-    up.index_put_((pos, i0), 1.0 - w1, accumulate=True)
-    up.index_put_((pos, i1), w1, accumulate=True)
-    padded = torch.cat([up.new_zeros(1, size), up, up.new_zeros(1, size)])  # rows -1 .. out_size
-    shifted = torch.stack([padded[d : d + out_size] for d in range(3)])
-    return shifted.to(dtype=dtype, device=device)
 
 
 # ----------------------------------------------------------------------------- pretrained base
@@ -757,7 +622,12 @@ def _ones(t):
 
 
 def _check_dataset_index(dataset_index, batch_size: int, num_datasets: int, device) -> torch.Tensor:
-    """Normalise `dataset_index` to a `(B,)` long tensor (default 0), validating its range."""
+    """Normalise `dataset_index` to a `(B,)` long tensor (default 0; one value is broadcast).
+
+    The value range is checked in eager mode only (a ValueError naming the bad index): reading a
+    tensor's values would put a data-dependent guard into a traced graph, so under torch.compile /
+    torch.export the caller (processor, pipeline, onnxruntime backend) is trusted with the range.
+    """
     if dataset_index is None:
         return torch.zeros(batch_size, dtype=torch.long, device=device)
     if not isinstance(dataset_index, torch.Tensor):
@@ -765,14 +635,17 @@ def _check_dataset_index(dataset_index, batch_size: int, num_datasets: int, devi
     if dataset_index.is_floating_point():
         raise ValueError(f"dataset_index must hold integers, got dtype {dataset_index.dtype}")
     dataset_index = dataset_index.to(device=device, dtype=torch.long).reshape(-1)
+    if is_tracing():
+        return dataset_index.expand(batch_size)  # (1,) or (B,): no guard on the batch size
     if dataset_index.numel() == 1 and batch_size != 1:
         dataset_index = dataset_index.expand(batch_size)
     if dataset_index.numel() != batch_size:
         raise ValueError(f"dataset_index must have shape ({batch_size},), got {dataset_index.numel()} values")
-    low, high = int(dataset_index.min()), int(dataset_index.max())
-    if low < 0 or high >= num_datasets:
-        bad = low if low < 0 else high
-        raise ValueError(f"dataset_index {bad} is out of range: this model serves indices 0..{num_datasets - 1}")
+    if batch_size:
+        low, high = int(dataset_index.min()), int(dataset_index.max())
+        if low < 0 or high >= num_datasets:
+            bad = low if low < 0 else high
+            raise ValueError(f"dataset_index {bad} is out of range: this model serves indices 0..{num_datasets - 1}")
     return dataset_index
 
 
@@ -983,8 +856,18 @@ class VitPoseForPoseEstimation(VitPosePreTrainedModel):
         return result if return_dict else result.to_tuple()
 
     def _run_heads(self, features: torch.Tensor, dataset_index: torch.Tensor) -> torch.Tensor:
+        """`(B, C, h, w)` features -> `(B, K, H', W')` heatmaps, each sample decoded by its own head.
+
+        Eager: samples are grouped by index and each head runs on its own rows only (its BatchNorm
+        statistics in training come from its own samples); a batch of one index gets that head's K.
+        Traced (torch.export, ONNX, torch.compile): every head runs on the whole batch and each row is
+        taken from its own head, zero-padded to the largest head's K, so the graph has one output
+        shape whatever the indices (`num_keypoints_for(i)` gives the valid channels of a row).
+        """
         if not len(self.extra_heads):
             return self.head(features)
+        if is_tracing():
+            return self._run_heads_traced(features, dataset_index)
         unique = torch.unique(dataset_index).tolist()
         if len(unique) == 1:
             return self.head_for(int(unique[0]))(features)
@@ -996,6 +879,26 @@ class VitPoseForPoseEstimation(VitPosePreTrainedModel):
             if out is None:
                 out = part.new_zeros((features.shape[0], max_k) + part.shape[2:])
             out[rows, : part.shape[1]] = part
+        return out
+
+    def _run_heads_traced(self, features: torch.Tensor, dataset_index: torch.Tensor) -> torch.Tensor:
+        if self.training and not self.config.use_simple_decoder:
+            raise ValueError(
+                "tracing a multi-head model in training mode is not supported: every head would see the "
+                "whole batch, mixing the BatchNorm statistics of different datasets; trace it in eval()"
+            )
+        max_k = max(int(h["num_labels"]) for h in self.config.head_specs())
+
+        def padded(head: nn.Module) -> torch.Tensor:
+            out = head(features)
+            return F.pad(out, (0, 0, 0, 0, 0, max_k - out.shape[1]))
+
+        out = padded(self.head)  # the main head also serves indices without a head of their own
+        for key, head in self.extra_heads.items():
+            if int(key) == self.config.main_dataset_index:
+                continue
+            mine = (dataset_index == int(key)).view(-1, 1, 1, 1)
+            out = torch.where(mine, padded(head), out)
         return out
 
     def save_pretrained_transformers(self, save_directory) -> None:
@@ -1033,63 +936,3 @@ class VitPoseForPoseEstimation(VitPosePreTrainedModel):
             model.backbone.resize_position_embeddings(image_size)
             model.config.image_size = list(model.backbone.config.image_size)
         return (model, info) if want_info else model
-
-
-# ----------------------------------------------------------------------------- inference helper
-def optimize_for_inference(
-    model: nn.Module,
-    dtype: torch.dtype | None = None,
-    compile: bool = False,
-    float32_heatmaps: bool = True,
-    **compile_kwargs,
-) -> nn.Module:
-    """Prepare a ViTPose model for fast inference, in place, and return it.
-
-    - `model.eval()`: the global-attention layers then run their fused fast path whenever gradients
-      are off (`torch.no_grad()` / `torch.inference_mode()`, as in `predict_heatmaps` and the
-      pipeline): q, k and v from one `(C, 3C)` GEMM (weights concatenated once and cached), heads laid
-      out by one permute, SDPA on strided views. This path is also taken without this helper.
-    - `dtype` (e.g. `torch.bfloat16`): cast the weights (`model.to(dtype)`); inputs are cast by the
-      patch embedding. bf16 pays off on CPUs with AVX512-BF16 / AMX and on GPUs.
-    - `float32_heatmaps` (default True): in a bf16/fp16 model (cast here or before), the last conv of
-      every heatmap head (`head.conv`, `extra_heads[*].conv`) is kept in float32 (with its original
-      float32 weights when the cast happens here) and its input is upcast, so the heatmaps come out
-      in float32, not rounded to bf16's 8 significant bits before the DARK decoding (about 0.1% of
-      ViTPose-B's FLOPs). False: heatmaps in `dtype`, like every other layer's output.
-    - `compile=True`: `model.compile(**compile_kwargs)` (TorchInductor; on CPU it needs a C++
-      compiler and takes a while on the first call and for every new batch size).
-
-    The fused q/k/v cache is built here so that the first call is not slower.
-
-    Args:
-        model: a `VitPoseForPoseEstimation` or `VitPoseModel` (any module holding ViTPose layers).
-        dtype: floating dtype for the weights, or None to keep them.
-        compile: compile the forward with `torch.compile`.
-        float32_heatmaps: keep the heads' final conv in float32 in a half-precision model.
-        **compile_kwargs: passed to `nn.Module.compile` (e.g. `mode="max-autotune"`).
-
-    Returns:
-        the same `model`.
-    """
-    finals = [m.conv for m in model.modules() if isinstance(m, (VitPoseClassicDecoder, VitPoseSimpleDecoder))]
-    finals = [c for c in finals if isinstance(getattr(c, "weight", None), torch.Tensor)]
-    if dtype is not None:
-        if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
-            raise ValueError(f"dtype must be a floating torch.dtype, got {dtype!r}")
-        saved = [{k: v.detach().clone() for k, v in c.state_dict().items()} for c in finals]
-        model.to(dtype)
-    else:
-        saved = [None] * len(finals)
-    if float32_heatmaps:
-        for conv, state in zip(finals, saved):
-            if conv.weight.dtype in (torch.bfloat16, torch.float16):
-                conv.float()
-                if state is not None and all(v.dtype == torch.float32 for v in state.values()):
-                    conv.load_state_dict(state)  # the original float32 weights, not bf16-rounded ones
-    model.eval()
-    for module in model.modules():
-        if isinstance(module, VitPoseSelfAttention) and module.kind == "global":
-            module.fused_qkv()
-    if compile:
-        model.compile(**compile_kwargs)
-    return model

@@ -34,6 +34,7 @@ weight spread evenly over the tokens of its window. Rows sum to one.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import math
@@ -95,16 +96,27 @@ def _check_pair(value, name: str) -> tuple[int, int]:
 
 
 def _normal_tensors(fn):
-    """Build cached tensors outside inference mode: a cache entry first made under
-    `torch.inference_mode()` would otherwise hold inference tensors that a later autograd pass
-    cannot save for backward."""
+    """Build cached tensors as plain tensors: outside inference mode (a cache entry first made under
+    `torch.inference_mode()` would hold inference tensors that a later autograd pass cannot save for
+    backward) and outside a fake-tensor mode (torch.export traces with fake tensors: a layout is a
+    function of Python ints only, so it is computed for real and enters the graph as a constant, and
+    the cache never holds fake tensors)."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        with torch.inference_mode(False):
+        with torch.inference_mode(False), _unset_fake_mode():
             return fn(*args, **kwargs)
 
     return wrapper
+
+
+def _unset_fake_mode():
+    """Leave every active dispatch mode (fake tensors, export's proxy tracing) for the duration."""
+    try:  # private torch helper; without it there is no such mode to leave
+        from torch.utils._python_dispatch import _disable_current_modes
+    except ImportError:  # pragma: no cover
+        return contextlib.nullcontext()
+    return _disable_current_modes()
 
 
 @functools.lru_cache(maxsize=128)
@@ -195,6 +207,25 @@ def _window_mask(grid, window, shift, device, num_prefix: int, pooled: bool, dty
     return mask[:, None]
 
 
+@torch._dynamo.assume_constant_result
+def _constant_device_layout(*args):
+    return _device_layout(*args)
+
+
+@torch._dynamo.assume_constant_result
+def _constant_window_mask(*args):
+    return _window_mask(*args)
+
+
+def _traceable(fn):
+    """`fn` (a cached layout or mask builder, a function of Python values only) as a constant for
+    dynamo (torch.compile, strict export): it runs for real and its result enters the graph, instead
+    of dynamo tracing the cache and the boolean reductions inside it."""
+    if torch.compiler.is_dynamo_compiling():
+        return _constant_device_layout if fn is _device_layout else _constant_window_mask
+    return fn
+
+
 def _split_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
     b, n, c = x.shape
     return x.view(b, n, num_heads, c // num_heads).transpose(1, 2)
@@ -236,7 +267,7 @@ def make_windowed_attention(
             raise ValueError(
                 f"got {length} tokens, expected {num_prefix} prefix + {grid[0]}x{grid[1]} grid tokens"
             )
-        lay = _device_layout(grid, window, do_shift, q.device)
+        lay = _traceable(_device_layout)(grid, window, do_shift, q.device)
         nw, n = lay.num_windows, lay.window_tokens
         head_dim = channels // num_heads
 
@@ -265,7 +296,7 @@ def make_windowed_attention(
             v_pool = (v_win.view(batch, nw, num_heads, n, head_dim).sum(3) / counts).transpose(1, 2)
             keys.append(per_window(k_pool))
             values.append(per_window(v_pool))
-        mask = _window_mask(grid, window, do_shift, q.device, num_prefix, pooled, q.dtype)
+        mask = _traceable(_window_mask)(grid, window, do_shift, q.device, num_prefix, pooled, q.dtype)
         if mask is not None:
             mask = mask.unsqueeze(0).expand(batch, *mask.shape).reshape(batch * nw, *mask.shape[1:])
         key_all = torch.cat(keys, dim=2) if len(keys) > 1 else k_win
