@@ -266,3 +266,56 @@ def test_swaps_and_bf16_tests_pass_as_on_an_avx2_only_cpu():
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=here.parent)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     assert " passed" in proc.stdout
+
+
+def test_bf16_loaded_model_plain_forward_and_pipeline(tmp_path, shared_data):
+    """The reported crashes: a bf16 `from_pretrained` + a no_grad forward, and a bf16 pipeline."""
+    from transformers import pipeline
+
+    model = _model()
+    model.save_pretrained(tmp_path / "m")
+    loaded = VitPoseForPoseEstimation.from_pretrained(tmp_path / "m", dtype=torch.bfloat16).eval()
+    x = torch.randn(2, 3, 64, 48)
+    out = _heat(loaded, x)
+    assert out.dtype == torch.bfloat16 and _rel(out.float(), _heat(model, x)) <= 0.03
+    pipe = pipeline("keypoint-detection", model=str(tmp_path / "m"), dtype=torch.bfloat16)
+    image = next((shared_data / "coco_sample").glob("*.jpg"))
+    people = pipe(str(image), boxes=[[10.0, 10.0, 80.0, 120.0]])
+    assert len(people) == 1 and all(torch.isfinite(torch.tensor([k["x"], k["y"]])).all() for k in people[0]["keypoints"])
+    assert pipe.model.dtype == torch.bfloat16
+    assert type(pipe.model.backbone.encoder.layer[0].attention.attention) is VitPoseSelfAttention
+
+
+def test_evaluation_of_a_training_model_leaves_it_as_it_was(shared_data, tmp_path):
+    """The trainer's in-training evaluation passes the live model: its modules, parameters (the
+    optimizer's references) and values must come out unchanged."""
+    from vitpose_hf import VitPoseImageProcessor
+    from vitpose_hf.evaluation import evaluate_model
+
+    model = _model()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model.eval()
+    ids = [id(p) for p in model.parameters()]
+    values = {k: v.clone() for k, v in model.state_dict().items()}
+    folder = shared_data / "coco_sample"
+    evaluate_model(model, VitPoseImageProcessor(size={"height": 64, "width": 48}), folder / "test_coco.json", folder,
+                   flip_test=False)
+    assert [id(p) for p in model.parameters()] == ids
+    assert all(p.requires_grad for p in model.parameters())
+    assert type(model.backbone.encoder.layer[0].mlp) is VitPoseMLP
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, values[k]), k
+    model.train()
+    model(torch.randn(2, 3, 64, 48), labels=torch.rand(2, 17, 32, 24)).loss.backward()
+    opt.step()
+
+
+@pytest.mark.slow
+def test_optimize_for_inference_compiled_matches_eager():
+    """torch.compile (inductor, needs a C++ compiler; ~30-90 s) of the swapped model."""
+    model = _model(use_simple_decoder=True)
+    x = torch.randn(2, 3, 64, 48)
+    ref = _heat(model, x)
+    compiled = optimize_for_inference(copy.deepcopy(model), compile=True)
+    assert "onednn_mlp" not in compiled.inference_report.applied  # inductor fuses linears itself
+    assert _rel(_heat(compiled, x), ref) <= 1e-4
