@@ -319,3 +319,22 @@ def test_optimize_for_inference_compiled_matches_eager():
     compiled = optimize_for_inference(copy.deepcopy(model), compile=True)
     assert "onednn_mlp" not in compiled.inference_report.applied  # inductor fuses linears itself
     assert _rel(_heat(compiled, x), ref) <= 1e-4
+
+
+def test_lora_wrapped_projections_keep_their_forward():
+    pytest.importorskip("peft")
+    from vitpose_hf.training import apply_lora
+
+    model = apply_lora(_model(), r=4)
+    with torch.no_grad():  # non-zero adapters, so bypassing them would change the output
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    x = torch.randn(2, 3, 64, 48)
+    model.eval()
+    ref = _heat(model, x)
+    fast = inference_model(model)
+    report = fast.inference_report
+    assert "not a plain nn.Linear" in report.skipped["fused_qkv"]
+    assert "fused_qkv" not in report.applied
+    assert _rel(_heat(fast, x), ref) <= 1e-5
