@@ -25,6 +25,9 @@ install_requires = [
 
 extras = {
     "detector": ["onnxruntime>=1.16"],
+    # ONNX export (torch.onnx's dynamo exporter needs onnx + onnxscript) and the onnxruntime backend;
+    # torch itself stays as pinned above (nothing newer is pulled in through this extra)
+    "onnx": ["onnx>=1.16", "onnxscript>=0.2", "onnxruntime>=1.17"],
     "peft": ["peft>=0.10"],
 }
 extras["dev"] = sorted(
@@ -34,6 +37,7 @@ extras["dev"] = sorted(
         "hypothesis>=6.80",
         "scipy>=1.10",
         *extras["detector"],
+        *extras["onnx"],
         *extras["peft"],
     }
 )

@@ -4,6 +4,7 @@ Subcommands:
     predict   keypoints for images or folders of images -> JSON (+ optional drawings)
     evaluate  COCO-style OKS AP of a model (vitpose_hf.evaluation.command)
     convert   official ViTPose .pth / transformers checkpoints -> vitpose_hf (vitpose_hf.convert_vitpose_to_hf)
+    export    a checkpoint -> ONNX folder (vitpose_hf.export), optionally int8-quantized
     train     training (vitpose_hf.training.command, when installed)
 
 `vitpose-hf predict --help` lists the options of `predict`.
@@ -135,7 +136,11 @@ def load_boxes_file(path: str, images: Sequence[str], score_threshold: float | N
 
 def _add_predict_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", nargs="+", help="image files, folders of images, or URLs")
-    parser.add_argument("--model", "-m", required=True, help="model directory or hub id")
+    parser.add_argument("--model", "-m", required=True, help="model directory or hub id, or an ONNX export folder")
+    parser.add_argument(
+        "--onnx-file", default=None,
+        help="with an ONNX export folder: the graph to run (model.onnx, default, or model_quantized.onnx)",
+    )  # fmt: skip
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--boxes", help="person boxes JSON (COCO results, COCO annotations, or per-image lists)")
     source.add_argument(
@@ -177,6 +182,20 @@ def _coco_results(image: str, persons: list[dict], schema) -> list[dict]:
     return out
 
 
+def _pipeline_model(args: argparse.Namespace) -> dict[str, Any]:
+    """`model=` and `device=` for the pipeline: an `OnnxPoseModel` for an ONNX export folder
+    (onnxruntime, `--onnx-file` picks the graph), else the checkpoint path for PyTorch."""
+    from .onnx_backend import OnnxPoseModel, is_onnx_export_dir, onnx_providers_for_device
+
+    if is_onnx_export_dir(args.model):
+        file_name = args.onnx_file or "model.onnx"
+        model = OnnxPoseModel.from_pretrained(args.model, file_name=file_name, providers=onnx_providers_for_device(args.device))
+        return {"model": model, "device": "cpu"}  # onnxruntime reads host memory: crops stay on the CPU
+    if args.onnx_file:
+        raise ValueError(f"--onnx-file needs an ONNX export folder as --model, {args.model!r} is not one")
+    return {"model": args.model, "device": _device(args.device)}
+
+
 def run_predict(args: argparse.Namespace) -> int:
     """Run `predict`; returns 0 when every image was processed, 1 when some failed."""
     import transformers
@@ -192,7 +211,7 @@ def run_predict(args: argparse.Namespace) -> int:
     boxes = scores = None
     if args.boxes:
         boxes, scores = load_boxes_file(args.boxes, images, args.detection_threshold)
-    pipe = transformers.pipeline("keypoint-detection", model=args.model, device=_device(args.device))
+    pipe = transformers.pipeline("keypoint-detection", **_pipeline_model(args))
     schema = pipe.schema_for(args.dataset_index, args.schema)
     call_kwargs: dict[str, Any] = {"flip_test": not args.no_flip}
     if args.detector:
@@ -256,6 +275,34 @@ def run_predict(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+# ---------------------------------------------------------------------------------------- export
+
+
+def _add_export_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="a saved vitpose_hf or transformers VitPose checkpoint (directory or hub id)")
+    parser.add_argument("output_dir", help="folder to write model.onnx, config.json, preprocessor_config.json to")
+    parser.add_argument("--format", default="onnx", choices=["onnx"], help="export format (onnx)")
+    parser.add_argument("--quantize", default=None, choices=["int8"], help="also write model_quantized.onnx (int8 weights)")
+    parser.add_argument("--opset", type=int, default=20, help="ONNX opset, 18..23 (default 20)")
+
+
+def run_export(args: argparse.Namespace) -> int:
+    """Run `export`: load the checkpoint, write the ONNX folder (checked against PyTorch); returns 0."""
+    from .export import export_onnx
+    from .image_processing_vitpose import VitPoseImageProcessor
+    from .modeling_vitpose import VitPoseForPoseEstimation
+
+    model = VitPoseForPoseEstimation.from_pretrained(args.model)
+    try:
+        processor = VitPoseImageProcessor.from_pretrained(args.model)
+    except (OSError, ValueError) as err:
+        logger.info("no preprocessor config in %s (%s): the export gets a default one for the model size", args.model, err)
+        processor = None
+    path = export_onnx(model, args.output_dir, opset=args.opset, quantize=args.quantize, image_processor=processor)
+    logger.info("exported %s to %s%s", args.model, path.parent, " (with model_quantized.onnx)" if args.quantize else "")
+    return 0
+
+
 # ---------------------------------------------------------------------------------------- main
 
 
@@ -283,6 +330,9 @@ def build_parser(load: str | None = None) -> argparse.ArgumentParser:
     predict = sub.add_parser("predict", help="keypoints for images -> JSON (+ drawings)")
     _add_predict_arguments(predict)
     predict.set_defaults(func=run_predict)
+    export = sub.add_parser("export", help="export a checkpoint to an ONNX folder (+ int8 quantization)")
+    _add_export_arguments(export)
+    export.set_defaults(func=run_export)
     sub.add_parser("convert", help="convert official / transformers checkpoints (see `vitpose-hf convert --help`)", add_help=False)
     for name, (module_name, help_text) in _DELEGATED.items():
         if name != load:

@@ -26,6 +26,7 @@ from transformers import Pipeline
 
 from .detectors import BaseDetector, build_detector, load_rgb_image
 from .keypoint_schemas import SCHEMAS, KeypointSchema, get_schema
+from .inference import InferenceModelCache
 
 logger = logging.getLogger(__name__)
 
@@ -120,6 +121,9 @@ class KeypointDetectionPipeline(Pipeline):
 
     def __init__(self, model, image_processor=None, **kwargs):
         self._detector_cache: dict[str, BaseDetector] = {}
+        # the network runs as a swapped, weight-sharing copy (optimize_for_inference's fast paths),
+        # rebuilt whenever self.model's weights change; self.model itself is never altered
+        self._inference_models = InferenceModelCache()
         super().__init__(model=model, image_processor=image_processor, **kwargs)
         self.image_processor = self._resolve_processor(self.image_processor)
         self.model.eval()
@@ -320,7 +324,7 @@ class KeypointDetectionPipeline(Pipeline):
         if dataset_index is not None:
             index = torch.full((pixel_values.shape[0],), int(dataset_index), dtype=torch.long, device=pixel_values.device)
         heatmaps = self.image_processor.predict_heatmaps(
-            self.model, pixel_values, flip_test=flip_test, flip_pairs=list(sch.flip_pairs), dataset_index=index
+            self._inference_models.get(self.model), pixel_values, flip_test=flip_test, flip_pairs=list(sch.flip_pairs), dataset_index=index
         )
         out["heatmaps"] = heatmaps[:, : sch.num_keypoints].float()
         return out
@@ -404,11 +408,18 @@ class KeypointDetectionPipeline(Pipeline):
 
 
 def register_pipeline() -> None:
-    """Register "keypoint-detection" with transformers' pipeline registry (idempotent)."""
+    """Register "keypoint-detection" with transformers' pipeline registry (idempotent).
+
+    The factory tries the model classes in order: `OnnxPoseModel` first (it accepts only a local
+    folder written by `vitpose_hf.export.export_onnx` and raises OSError at once for anything else,
+    so `pipeline("keypoint-detection", model=EXPORT_DIR)` runs the graph with onnxruntime), then
+    the PyTorch classes.
+    """
     from transformers import AutoModelForPoseEstimation
     from transformers.pipelines import PIPELINE_REGISTRY
 
     from .modeling_vitpose import VitPoseForPoseEstimation
+    from .onnx_backend import OnnxPoseModel
 
     current = PIPELINE_REGISTRY.supported_tasks.get(TASK)
     if current is not None and current.get("impl") is KeypointDetectionPipeline:
@@ -416,6 +427,6 @@ def register_pipeline() -> None:
     PIPELINE_REGISTRY.register_pipeline(
         TASK,
         pipeline_class=KeypointDetectionPipeline,
-        pt_model=(VitPoseForPoseEstimation, AutoModelForPoseEstimation),
+        pt_model=(OnnxPoseModel, VitPoseForPoseEstimation, AutoModelForPoseEstimation),
         type="image",
     )

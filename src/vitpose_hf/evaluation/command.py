@@ -2,6 +2,10 @@
 
     vitpose-hf evaluate --model M --annotations ann.json --images DIR [--detections det.json]
         [--no-flip] [--output preds.json] [--batch-size 32] [--device cuda] [--schema coco]
+        [--onnx-file model_quantized.onnx]
+
+`--model` may be an ONNX export folder (`vitpose-hf export`): the graph then runs in onnxruntime
+with the same processor, flip test and decoding.
 
 `cli.py` dispatches here through `add_arguments(parser)` and `run(args)`.
 """
@@ -19,7 +23,12 @@ logger = logging.getLogger(__name__)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the `evaluate` options to `parser`."""
     parser.add_argument(
-        "--model", "-m", required=True, help="model directory or hub id (ours or transformers' format)"
+        "--model", "-m", required=True,
+        help="model directory or hub id (ours or transformers' format), or an ONNX export folder",
+    )
+    parser.add_argument(
+        "--onnx-file", default=None,
+        help="with an ONNX export folder: the graph to run (model.onnx, default, or model_quantized.onnx)",
     )
     parser.add_argument("--annotations", required=True, help="COCO keypoint annotation JSON (ground truth)")
     parser.add_argument("--images", required=True, help="folder holding the annotated images (their file_name)")
@@ -42,18 +51,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fp16", action="store_true", help="run the model in float16 (CUDA only)")
 
 
-def _load(model_id: str, device, fp16: bool):
+def _load(model_id: str, device, fp16: bool, onnx_file: str | None = None):
     import torch
 
     from ..image_processing_vitpose import VitPoseImageProcessor
     from ..modeling_vitpose import VitPoseForPoseEstimation
+    from ..onnx_backend import OnnxPoseModel, is_onnx_export_dir, onnx_providers_for_device
 
-    model = VitPoseForPoseEstimation.from_pretrained(model_id)
-    model.to(device)
-    if fp16:
-        if device.type != "cuda":
-            raise ValueError("--fp16 needs a CUDA device")
-        model.to(torch.float16)
+    if is_onnx_export_dir(model_id):
+        if fp16:
+            raise ValueError("--fp16 applies to PyTorch models; an ONNX export runs its float32 or int8 graph")
+        model = OnnxPoseModel.from_pretrained(
+            model_id, file_name=onnx_file or "model.onnx", providers=onnx_providers_for_device(device)
+        )
+    elif onnx_file:
+        raise ValueError(f"--onnx-file needs an ONNX export folder as --model, {model_id!r} is not one")
+    else:
+        model = VitPoseForPoseEstimation.from_pretrained(model_id)
+        model.to(device)
+        if fp16:
+            if device.type != "cuda":
+                raise ValueError("--fp16 needs a CUDA device")
+            model.to(torch.float16)
     model.eval()
     try:
         processor = VitPoseImageProcessor.from_pretrained(model_id)
@@ -79,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     device = torch.device(args.device) if args.device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model, processor = _load(args.model, device, args.fp16)
+    model, processor = _load(args.model, device, args.fp16, getattr(args, "onnx_file", None))
     metrics = evaluate_model(
         model,
         processor,

@@ -172,11 +172,13 @@ def _infer_group(model, processor, pixel_values, boxes, flip_test, flip_pairs, d
     """Forward (in chunks of `batch_size`, flip test) + decode; per image lists of persons."""
     import torch
 
-    param = next(model.parameters())
+    param = next(model.parameters(), None)  # None: a model without torch weights (the onnxruntime backend)
+    device = param.device if param is not None else getattr(model, "device", pixel_values.device)
+    dtype = param.dtype if param is not None and param.is_floating_point() else getattr(model, "dtype", torch.float32)
     heatmaps = []
     with torch.inference_mode():
         for start in range(0, pixel_values.shape[0], batch_size):
-            chunk = pixel_values[start : start + batch_size].to(device=param.device, dtype=param.dtype)
+            chunk = pixel_values[start : start + batch_size].to(device=device, dtype=dtype)
             out = processor.predict_heatmaps(
                 model, chunk, flip_test=flip_test, flip_pairs=flip_pairs, dataset_index=dataset_index
             )
@@ -212,6 +214,9 @@ def predict_coco_results(
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    from ..inference import inference_model  # torch only where a model runs
+
+    model = inference_model(model)  # fast paths on a weight-sharing copy: the caller's model is untouched
     schema = get_schema(schema)
     sigmas = resolve_sigmas(schema, schema.num_keypoints) if oks_threshold is not None else None
     height, width = _crop_size(model, processor)
