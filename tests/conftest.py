@@ -47,6 +47,12 @@ def yolox_onnx() -> Path:
     return YOLOX_ONNX
 
 
+#: ViTPose++ overrides of the tiny tester: 3 MoE experts, heads for indices 1 (AIC, 14) and 2 (MPII, 16)
+TINY_PLUS = dict(num_experts=3, part_features=8, dataset_heads=[
+    {"dataset_index": 1, "num_labels": 14, "name": "aic"}, {"dataset_index": 2, "num_labels": 16, "name": "mpii"},
+])
+
+
 def tiny_config_kwargs(**overrides) -> dict:
     """The tiny non-square tester: 64x48 input, patch 8, hidden 32, 2 layers, 4 heads."""
     kwargs = dict(

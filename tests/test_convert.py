@@ -16,7 +16,7 @@ import re
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import tiny_config_kwargs
+from conftest import TINY_PLUS, tiny_config_kwargs
 
 from vitpose_hf import VitPoseConfig, VitPoseForPoseEstimation, resample_position_embeddings
 from vitpose_hf.convert_vitpose_to_hf import (
@@ -128,9 +128,7 @@ def _official_forward(off: dict, pixels: torch.Tensor, dataset_index: torch.Tens
     return results
 
 
-PLUS = dict(num_experts=3, part_features=8, dataset_heads=[
-    {"dataset_index": 1, "num_labels": 14, "name": "aic"}, {"dataset_index": 2, "num_labels": 16, "name": "mpii"},
-])
+PLUS = TINY_PLUS
 
 
 def test_cli_converts_vitpose_plus_checkpoint(tmp_path, caplog):

@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import tiny_config_kwargs
+from conftest import TINY_PLUS, tiny_config_kwargs
 from torch.export import Dim
 
 from vitpose_hf import VitPoseConfig, VitPoseForPoseEstimation
 
-PLUS = dict(num_experts=3, part_features=8, dataset_heads=[
-    {"dataset_index": 1, "num_labels": 14, "name": "aic"}, {"dataset_index": 2, "num_labels": 16, "name": "mpii"},
-])
+PLUS = TINY_PLUS
 VARIANTS = {
     "classic": {},
     "simple": {"use_simple_decoder": True},

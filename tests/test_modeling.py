@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import tiny_config_kwargs
+from conftest import TINY_PLUS, tiny_config_kwargs
 from safetensors.torch import load_file, save_file
 
 import vitpose_hf  # noqa: F401  (registers the Auto classes)
@@ -22,9 +22,7 @@ from vitpose_hf import (
     resample_position_embeddings,
 )
 
-PLUS = dict(num_experts=3, part_features=8, dataset_heads=[
-    {"dataset_index": 1, "num_labels": 14, "name": "aic"}, {"dataset_index": 2, "num_labels": 16, "name": "mpii"},
-])
+PLUS = TINY_PLUS
 
 
 def _model(cls=VitPoseForPoseEstimation, **overrides):

@@ -17,7 +17,7 @@ import transformers
 from PIL import Image
 
 import vitpose_hf  # noqa: F401  (registers the pipeline)
-from conftest import tiny_config_kwargs
+from conftest import TINY_PLUS, tiny_config_kwargs
 from vitpose_hf import VitPoseConfig, VitPoseForPoseEstimation
 from vitpose_hf.cli import main
 from vitpose_hf.export import (
@@ -30,9 +30,7 @@ from vitpose_hf.export import (
 from vitpose_hf.image_processing_vitpose import VitPoseImageProcessor, predict_heatmaps
 from vitpose_hf.onnx_backend import OnnxPoseModel, is_onnx_export_dir
 
-PLUS = dict(num_experts=3, part_features=8, dataset_heads=[
-    {"dataset_index": 1, "num_labels": 14, "name": "aic"}, {"dataset_index": 2, "num_labels": 16, "name": "mpii"},
-])  # fmt: skip
+PLUS = TINY_PLUS
 
 
 def _model(**overrides) -> VitPoseForPoseEstimation:
