@@ -63,7 +63,7 @@ def test_swaps_equal_plain_fp32_and_original_untouched(overrides):
     x = torch.randn(3, 3, 64, 48)
     ref = _heat(model, x)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    fast = inference_model(model)
+    fast = inference_model(model, check_speed=False)
     report = fast.inference_report
     assert report.applied.get("fused_qkv") == model.config.num_hidden_layers
     assert isinstance(fast.backbone.encoder.layer[0].attention.attention, FusedQKVAttention)
@@ -79,7 +79,9 @@ def test_swaps_equal_plain_fp32_and_original_untouched(overrides):
 
 def test_swapped_state_dict_keeps_plain_layout_and_loads_back():
     model = _model()
-    fast = inference_model(model)
+    with pytest.raises(RuntimeError, match="sharing the original"):  # would write into `model`
+        inference_model(model, check_speed=False).load_state_dict(model.state_dict())
+    fast = optimize_for_inference(copy.deepcopy(model), check_speed=False)  # owns its weights
     plain_sd, fast_sd = model.state_dict(), fast.state_dict()
     assert set(fast_sd) == set(plain_sd) and not any("qkv" in k for k in fast_sd)
     for k in plain_sd:
@@ -102,7 +104,7 @@ def test_inference_copy_shares_memory_and_training_model_keeps_training():
     refs = [id(p) for p in model.parameters()]
     copy_ = inference_copy(model)
     assert copy_.backbone.embeddings.position_embeddings.data_ptr() == model.backbone.embeddings.position_embeddings.data_ptr()
-    fast = inference_model(model, dtype=torch.bfloat16)
+    fast = inference_model(model, dtype=torch.bfloat16, check_speed=False)
     assert next(fast.parameters()).dtype == torch.bfloat16
     assert all(p.dtype == torch.float32 and p.requires_grad for p in model.parameters())
     assert [id(p) for p in model.parameters()] == refs and model.training
@@ -133,7 +135,7 @@ def test_failing_probe_keeps_plain_modules(monkeypatch):
     monkeypatch.setattr(inference, "_onednn_op", lambda: broken)
     model = _model()
     x = torch.randn(2, 3, 64, 48)
-    fast = inference_model(model)
+    fast = inference_model(model, check_speed=False)
     report = fast.inference_report
     assert "simulated" in report.skipped["onednn_mlp"] and "simulated" in report.skipped["onednn_linear"]
     assert "onednn_mlp" not in report.applied and "onednn_linear" not in report.applied
@@ -146,7 +148,7 @@ def test_failing_probe_keeps_plain_modules(monkeypatch):
 def test_mismatching_swap_is_rejected(monkeypatch):
     monkeypatch.setattr(FusedMLP, "forward", lambda self, h, dataset_index=None: h * 0)  # a wrong kernel
     monkeypatch.setattr(inference, "_onednn_op", lambda: (lambda x, w, b, *a: F.linear(x, w, b) if a[0] == "none" else F.gelu(F.linear(x, w, b))))
-    fast = inference_model(_model())
+    fast = inference_model(_model(), check_speed=False)
     assert "differs from the plain module" in fast.inference_report.skipped["onednn_mlp"]
     assert type(fast.backbone.encoder.layer[0].mlp) is VitPoseMLP
 
@@ -158,7 +160,7 @@ def test_hooked_layers_and_windows_keep_their_own_forward():
     model.backbone.encoder.layer[1].attention.attention.value.register_forward_hook(scale)
     model.head.conv.register_forward_hook(scale)
     ref = _heat(model, x)
-    fast = inference_model(model)
+    fast = inference_model(model, check_speed=False)
     report = fast.inference_report
     assert "hooks" in report.skipped["fused_qkv"] and "hooks" in report.skipped["low_res_head"]
     assert type(fast.backbone.encoder.layer[0].attention.attention) is VitPoseSelfAttention  # window layer
@@ -170,7 +172,7 @@ def test_hooked_layers_and_windows_keep_their_own_forward():
 def test_output_attentions_through_fused_attention():
     model = _model()
     x = torch.randn(2, 3, 64, 48)
-    fast = inference_model(model)
+    fast = inference_model(model, check_speed=False)
     with torch.no_grad():
         a, b = model(x, output_attentions=True), fast(x, output_attentions=True)
     for pa, pb in zip(a.attentions, b.attentions):
@@ -183,7 +185,7 @@ def test_half_precision_works_on_this_cpu(dtype):
     model = _model(use_simple_decoder=True)
     x = torch.randn(4, 3, 64, 48)
     ref = _heat(model, x)
-    fast = inference_model(model, dtype=dtype)
+    fast = inference_model(model, dtype=dtype, check_speed=False)
     out = _heat(fast, x)
     assert out.dtype == torch.float32 and torch.isfinite(out).all()
     assert _rel(out, ref) <= 0.03
@@ -197,7 +199,7 @@ def test_optimize_for_inference_validates_and_is_in_place():
         optimize_for_inference(model, dtype=torch.int8)
     with pytest.raises(ValueError, match="float16"):
         optimize_for_inference(model, dtype="float16")
-    assert optimize_for_inference(model) is model and model.inference_report.applied["fused_qkv"] == 2
+    assert optimize_for_inference(model, check_speed=False) is model and model.inference_report.applied["fused_qkv"] == 2
     assert inference_model(model) is model  # already swapped
 
 
@@ -333,8 +335,84 @@ def test_lora_wrapped_projections_keep_their_forward():
     x = torch.randn(2, 3, 64, 48)
     model.eval()
     ref = _heat(model, x)
-    fast = inference_model(model)
+    fast = inference_model(model, check_speed=False)
     report = fast.inference_report
     assert "not a plain nn.Linear" in report.skipped["fused_qkv"]
     assert "fused_qkv" not in report.applied
     assert _rel(_heat(fast, x), ref) <= 1e-5
+
+
+def test_swaps_slower_than_the_plain_module_are_not_kept(monkeypatch):
+    monkeypatch.setattr(inference, "_time_pair", lambda plain, fast, args, device: (1.0, 2.0))
+    model = _model(use_simple_decoder=True)
+    fast = inference_model(model)
+    report = fast.inference_report
+    for name in ("fused_qkv", "onednn_mlp", "low_res_head"):
+        assert "not faster" in report.skipped[name] and name not in report.applied, name
+    assert type(fast.head) is VitPoseSimpleDecoder and type(fast.backbone.encoder.layer[1].mlp) is VitPoseMLP
+    monkeypatch.setattr(inference, "_time_pair", lambda plain, fast, args, device: (2.0, 1.0))
+    fast = inference_model(model)
+    assert fast.inference_report.applied["fused_qkv"] == 2 and fast.inference_report.applied["low_res_head"] == 1
+
+
+def test_timed_swaps_still_equal_plain():
+    model = _model(use_simple_decoder=True)
+    x = torch.randn(2, 3, 64, 48)
+    fast = inference_model(model)  # whatever the timing decided on this machine
+    report = fast.inference_report
+    for name in ("fused_qkv", "low_res_head"):
+        assert name in report.applied or "not faster" in report.skipped.get(name, ""), report.summary()
+    assert _rel(_heat(fast, x), _heat(model, x)) <= 1e-5
+
+
+def test_cast_after_swapping_falls_back_to_plain_kernels():
+    model = optimize_for_inference(_model(), check_speed=False)
+    model.to(torch.bfloat16)  # the oneDNN kernels were probed in fp32
+    attn = model.backbone.encoder.layer[0].attention.attention
+    assert attn.kernel == "torch" and not attn.gemm_attention
+    out = _heat(model, torch.randn(2, 3, 64, 48))
+    assert torch.isfinite(out.float()).all()
+
+
+def test_probes_leave_the_random_stream_alone():
+    model = _model()
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    inference_model(model, check_speed=False)
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_fp16_gemm_attention_does_not_overflow():
+    model = _model()
+    attn = model.backbone.encoder.layer[0].attention.attention
+    with torch.no_grad():
+        attn.query.weight.mul_(60.0)
+        attn.key.weight.mul_(60.0)
+    fused = FusedQKVAttention(attn, "torch", gemm_attention=True).half()
+    fused.gemm_attention = True  # as built for fp16 on the CPU
+    x = torch.randn(1, 48, 32).half() * 4
+    with torch.no_grad():
+        out, _ = fused(x, (8, 6))
+    assert torch.isfinite(out).all()
+
+
+def test_pipeline_keeps_a_training_model_in_training_mode(shared_data):
+    from transformers import pipeline
+
+    model = _model().train()
+    pipe = pipeline("keypoint-detection", model=model)
+    image = next((shared_data / "coco_sample").glob("*.jpg"))
+    pipe(str(image), boxes=[[10.0, 10.0, 80.0, 120.0]])
+    assert model.training
+
+
+def test_pipeline_loads_checkpoints_without_onnxruntime(tmp_path, monkeypatch):
+    import sys as _sys
+
+    from transformers import pipeline
+
+    _model().save_pretrained(tmp_path / "m")
+    monkeypatch.setitem(_sys.modules, "onnxruntime", None)  # import onnxruntime -> ImportError
+    pipe = pipeline("keypoint-detection", model=str(tmp_path / "m"))
+    assert type(pipe.model).__name__ == "VitPoseForPoseEstimation"

@@ -8,14 +8,14 @@ as separate modules that replace the plain ones:
 |-------------------|---------------------------------|-----------------------------------------------------------|
 | `fused_qkv`       | global `VitPoseSelfAttention`   | one `(C, 3C)` GEMM for q, k, v; heads by one permute      |
 | `gemm_attention`  | (inside `fused_qkv`)            | half precision on CPU: softmax(q k^T) v as two GEMMs      |
-| `onednn_linear`   | `VitPoseSelfOutput`, the q/k/v GEMM | oneDNN's fused linear + bias kernel                   |
+| `onednn_qkv`, `onednn_linear` | the q/k/v GEMM, `VitPoseSelfOutput` | oneDNN's fused linear + bias kernel       |
 | `onednn_mlp`      | `VitPoseMLP` (exact GELU)       | oneDNN's fused linear + bias + GELU for fc1, fused fc2     |
 | `low_res_head`    | `VitPoseSimpleDecoder`          | the 3x3 conv taps at low resolution, then upsampled       |
 | `float32_heatmaps`| heads' final conv in bf16/fp16  | that conv kept in float32: float32 heatmaps for DARK      |
 
 Each swap is built for the model's actual device and dtype and kept only if a probe run at swap time
-succeeds and matches the plain module within a per-dtype tolerance (`TOLERANCE`); otherwise the plain
-module stays. Nothing is probed at import and no process-wide state is kept. Every decision is logged
+succeeds, matches the plain module within a per-dtype tolerance (`TOLERANCE`) and (by default) is
+faster than it on this machine; otherwise the plain module stays. Nothing is probed at import and no process-wide state is kept. Every decision is logged
 and recorded in `model.inference_report`.
 
 The swapped modules are inference-only (`train()` raises); their `state_dict` keeps the transformers
@@ -28,6 +28,9 @@ from __future__ import annotations
 
 import copy
 import logging
+import statistics
+import threading
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -98,7 +101,27 @@ def _linear(kernel: str, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
 
 
 class _InferenceOnly(nn.Module):
-    """Base of the swapped modules: they hold no trainable state of their own design."""
+    """Base of the swapped modules: inference-only, with kernels chosen for one device and dtype.
+
+    A later `.to()` / `.half()` / `.cuda()` falls back to the plain kernels (F.linear, SDPA): the
+    probe that chose the oneDNN kernel or the GEMM attention held for the old device and dtype only.
+    """
+
+    def _apply(self, fn, *args, **kwargs):
+        before = [(t.device, t.dtype) for t in self._tensors()]
+        out = super()._apply(fn, *args, **kwargs)
+        if [(t.device, t.dtype) for t in self._tensors()] != before:
+            if getattr(self, "kernel", "torch") != "torch" or getattr(self, "gemm_attention", False):
+                logger.warning("%s moved or cast after optimize_for_inference: using the plain kernels "
+                               "(call optimize_for_inference again to re-probe)", type(self).__name__)
+            if hasattr(self, "kernel"):
+                self.kernel = "torch"
+            if hasattr(self, "gemm_attention"):
+                self.gemm_attention = False
+        return out
+
+    def _tensors(self) -> list[torch.Tensor]:
+        return [t for t in list(self.parameters()) + list(self.buffers()) if t is not None]
 
     def train(self, mode: bool = True):
         if mode:
@@ -149,8 +172,9 @@ class FusedQKVAttention(_InferenceOnly):
             context, probs = eager_attention(self, query, key, value, None, self.scaling)
             return context.reshape(batch, tokens, channels), probs
         if self.gemm_attention:
-            scores = torch.matmul(query, key.transpose(-1, -2)).mul_(self.scaling)
-            context = torch.matmul(scores.softmax(dim=-1), value)
+            # scale q first (fp16 q k^T could overflow before the scaling) and softmax in float32
+            scores = torch.matmul(query * self.scaling, key.transpose(-1, -2))
+            context = torch.matmul(scores.softmax(dim=-1, dtype=torch.float32).to(value.dtype), value)
         else:
             context = F.scaled_dot_product_attention(query, key, value, scale=self.scaling)
         return context.transpose(1, 2).reshape(batch, tokens, channels), probs
@@ -231,7 +255,8 @@ class LowResSimpleHead(_InferenceOnly):
     def _upsample(self, size: int, dtype, device) -> torch.Tensor:
         key = (size, dtype, device)
         if key not in self._matrices:
-            self._matrices[key] = _shifted_upsample_matrices(size, self.scale_factor).to(dtype=dtype, device=device)
+            with torch.inference_mode(False):  # a cached inference tensor could not serve a later autograd call
+                self._matrices[key] = _shifted_upsample_matrices(size, self.scale_factor).to(dtype=dtype, device=device)
         return self._matrices[key]
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
@@ -304,6 +329,22 @@ def _probe(plain: nn.Module, fast: nn.Module, inputs: tuple, dtype: torch.dtype)
     return None
 
 
+def _time_pair(plain: nn.Module, fast: nn.Module, inputs: tuple, device, repeats: int = 5) -> tuple[float, float]:
+    """Median seconds of one call of `plain` and of `fast` on `inputs`, timed in turn (so a load change
+    hits both alike), after a warm-up call each."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    times: tuple[list, list] = ([], [])
+    with torch.no_grad():
+        for rep in range(repeats + 1):
+            for module, out in zip((plain, fast), times):
+                start = time.perf_counter()
+                module(*inputs)
+                sync()
+                if rep:
+                    out.append(time.perf_counter() - start)
+    return statistics.median(times[0]), statistics.median(times[1])
+
+
 def _tokens(config) -> int:
     h, w = _grid(config)
     return config.num_knowledge_tokens + h * w
@@ -330,6 +371,7 @@ def optimize_for_inference(
     device: torch.device | str | None = None,
     compile: bool = False,
     float32_heatmaps: bool = True,
+    check_speed: bool = True,
     **compile_kwargs,
 ) -> nn.Module:
     """Prepare a ViTPose model for fast inference, in place, and return it.
@@ -351,6 +393,10 @@ def optimize_for_inference(
         float32_heatmaps: in a bf16/fp16 model, keep the final conv of every heatmap head in float32
             (its original float32 weights when the cast happens here), so the heatmaps are not rounded
             to 8 significant bits before DARK decoding (about 0.1% of ViTPose-B's FLOPs).
+        check_speed: also time each swap against the plain module on its first module (median of 5
+            calls each, in turn) and keep it only when it is faster there: kernels that win on one
+            CPU lose on another (oneDNN's fused linear beats MKL's addmm with AVX-512 and loses to it
+            on an AVX2-only EPYC). False: keep every swap that matches (deterministic, for tests).
         **compile_kwargs: passed to `nn.Module.compile` (e.g. `mode="max-autotune"`).
 
     Returns:
@@ -383,7 +429,10 @@ def optimize_for_inference(
         if count:
             report.applied["float32_heatmaps"] = count
 
-    _swap_all(model, report, run_dtype, run_device, use_onednn=not compile)
+    # the probes draw random inputs: leave the caller's random streams as they were
+    with torch.random.fork_rng(devices=[run_device] if run_device.type == "cuda" else []):
+        torch.manual_seed(0)
+        _swap_all(model, report, run_dtype, run_device, use_onednn=not compile, check_speed=check_speed)
     model.inference_report = report
     logger.info("optimize_for_inference %s", report.summary())
     if compile:
@@ -391,7 +440,7 @@ def optimize_for_inference(
     return model
 
 
-def _swap_all(model: nn.Module, report: InferenceReport, dtype, device, use_onednn: bool) -> None:
+def _swap_all(model: nn.Module, report: InferenceReport, dtype, device, use_onednn: bool, check_speed: bool) -> None:
     onednn_reason = None
     if not use_onednn:
         onednn_reason = "torch.compile fuses linear layers itself"
@@ -400,14 +449,26 @@ def _swap_all(model: nn.Module, report: InferenceReport, dtype, device, use_oned
     elif device.type != "cpu":
         onednn_reason = f"oneDNN kernels serve the CPU, the model is on {device.type}"
     gemm_attention = dtype in _HALF and device.type == "cpu"
+    root_config = getattr(model, "config", None)
+    tokens = _tokens(root_config) if root_config is not None and hasattr(root_config, "patch_padding") else 64
+
+    faster: dict[str, bool] = {}  # per swap name, decided on its first module
 
     def attempt(name: str, plain: nn.Module, build: Callable[[], nn.Module], inputs: Callable[[], tuple]) -> nn.Module | None:
+        if faster.get(name) is False:
+            return None
         try:
             fast = build()
         except Exception as err:  # noqa: BLE001
             report.skipped.setdefault(name, f"{type(err).__name__}: {err}")
             return None
-        reason = _probe(plain, fast, inputs(), dtype)
+        args = inputs()
+        reason = _probe(plain, fast, args, dtype)
+        if reason is None and check_speed and name not in faster:
+            t_plain, t_fast = _time_pair(plain, fast, args, device)
+            faster[name] = t_fast < 0.98 * t_plain
+            if not faster[name]:
+                reason = f"not faster than the plain module here ({t_fast * 1e3:.2f} vs {t_plain * 1e3:.2f} ms)"
         if reason is not None:
             report.skipped.setdefault(name, reason)
             return None
@@ -424,7 +485,7 @@ def _swap_all(model: nn.Module, report: InferenceReport, dtype, device, use_oned
             x = lambda cfg=cfg: (torch.randn(1, _tokens(cfg), cfg.hidden_size, device=device, dtype=dtype), _grid(cfg), cfg.num_knowledge_tokens)  # noqa: E731
             fast = None
             if onednn_reason is None:  # fused GEMM through oneDNN, else through F.linear
-                fast = attempt("onednn_linear", module, lambda m=module: FusedQKVAttention(m, "onednn", gemm_attention), x)
+                fast = attempt("onednn_qkv", module, lambda m=module: FusedQKVAttention(m, "onednn", gemm_attention), x)
             if fast is None:
                 fast = attempt("fused_qkv", module, lambda m=module: FusedQKVAttention(m, "torch", gemm_attention), x)
             else:
@@ -443,7 +504,7 @@ def _swap_all(model: nn.Module, report: InferenceReport, dtype, device, use_oned
                 continue
             c = module.dense.in_features
             fast = attempt("onednn_linear", module, lambda m=module: FusedLinearOutput(m),
-                           lambda c=c: (torch.randn(1, 8, c, device=device, dtype=dtype),))
+                           lambda c=c: (torch.randn(1, tokens, c, device=device, dtype=dtype),))
             if fast is not None:
                 _set_child(model, name, fast)
         elif isinstance(module, VitPoseMLP):
@@ -457,7 +518,7 @@ def _swap_all(model: nn.Module, report: InferenceReport, dtype, device, use_oned
                 continue
             c = module.fc1.in_features
             fast = attempt("onednn_mlp", module, lambda m=module: FusedMLP(m),
-                           lambda c=c: (torch.randn(1, 8, c, device=device, dtype=dtype),))
+                           lambda c=c: (torch.randn(1, tokens, c, device=device, dtype=dtype),))
             if fast is not None:
                 _set_child(model, name, fast)
         elif isinstance(module, VitPoseSimpleDecoder):
@@ -499,6 +560,7 @@ def inference_model(
     device: torch.device | str | None = None,
     compile: bool = False,
     float32_heatmaps: bool = True,
+    check_speed: bool = True,
 ) -> nn.Module:
     """`optimize_for_inference(inference_copy(model), ...)`: the fast paths on a weight-sharing copy,
     the caller's `model` (possibly being trained) untouched. A model already swapped, or one that is
@@ -507,21 +569,38 @@ def inference_model(
         return model
     if not any(isinstance(m, (VitPoseSelfAttention, VitPoseSimpleDecoder, VitPoseClassicDecoder)) for m in model.modules()):
         return model
-    return optimize_for_inference(inference_copy(model), dtype=dtype, device=device, compile=compile,
-                                  float32_heatmaps=float32_heatmaps)
+    out = optimize_for_inference(inference_copy(model), dtype=dtype, device=device, compile=compile,
+                                 float32_heatmaps=float32_heatmaps, check_speed=check_speed)
+    out.register_load_state_dict_pre_hook(_refuse_load)
+    return out
+
+
+def _refuse_load(module, state_dict, prefix, *args, **kwargs):
+    raise RuntimeError(
+        "this is an inference_model() copy sharing the original model's weights: loading into it would "
+        "write into the original (all but the fused q/k/v); load into the original and build a new copy"
+    )
 
 
 class InferenceModelCache:
     """Keeps one `inference_model` copy of a model and rebuilds it when the model's weights change.
 
     The key is each parameter's and buffer's identity, storage, version counter (bumped by in-place
-    updates: optimizer steps, `load_state_dict`), dtype and device, so a cached copy is never stale.
+    updates: optimizer steps, `load_state_dict`), dtype and device. Writes through `param.data`
+    (`p.data.mul_()`, `p.data.copy_()`) bypass the version counter and are not seen: call `clear()`
+    after them. Thread-safe: concurrent calls build one copy.
     """
 
     def __init__(self, **options):
         self.options = options
         self._key = None
         self._model = None
+        self._lock = threading.Lock()
+
+    def clear(self) -> None:
+        """Forget the cached copy (the next `get` rebuilds it)."""
+        with self._lock:
+            self._key = self._model = None
 
     @staticmethod
     def _signature(model: nn.Module):
@@ -532,8 +611,9 @@ class InferenceModelCache:
         """The inference copy of `model` (built on first use and after any weight change)."""
         if not isinstance(model, nn.Module):
             return model
-        key = self._signature(model)
-        if key != self._key:
-            self._model = inference_model(model, **self.options)
-            self._key = key
-        return self._model
+        with self._lock:
+            key = self._signature(model)
+            if key != self._key:
+                self._model = inference_model(model, **self.options)
+                self._key = key
+            return self._model
