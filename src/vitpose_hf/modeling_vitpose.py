@@ -867,7 +867,13 @@ class VitPoseForPoseEstimation(VitPosePreTrainedModel):
         if not len(self.extra_heads):
             return self.head(features)
         if is_tracing():
+            if self.training and not torch.compiler.is_exporting():
+                # torch.compile of a training step: the eager grouping, outside the graph
+                return self._run_heads_grouped_eager(features, dataset_index)
             return self._run_heads_traced(features, dataset_index)
+        return self._run_heads_grouped(features, dataset_index)
+
+    def _run_heads_grouped(self, features: torch.Tensor, dataset_index: torch.Tensor) -> torch.Tensor:
         unique = torch.unique(dataset_index).tolist()
         if len(unique) == 1:
             return self.head_for(int(unique[0]))(features)
@@ -881,11 +887,15 @@ class VitPoseForPoseEstimation(VitPosePreTrainedModel):
             out[rows, : part.shape[1]] = part
         return out
 
+    @torch.compiler.disable
+    def _run_heads_grouped_eager(self, features: torch.Tensor, dataset_index: torch.Tensor) -> torch.Tensor:
+        return self._run_heads_grouped(features, dataset_index)
+
     def _run_heads_traced(self, features: torch.Tensor, dataset_index: torch.Tensor) -> torch.Tensor:
         if self.training and not self.config.use_simple_decoder:
             raise ValueError(
-                "tracing a multi-head model in training mode is not supported: every head would see the "
-                "whole batch, mixing the BatchNorm statistics of different datasets; trace it in eval()"
+                "exporting a multi-head model in training mode is not supported: every head would see the "
+                "whole batch, mixing the BatchNorm statistics of different datasets; export it in eval()"
             )
         max_k = max(int(h["num_labels"]) for h in self.config.head_specs())
 
