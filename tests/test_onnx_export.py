@@ -348,5 +348,7 @@ def test_cli_evaluate_an_onnx_folder_gives_pytorchs_ap(trained, tmp_path):
     print({name: round(m["AP"], 4) for name, m in metrics.items()})
     # the fitted model finds its training people (no flip test: it never saw them mirrored)
     assert metrics["torch"]["AP"] > 0.5, metrics
-    assert metrics["onnx"]["AP"] == pytest.approx(metrics["torch"]["AP"], abs=1e-3)
-    assert 0.0 <= metrics["int8"]["AP"] <= 1.0
+    # one person crossing one OKS threshold moves this AP by ~0.008: equal within that, not 1e-3
+    # (keypoint-level parity is test_trained_model_keypoints_on_real_images_match_pytorch)
+    assert metrics["onnx"]["AP"] == pytest.approx(metrics["torch"]["AP"], abs=0.01)
+    assert metrics["int8"]["AP"] == pytest.approx(metrics["torch"]["AP"], abs=0.05)

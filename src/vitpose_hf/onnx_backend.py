@@ -124,12 +124,17 @@ class OnnxPoseModel:
             OSError: `directory` is not an ONNX export folder (so that transformers' pipeline factory
                 goes on to the PyTorch classes), or `file_name` is missing there.
         """
-        import onnxruntime as ort
-
         from .configuration_vitpose import VitPoseConfig
 
         if not is_onnx_export_dir(directory):
             raise OSError(f"{os.fspath(directory)!r} is not an ONNX export folder (config.json + {ONNX_FILE_NAME})")
+        try:  # only now: without onnxruntime, PyTorch checkpoints must still load through the pipeline
+            import onnxruntime as ort
+        except ImportError as err:
+            raise ImportError(
+                f"{os.fspath(directory)!r} is an ONNX export folder; running it needs onnxruntime: "
+                "pip install 'vitpose_hf[onnx]'"
+            ) from err
         ignored = sorted(k for k in kwargs if not k.startswith("_"))
         if ignored:
             logger.debug("ignoring %s for the ONNX graph in %s", ignored, directory)

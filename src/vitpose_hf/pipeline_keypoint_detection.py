@@ -126,7 +126,6 @@ class KeypointDetectionPipeline(Pipeline):
         self._inference_models = InferenceModelCache()
         super().__init__(model=model, image_processor=image_processor, **kwargs)
         self.image_processor = self._resolve_processor(self.image_processor)
-        self.model.eval()
 
     # ------------------------------------------------------------------------------ setup
 
