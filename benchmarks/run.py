@@ -6,7 +6,8 @@ Builds the same random ViTPose weights in our classes and in transformers' class
 their outputs agree, then times each row (warm-up, several repeats, median) and prints one table
 with our time, the reference time and the ratio (reference / ours: > 1 means we are faster).
 Rows: 1 forward fp32, 2 forward bf16, 3 pre-processing, 4 post-processing, 5 end to end on the
-real coco_sample images, 6 training input pipeline, 7 training step, 8 attention variants.
+real coco_sample images, 6 training input pipeline, 7 training step, 8 attention variants, 9 onnxruntime
+fp32 / int8 (ViTPose-S and -B) and their keypoint deviation on a small trained model.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from transformers import VitPoseImageProcessor as TfProcessor  # noqa: E402
 
 import vitpose_hf  # noqa: E402
 from vitpose_hf import VitPoseConfig, VitPoseForPoseEstimation  # noqa: E402
-from vitpose_hf.inference import _onednn_op, optimize_for_inference  # noqa: E402
+from vitpose_hf.inference import _onednn_op, inference_model  # noqa: E402
 
 transformers.logging.set_verbosity_error()
 ROWS: list[dict] = []
@@ -104,6 +105,23 @@ def matmul_fn(dtype, device):
     return run, 2 * n * k * m * reps / 1e9
 
 
+def bf16_skip_reason(device) -> str | None:
+    """None when bf16 GEMMs run natively here, else why the bf16 timing rows are skipped: on CPUs
+    without AVX512-BF16 / AMX (or ARM's bf16 extensions) bf16 matmuls are emulated, ~20x slower than
+    fp32 (a ViTPose-B crop takes seconds), which would say nothing about the code and take an hour."""
+    if device != "cpu":
+        return None
+    a = torch.randn(512, 512)
+    times = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        x = a.to(dtype)
+        times[dtype] = timeit(lambda: x @ x, 3)
+    if times[torch.bfloat16] > times[torch.float32]:
+        return (f"bf16 matmul is emulated on this CPU ({times[torch.bfloat16] / times[torch.float32]:.0f}x slower than "
+                "fp32: no AVX512-BF16/AMX); bf16 still works (tests), it is just not worth timing here")
+    return None
+
+
 def add_row(name, ours, ref, unit, extra="", higher_is_better=False):
     """One table row; ratio > 1 means we are better (faster)."""
     ratio = None
@@ -139,28 +157,25 @@ def bf16_copy(model):
     return copy.deepcopy(model).to(torch.bfloat16)
 
 
-def plain_path(model):
-    """Context: run `model` on its plain (non-fused) path: grad mode on, no parameter requiring grad."""
-    import contextlib
+REPORTED: set = set()
 
-    @contextlib.contextmanager
-    def ctx():
-        flags = [p.requires_grad for p in model.parameters()]
-        model.requires_grad_(False)
-        try:
-            with torch.enable_grad():
-                yield
-        finally:
-            for p, f in zip(model.parameters(), flags):
-                p.requires_grad_(f)
 
-    return ctx()
+def fast(model, dtype=None, compile=False):
+    """What the pipeline and the evaluation run: `inference_model` (the probed swaps on a copy); the
+    swaps kept on this machine are printed once per dtype."""
+    out = inference_model(model, dtype=dtype, compile=compile)
+    key = str(dtype)
+    if key not in REPORTED:
+        REPORTED.add(key)
+        print(f"# inference swaps {out.inference_report.summary()}", flush=True)
+    return out
 
 
 def count_flops(model, x) -> float:
+    """Nominal FLOPs per crop of the plain forward (FlopCounterMode)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    with FlopCounterMode(display=False) as counter, plain_path(model):
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
         model(x)
     return counter.get_total_flops() / x.shape[0]
 
@@ -183,13 +198,19 @@ def rows_forward(args, tf_model, ours, device):
           "plain path; GFLOP/s below are these nominal FLOPs / time)")
     sync = torch.cuda.synchronize if device == "cuda" else None
     batches = (1, 8) if device == "cpu" else (1, 64)
+    plain = ours
+    ours = fast(plain)
     with torch.inference_mode():
         x = torch.randn(2, 3, 256, 192, device=device)
         diff = (tf_model(x).heatmaps - ours(x).heatmaps).abs().max().item()
-        print(f"# outputs agree: max abs heatmap diff {diff:.2e} (fp32, fast path vs transformers)")
-    ours16 = optimize_for_inference(bf16_copy(ours), compile=args.compile)
-    tf16 = bf16_copy(tf_model)
-    for dtype, mine, ref, label in ((torch.float32, ours, tf_model, "fp32"), (torch.bfloat16, ours16, tf16, "bf16")):
+        print(f"# outputs agree: max abs heatmap diff {diff:.2e} (fp32, swapped model vs transformers)")
+    routes = [(torch.float32, ours, tf_model, "fp32")]
+    skip16 = bf16_skip_reason(device)
+    if skip16:
+        print(f"# row 2 skipped: {skip16}")
+    else:
+        routes.append((torch.bfloat16, fast(plain, torch.bfloat16, compile=args.compile), bf16_copy(tf_model), "bf16"))
+    for dtype, mine, ref, label in routes:
         peak_fn, peak_gflop = matmul_fn(dtype, device)
         for b in batches:
             x = torch.randn(b, 3, 256, 192, device=device)
@@ -207,9 +228,9 @@ def rows_forward(args, tf_model, ours, device):
                     f"{gf:.0f} GFLOP/s = {100 * gf / peak:.0f}% of the {label} matmul peak ({peak:.0f} GFLOP/s, "
                     f"measured interleaved)" + ("; ref = transformers .to(bf16)" if label == "bf16" else ""))
     x = torch.randn(batches[-1], 3, 256, 192, device=device)
-    with plain_path(ours):
-        t_plain = timeit(lambda: ours(x), max(2, repeats // 2), sync=sync) / x.shape[0]
-    print(f"# ours without the inference fast paths, fp32 batch {x.shape[0]}: {t_plain * 1e3:.1f} ms/crop")
+    with torch.inference_mode():
+        t_plain = timeit(lambda: plain(x), max(2, repeats // 2), sync=sync) / x.shape[0]
+    print(f"# ours without the inference swaps (plain model(x)), fp32 batch {x.shape[0]}: {t_plain * 1e3:.1f} ms/crop")
     return flops
 
 
@@ -242,7 +263,8 @@ def keypoint_deviation_bf16(model, processor, device, images=None, boxes=None):
     size = tuple(model.config.image_size)
     inputs = processor(images, boxes=boxes, return_tensors="pt", size={"height": size[0], "width": size[1]})
     px = inputs["pixel_values"].to(device)
-    model16 = optimize_for_inference(bf16_copy(model))
+    model16 = fast(model, torch.bfloat16)
+    model = fast(model)
     h32 = processor.predict_heatmaps(model, px, flip_test=True, flip_pairs=pairs)
     h16 = processor.predict_heatmaps(model16, px, flip_test=True, flip_pairs=pairs)
     r32 = processor.post_process_pose_estimation(h32.cpu(), boxes=boxes)
@@ -331,23 +353,32 @@ def rows_end_to_end(args, tf_model, ours, device):
             results.append(ref_proc.post_process_pose_estimation(out, boxes=[bxs]))
         return results
 
-    ours16 = optimize_for_inference(bf16_copy(ours), compile=args.compile)
+    skip16 = bf16_skip_reason(device)
+    ours16 = None if skip16 else fast(ours, torch.bfloat16, compile=args.compile)
+    if skip16:
+        print(f"# row 5 bf16 and the random-model bf16 deviation skipped: {skip16}")
+    plain, ours = ours, fast(ours)
     # one pass each (a pass is 236 ViTPose-B crops per route): warm up on the first image only
     full = (images, boxes)
     images, boxes = full[0][:1], full[1][:1]
-    run_ours(ours), run_ref(), run_ours(ours16)
+    routes = {"ours": lambda: run_ours(ours), "ref": run_ref}
+    if ours16 is not None:
+        routes["ours16"] = lambda: run_ours(ours16)
+    for route in routes.values():
+        route()
     images, boxes = full
-    t = timeit_interleaved({"ours": lambda: run_ours(ours), "ref": run_ref, "ours16": lambda: run_ours(ours16)},
-                           repeats=1, warmup=0)
-    t_ours, t_ref, t16 = t["ours"], t["ref"], t["ours16"]
+    t = timeit_interleaved(routes, repeats=1, warmup=0)
+    t_ours, t_ref = t["ours"], t["ref"]
     add_row("5 end to end coco_sample, flip, fp32", n_persons / t_ours, n_persons / t_ref, "persons/s",
             f"{n_persons} detections in {len(images)} images, {args.e2e_batch} crops (+ mirrors) per forward; "
             "ratio = our speed / transformers' speed (its route: per image, 2 forwards)",
             higher_is_better=True)
-    add_row("5 end to end coco_sample, flip, ours bf16", n_persons / t16, n_persons / t_ref, "persons/s",
-            "ratio = ours bf16 / transformers fp32 speed", higher_is_better=True)
+    if ours16 is not None:
+        add_row("5 end to end coco_sample, flip, ours bf16", n_persons / t["ours16"], n_persons / t_ref, "persons/s",
+                "ratio = ours bf16 / transformers fp32 speed", higher_is_better=True)
     del ours16
-    for label, model in (("ViTPose-B random", ours), ("trained model", None)):
+    deviation_models = [("trained model", None)] if skip16 else [("ViTPose-B random", plain), ("trained model", None)]
+    for label, model in deviation_models:
         if model is None:
             if not args.peaked_model:
                 break
@@ -419,6 +450,105 @@ def rows_attention(args):
                     f"peak mem {row.get('peak_mb', float('nan')):.0f} MB (global {row.get('global_peak_mb', float('nan')):.0f} MB)")
 
 
+def rows_onnx(args, device):
+    """Row 9: onnxruntime fp32 / int8 vs our PyTorch fp32 (inference_model) vs transformers, ViTPose-S
+    and -B with random weights; then the keypoint deviation of both graphs on a small trained model."""
+    if device != "cpu":
+        print(f"# row 9 skipped: the onnxruntime rows run on the CPU (device {device})")
+        return
+    try:
+        import onnxruntime as ort
+
+        from vitpose_hf.export import export_onnx
+        from vitpose_hf.onnx_backend import OnnxPoseModel
+    except ImportError as err:
+        print(f"# row 9 skipped: {err} (pip install 'vitpose_hf[onnx]')")
+        return
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = args.threads
+    opts.inter_op_num_threads = 1
+    # no busy-waiting of onnxruntime's pool after a run: it would steal the cores from the next
+    # (interleaved) PyTorch call and bias the comparison
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    repeats = 3 if args.quick else 7
+    sizes = {"S": dict(hidden=384, layers=min(12, args.layers), heads=6),
+             "B": dict(hidden=768, layers=args.layers, heads=12)}
+    for name, size in sizes.items():
+        tf_model, plain = build_pair(simple=args.head == "simple", **size)
+        mine = fast(plain)
+        with tempfile.TemporaryDirectory() as tmp:
+            export_onnx(plain, tmp, quantize="int8")
+            fp32 = OnnxPoseModel.from_pretrained(tmp, session_options=opts)
+            int8 = OnnxPoseModel.from_pretrained(tmp, file_name="model_quantized.onnx", session_options=opts)
+            for b in (1, 8):
+                x = torch.randn(b, 3, 256, 192)
+                with torch.inference_mode():
+                    t = timeit_interleaved({"ours": lambda: mine(x), "tf": lambda: tf_model(x),
+                                            "ort": lambda: fp32(x), "int8": lambda: int8(x)}, repeats)
+                ms = {k: v / b * 1e3 for k, v in t.items()}
+                add_row(f"9 ours fp32 {name} batch {b}", ms["ours"], ms["tf"], "ms/crop",
+                        "reference = transformers fp32; ours = inference_model (what the pipeline runs)")
+                add_row(f"9 onnxruntime fp32 {name} batch {b}", ms["ort"], ms["ours"], "ms/crop",
+                        f"reference = our PyTorch fp32; target >= 1.00x; transformers {ms['tf']:.1f} ms/crop")
+                add_row(f"9 onnxruntime int8 {name} batch {b}", ms["int8"], ms["ours"], "ms/crop",
+                        "reference = our PyTorch fp32; target >= 1.80x (dynamic quantization of the MatMuls)")
+        del tf_model, plain, mine
+    onnx_deviation_rows(args, opts)
+
+
+def onnx_deviation_rows(args, opts):
+    """Keypoint deviation (image px) of the fp32 and int8 graphs from our PyTorch fp32, flip test on,
+    with a small trained model (random weights give flat heatmaps: no meaningful deviation)."""
+    from vitpose_hf.data.synthetic import make_synthetic_coco
+    from vitpose_hf.export import export_onnx
+    from vitpose_hf.image_processing_vitpose import VitPoseImageProcessor
+    from vitpose_hf.keypoint_schemas import get_schema
+    from vitpose_hf.onnx_backend import OnnxPoseModel
+
+    work = Path(tempfile.mkdtemp(prefix="vitpose_bench_"))
+    if args.trained_model:
+        model = VitPoseForPoseEstimation.from_pretrained(args.trained_model).eval()
+        label = f"trained model {args.trained_model}"
+    else:
+        sys.path.insert(0, str(ROOT / "tests"))
+        from conftest import train_tiny_model
+
+        start = time.perf_counter()
+        model, _, _ = train_tiny_model(work / "trained", steps=args.train_steps)
+        label = f"tiny model trained {args.train_steps} steps on synthetic people ({time.perf_counter() - start:.0f} s)"
+    height, width = (int(v) for v in model.config.image_size)
+    processor = VitPoseImageProcessor(size={"height": height, "width": width})
+    export_onnx(model, work / "onnx", quantize="int8", image_processor=processor)
+    graphs = {"fp32": OnnxPoseModel.from_pretrained(work / "onnx", session_options=opts),
+              "int8": OnnxPoseModel.from_pretrained(work / "onnx", file_name="model_quantized.onnx", session_options=opts)}
+    mine = fast(model)
+    pairs = get_schema("coco").flip_pairs
+    from PIL import Image
+
+    ann_file, image_dir = make_synthetic_coco(work / "heldout", 30, image_size=(128, 96), seed=1234)
+    ann = json.loads(Path(ann_file).read_text())
+    synth_images = [Image.open(Path(image_dir) / i["file_name"]).convert("RGB") for i in ann["images"]]
+    synth_boxes = [[a["bbox"] for a in ann["annotations"] if a["image_id"] == i["id"]] for i in ann["images"]]
+    real_images, real_boxes = load_coco_sample()
+    for where, images, boxes in (("held-out synthetic", synth_images, synth_boxes),
+                                 ("coco_sample detections", real_images, real_boxes)):
+        px = processor(images, boxes=boxes, return_tensors="pt")["pixel_values"]
+        ref = processor.post_process_pose_estimation(
+            processor.predict_heatmaps(mine, px, flip_test=True, flip_pairs=pairs), boxes=boxes)
+        ref_kp = torch.cat([p["keypoints"] for r in ref for p in r])
+        ref_sc = torch.cat([p["scores"] for r in ref for p in r])
+        confident = ref_sc >= 0.5
+        for gname, graph in graphs.items():
+            out = processor.post_process_pose_estimation(
+                processor.predict_heatmaps(graph, px, flip_test=True, flip_pairs=pairs), boxes=boxes)
+            dev = (torch.cat([p["keypoints"] for r in out for p in r]) - ref_kp).norm(dim=-1)
+            top = dev[confident].max().item() if confident.any() else float("nan")
+            target = "; target <= 1 px" if gname == "int8" else ""
+            add_row(f"9 onnxruntime {gname} vs PyTorch keypoints, {where}", top, None, "px (max)",
+                    f"{label}: {int(confident.sum())} of {dev.numel()} keypoints with score >= 0.5, max {top:.3f} px "
+                    f"there{target}; all keypoints: max {dev.max().item():.3f} px, median {dev.median().item():.4f} px")
+
+
 def markdown_table(header: list[str]) -> str:
     """The rows as a markdown table, preceded by the `#` header lines of the run."""
     lines = [f"    {h}" for h in header] + ["", "| row | ours | reference | unit | ratio | notes |", "|---|---:|---:|---|---:|---|"]
@@ -435,7 +565,7 @@ def main(argv=None) -> int:
     parser.add_argument("--json", help="write the rows to this JSON file")
     parser.add_argument("--markdown", help="write the header and the rows as a markdown table to this file")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--rows", default="1,2,3,4,5,6,7,8", help="comma-separated row numbers")
+    parser.add_argument("--rows", default="1,2,3,4,5,6,7,8,9", help="comma-separated row numbers")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--head", choices=("simple", "classic"), default="simple",
                         help="ViTPose-B head for rows 1, 2, 5 (simple: the hub's vitpose-base-simple, 33.6 GFLOP)")
@@ -445,6 +575,9 @@ def main(argv=None) -> int:
     parser.add_argument("--compile", action="store_true", help="bf16 rows with torch.compile (slow first call)")
     parser.add_argument("--peaked-model", help="a trained VitPoseForPoseEstimation directory for the bf16 "
                         "keypoint deviation with peaked heatmaps (random weights give flat ones)")
+    parser.add_argument("--trained-model", help="row 9: a trained VitPoseForPoseEstimation directory for the "
+                        "onnxruntime keypoint deviation (default: train tests/conftest.py's tiny model here)")
+    parser.add_argument("--train-steps", type=int, default=1500, help="row 9: steps of that tiny model")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     try:
@@ -480,6 +613,8 @@ def main(argv=None) -> int:
         rows_training_step(args, args.device)
     if 8 in wanted and args.device == "cpu":
         rows_attention(args)
+    if 9 in wanted:
+        rows_onnx(args, args.device)
     header.append(f"# load average {os.getloadavg()[0]:.2f} at the end, {time.strftime('%H:%M UTC', time.gmtime())}")
     print(header[-1])
     if args.markdown:
