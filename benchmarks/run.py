@@ -21,6 +21,7 @@ import statistics
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +43,39 @@ from vitpose_hf.inference import _onednn_op, inference_model  # noqa: E402
 
 transformers.logging.set_verbosity_error()
 ROWS: list[dict] = []
+SKIPPED: list[str] = []  # why row groups did not run (printed, and written after the markdown table)
+
+
+def guarded(label: str, fn, *args, **kwargs):
+    """Run one group of rows; an error skips the rest of that group with its reason printed (the
+    traceback goes to stderr) and the run goes on, so it always reaches its end and writes its tables."""
+    try:
+        return fn(*args, **kwargs)
+    except Exception as err:  # noqa: BLE001 - a benchmark must finish and say what it could not do
+        traceback.print_exc(limit=4, file=sys.stderr)
+        line = f"# {label} skipped: {type(err).__name__}: {(str(err).strip().splitlines() or [''])[0][:200]}"
+        print(line, flush=True)
+        SKIPPED.append(line)
+        return None
+
+
+def isa_line() -> str:
+    """The CPU's ISA flags that decide the kernels (AVX2 / AVX-512, native bf16, int8 VNNI)."""
+    flags: set[str] = set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    except OSError:
+        pass
+    capability = torch.backends.cpu.get_cpu_capability()
+    if not flags:
+        return f"# ISA: unknown (no /proc/cpuinfo flags), torch CPU capability {capability}"
+    names = (("avx2", ("avx2",)), ("avx512f", ("avx512f",)), ("avx512_bf16", ("avx512_bf16",)),
+             ("amx", ("amx_tile", "amx_bf16")), ("vnni", ("avx512_vnni", "avx_vnni")))
+    text = ", ".join(n if any(f in flags for f in fs) else f"no {n}" for n, fs in names)
+    return f"# ISA: {text} (torch CPU capability {capability})"
 
 
 def timeit(fn, repeats: int, warmup: int = 1, sync=None) -> float:
@@ -591,10 +625,21 @@ def main(argv=None) -> int:
         f"# vitpose_hf {vitpose_hf.__version__} vs transformers {transformers.__version__}, torch {torch.__version__}",
         f"# machine: {cpu_name()}, {os.cpu_count()} cpus, {args.threads} threads, device {args.device}, "
         f"load average {os.getloadavg()[0]:.2f} at start, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+        isa_line(),
         "# command: python " + " ".join(sys.argv),
     ]
     for line in header:
         print(line)
+    if args.device != "cpu":
+        try:
+            torch.empty(1, device=args.device)
+        except Exception as err:  # noqa: BLE001 - no such device here: its rows are skipped, the CPU rows run
+            skipped = sorted(wanted & {1, 2, 5, 7})
+            line = (f"# row{'s' if len(skipped) != 1 else ''} {', '.join(map(str, skipped)) or '-'} skipped: device {args.device} is not usable here "
+                    f"({type(err).__name__}: {str(err).splitlines()[0][:120]})")
+            print(line)
+            SKIPPED.append(line)
+            wanted -= {1, 2, 5, 7}
     print(f"{'row':<50} {'ours':>10} {'reference':>10} {'unit':<10} {'ratio':>7}  notes")
     tf_model = ours = None
     if wanted & {1, 2, 5}:
@@ -602,25 +647,30 @@ def main(argv=None) -> int:
         tf_model.to(args.device)
         ours.to(args.device)
     if wanted & {1, 2}:
-        rows_forward(args, tf_model, ours, args.device)
+        guarded("rows 1-2", rows_forward, args, tf_model, ours, args.device)
     if wanted & {3, 4}:
-        rows_processing(args)
+        guarded("rows 3-4", rows_processing, args)
+        torch.set_num_threads(args.threads)
     if 5 in wanted:
-        rows_end_to_end(args, tf_model, ours, args.device)
+        guarded("row 5", rows_end_to_end, args, tf_model, ours, args.device)
+    del tf_model, ours
     if 6 in wanted:
-        rows_training_input(args)
+        guarded("row 6", rows_training_input, args)
+        torch.set_num_threads(args.threads)
     if 7 in wanted:
-        rows_training_step(args, args.device)
+        guarded("row 7", rows_training_step, args, args.device)
     if 8 in wanted and args.device == "cpu":
-        rows_attention(args)
+        guarded("row 8", rows_attention, args)
     if 9 in wanted:
-        rows_onnx(args, args.device)
+        guarded("row 9", rows_onnx, args, args.device)
     header.append(f"# load average {os.getloadavg()[0]:.2f} at the end, {time.strftime('%H:%M UTC', time.gmtime())}")
     print(header[-1])
     if args.markdown:
-        Path(args.markdown).write_text(markdown_table(header))
+        Path(args.markdown).write_text(markdown_table(header) + "".join(f"\n    {line}" for line in SKIPPED)
+                                       + ("\n" if SKIPPED else ""))
     if args.json:
-        Path(args.json).write_text(json.dumps({"rows": ROWS, "argv": sys.argv, "load": os.getloadavg()}, indent=2))
+        Path(args.json).write_text(json.dumps({"rows": ROWS, "skipped": SKIPPED, "argv": sys.argv,
+                                               "load": os.getloadavg()}, indent=2))
     return 0
 
 
