@@ -11,14 +11,19 @@ train/eval transform decodes them lazily. The filtering follows mmpose 0.x `TopD
 3. annotations without any labeled keypoint (all keypoint values 0, or `num_keypoints == 0`) are
    dropped.
 
-Every skip is counted by reason and logged at the end (never silent); malformed annotations
-(missing fields, a keypoint count that does not match the schema, an unknown image id) raise a
-`ValueError` naming the file and the annotation id.
+Every skip is counted by reason and logged in one line at the end (never silent). Malformed input
+raises a `ValueError` naming the file, the image or annotation id and the field: missing fields, a
+keypoint count that does not match the schema, an unknown image id, an image or annotation id that
+appears twice, a bbox that is not 4 finite numbers with `w, h >= 0`, a non-finite keypoint value, a
+non-finite `area`, an image `width`/`height` that is not a finite number > 0. (mmpose would clip a
+NaN or negative box into an arbitrary one or drop it; here such a file is reported, not guessed at.)
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import numbers
 import os
 from collections import Counter
 from pathlib import Path
@@ -34,6 +39,9 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "PERSON_FEATURES",
     "load_coco_keypoints",
+    "check_coco_bbox",
+    "check_coco_keypoints",
+    "check_unique_ids",
     "clean_coco_bbox",
     "schema_from_category",
     "rows_to_dataset",
@@ -61,19 +69,141 @@ def _norm_name(name: str) -> str:
     return str(name).strip().lower().replace(" ", "_").replace("-", "_")
 
 
-def clean_coco_bbox(bbox: Iterable[float], width: float, height: float) -> list[float] | None:
+def _as_float(value: Any, where: str, field: str, index: int | None = None) -> float:
+    """`value` as a float; a bool, a string, None or a non-number -> ValueError naming `where` and `field`."""
+    at = f" at index {index}" if index is not None else ""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{where}: field {field!r} holds a value that is not a number{at}: {value!r}")
+    return float(value)
+
+
+def _as_floats(values: list | tuple, where: str, field: str) -> list[float]:
+    """A list of plain ints / floats as floats (fast path); anything else through `_as_float`."""
+    if all(type(v) is float or type(v) is int for v in values):
+        return [float(v) for v in values]
+    return [_as_float(v, where, field, i) for i, v in enumerate(values)]
+
+
+def check_coco_bbox(bbox: Any, where: str = "bbox") -> list[float]:
+    """Validate a COCO box `[x, y, w, h]`: 4 finite numbers with `w >= 0` and `h >= 0`.
+
+    Args:
+        bbox: the annotation's `bbox` value.
+        where: what the box belongs to, for the error message (e.g. "ann.json: annotation id 7").
+
+    Returns:
+        the 4 values as floats.
+
+    Raises:
+        ValueError: not a list of 4, a non-number, NaN / inf, or a negative width or height; the
+            message names `where`, the field 'bbox' and the value.
+    """
+    if not isinstance(bbox, (list, tuple)) or len(bbox) != 4:
+        raise ValueError(f"{where}: field 'bbox' is malformed: {bbox!r} (expected [x, y, w, h])")
+    values = _as_floats(bbox, where, "bbox")
+    if not all(math.isfinite(v) for v in values):
+        raise ValueError(f"{where}: field 'bbox' holds a non-finite value: {bbox!r}")
+    if values[2] < 0 or values[3] < 0:
+        raise ValueError(f"{where}: field 'bbox' has a negative width or height: {bbox!r}")
+    return values
+
+
+def check_coco_keypoints(keypoints: Any, num_keypoints: int, where: str = "keypoints") -> list[float]:
+    """Validate a flat COCO keypoint list `[x1, y1, v1, ..., xK, yK, vK]`: `3 * num_keypoints` finite numbers.
+
+    Returns:
+        the `3K` values as floats.
+
+    Raises:
+        ValueError: a wrong length, a non-number or a NaN / inf value; the message names `where`,
+            the field 'keypoints' and the index of the first bad value.
+    """
+    if not isinstance(keypoints, (list, tuple)) or len(keypoints) != 3 * num_keypoints:
+        n = len(keypoints) if isinstance(keypoints, (list, tuple)) else type(keypoints).__name__
+        raise ValueError(
+            f"{where}: field 'keypoints' has {n} keypoint values, expected {3 * num_keypoints} "
+            f"({num_keypoints} keypoints x (x, y, v))"
+        )
+    values = _as_floats(keypoints, where, "keypoints")
+    for i, v in enumerate(values):
+        if not math.isfinite(v):
+            raise ValueError(
+                f"{where}: field 'keypoints' holds a non-finite value {v!r} at index {i} "
+                f"(keypoint {i // 3}, {'xyv'[i % 3]})"
+            )
+    return values
+
+
+def check_unique_ids(entries: Iterable[dict], source: str, what: str, describe=None) -> None:
+    """Raise when two entries share an `id` (COCO `images` or `annotations`).
+
+    pycocotools and a dict keyed by id keep only the last of them: annotations bind to the wrong
+    image file, and evaluation matches predictions against a ground truth that lost a person.
+
+    Args:
+        entries: dicts; those without an `id` are ignored.
+        source: the file (or "ground-truth dict") for the message.
+        what: "image" or "annotation".
+        describe: optional `entry -> str` added to the message for both entries (e.g. file names).
+
+    Raises:
+        ValueError: naming `source`, the id, the field 'id' and both positions.
+    """
+    first: dict[Any, tuple[int, dict]] = {}
+    for pos, entry in enumerate(entries):
+        if not isinstance(entry, dict) or "id" not in entry:
+            continue
+        key = entry["id"]
+        if key in first:
+            prev_pos, prev = first[key]
+            extra = f", {describe(prev)} and {describe(entry)}" if describe is not None else ""
+            raise ValueError(
+                f"{source}: {what} id {key!r}: field 'id' appears twice ({what}s #{prev_pos} and #{pos}{extra}); "
+                "ids must be unique"
+            )
+        first[key] = (pos, entry)
+
+
+def clean_coco_bbox(
+    bbox: Iterable[float], width: float | None, height: float | None, where: str = "bbox"
+) -> list[float] | None:
     """mmpose 0.x box sanitising: clip `[x, y, w, h]` to a `width x height` image.
 
-    Returns the cleaned `[x1, y1, x2 - x1, y2 - y1]` or None when the clipped box is empty.
+    `x1 = max(0, x)`, `x2 = min(width - 1, x1 + max(0, w - 1))` (the same for y); `width` or
+    `height` None skips that clip. The box is validated first (:func:`check_coco_bbox`), so a NaN
+    or negative box raises instead of being clipped into an arbitrary one. The loader
+    (`load_coco_keypoints`) and the evaluation's ground-truth boxes use this one function.
+
+    Returns:
+        the cleaned `[x1, y1, x2 - x1, y2 - y1]`, or None when the clipped box is empty.
+
+    Raises:
+        ValueError: see :func:`check_coco_bbox` (`where` names the annotation in the message).
     """
-    x, y, w, h = (float(v) for v in bbox)
+    x, y, w, h = check_coco_bbox(bbox if isinstance(bbox, (list, tuple)) else list(bbox), where)
     x1 = max(0.0, x)
     y1 = max(0.0, y)
-    x2 = min(width - 1.0, x1 + max(0.0, w - 1.0))
-    y2 = min(height - 1.0, y1 + max(0.0, h - 1.0))
+    x2 = x1 + max(0.0, w - 1.0)
+    y2 = y1 + max(0.0, h - 1.0)
+    if width is not None:
+        x2 = min(float(width) - 1.0, x2)
+    if height is not None:
+        y2 = min(float(height) - 1.0, y2)
     if x2 > x1 and y2 > y1:
         return [x1, y1, x2 - x1, y2 - y1]
     return None
+
+
+def _image_size(img: dict, source: str, what: str) -> tuple[float, float]:
+    if "width" not in img or "height" not in img:
+        raise ValueError(f"{source}: image id {img['id']!r} (for {what}) lacks width/height")
+    size = []
+    for field in ("width", "height"):
+        v = _as_float(img[field], f"{source}: image id {img['id']!r}", field)
+        if not (math.isfinite(v) and v > 0):
+            raise ValueError(f"{source}: image id {img['id']!r}: field {field!r} is {img[field]!r}, expected a number > 0")
+        size.append(v)
+    return size[0], size[1]
 
 
 def _infer_flip_pairs(names: list[str]) -> tuple[tuple[int, int], ...]:
@@ -127,6 +257,14 @@ def rows_to_dataset(rows: list[dict[str, Any]], source: str, schema: KeypointSch
     """Rows (dicts with the `PERSON_FEATURES` columns) -> `datasets.Dataset`; empty -> ValueError."""
     if not rows:
         raise ValueError(f"{source}: no usable person instance (empty dataset after filtering)")
+    # the last guard before training: a NaN here would only surface as a NaN loss at step 1
+    for row in rows:
+        for field in ("bbox", "keypoints", "area"):
+            values = row[field] if field != "area" else [row[field]]
+            if not all(math.isfinite(v) for v in values):
+                raise ValueError(
+                    f"{source}: annotation id {row.get('annotation_id')!r}: field {field!r} holds a non-finite value"
+                )
     columns = {name: [r[name] for r in rows] for name in PERSON_FEATURES}
     ds = datasets.Dataset.from_dict(columns, features=PERSON_FEATURES)
     if schema is not None:
@@ -167,7 +305,9 @@ def load_coco_keypoints(
 
     Raises:
         ValueError: unreadable json, missing fields, keypoint count not matching the schema,
-            unknown image ids, missing image files, or nothing left after filtering.
+            unknown image ids, duplicated image or annotation ids, a NaN / inf / negative-size bbox,
+            a non-finite keypoint or area, a bad image size, missing image files, or nothing left
+            after filtering; the message names the file, the id and the field.
     """
     path = Path(annotation_file)
     source = str(path)
@@ -203,6 +343,8 @@ def load_coco_keypoints(
     for img in data["images"]:
         _require(img, ("id", "file_name"), source, f"image entry {img.get('id')!r}")
         images[img["id"]] = img
+    check_unique_ids(data["images"], source, "image", describe=lambda img: f"file_name {img.get('file_name')!r}")
+    check_unique_ids(data["annotations"], source, "annotation")
 
     image_dir = Path(image_dir)
     skipped: Counter = Counter()
@@ -215,30 +357,23 @@ def load_coco_keypoints(
             skipped["other category"] += 1
             continue
         _require(ann, ("id", "image_id", "bbox", "keypoints"), source, what)
-        kps = ann["keypoints"]
-        if not isinstance(kps, (list, tuple)) or len(kps) != 3 * num_joints:
-            n = len(kps) if isinstance(kps, (list, tuple)) else type(kps).__name__
-            raise ValueError(
-                f"{source}: {what} has {n} keypoint values, expected {3 * num_joints} "
-                f"({num_joints} keypoints of schema {resolved.name!r})"
-            )
-        bbox = ann["bbox"]
-        if not isinstance(bbox, (list, tuple)) or len(bbox) != 4:
-            raise ValueError(f"{source}: {what} has a malformed bbox {bbox!r} (expected [x, y, w, h])")
+        where = f"{source}: {what}"
+        # validated before any drop: a NaN or a wrong length anywhere means a corrupt file
+        kps = check_coco_keypoints(ann["keypoints"], num_joints, where)
+        check_coco_bbox(ann["bbox"], where)
+        if "area" in ann and not math.isfinite(_as_float(ann["area"], where, "area")):
+            raise ValueError(f"{where}: field 'area' holds a non-finite value {ann['area']!r}")
         img = images.get(ann["image_id"])
         if img is None:
             raise ValueError(f"{source}: {what} refers to unknown image_id {ann['image_id']!r}")
         if int(ann.get("iscrowd", 0)):
             skipped["crowd"] += 1
             continue
-        if "width" not in img or "height" not in img:
-            raise ValueError(f"{source}: image {img['id']!r} (for {what}) lacks width/height")
-        width, height = float(img["width"]), float(img["height"])
-        clean = clean_coco_bbox(bbox, width, height)
+        width, height = _image_size(img, source, what)
+        clean = clean_coco_bbox(ann["bbox"], width, height, where)
         if clean is None or ("area" in ann and not float(ann["area"]) > 0):
             skipped["empty box after clipping to the image"] += 1
             continue
-        kps = [float(v) for v in kps]
         if max(kps) == 0 or ("num_keypoints" in ann and int(ann["num_keypoints"]) == 0):
             skipped["no labeled keypoint"] += 1
             continue

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 from pathlib import Path
@@ -24,7 +25,7 @@ from PIL import Image
 
 from ..jsonio import read_json
 from ..keypoint_schemas import KeypointSchema, get_schema
-from .coco import load_coco_keypoints, rows_to_dataset
+from .coco import _as_float, load_coco_keypoints, rows_to_dataset
 
 logger = logging.getLogger(__name__)
 
@@ -68,8 +69,9 @@ def load_mpii(
     skipped (counted in the log), as in the COCO loader.
 
     Raises:
-        ValueError: unreadable json, an entry with missing fields or not 16 joints (naming the file
-            and entry index), a missing image file, or no usable entry.
+        ValueError: unreadable json, an entry with missing fields or not 16 joints, a visible joint,
+            a centre or a scale that is not finite (or a scale <= 0), naming the file, the entry
+            index and the field; a missing image file, or no usable entry.
     """
     schema: KeypointSchema = get_schema("mpii")
     num_joints = schema.num_keypoints
@@ -92,21 +94,34 @@ def load_mpii(
             raise ValueError(
                 f"{source}: {what} has {len(joints)} joints / {len(vis)} visibilities, expected {num_joints}"
             )
-        s = float(e["scale"])
-        cx, cy = float(e["center"][0]), float(e["center"][1])
-        if not s > 0:
-            raise ValueError(f"{source}: {what} has a non-positive scale {e['scale']!r}")
+        where = f"{source}: {what}"
+        vis = [_as_float(v, where, "joints_vis", j) for j, v in enumerate(vis)]
+        for j, joint in enumerate(joints):
+            if not isinstance(joint, (list, tuple)) or len(joint) != 2:
+                raise ValueError(f"{where}: field 'joints' entry {j} is {joint!r}, expected [x, y]")
+            # an invisible joint's coordinates are never used (zeroed below): only visible ones must be finite
+            if vis[j] > 0 and not all(math.isfinite(_as_float(c, where, "joints", j)) for c in joint):
+                raise ValueError(f"{where}: field 'joints' holds a non-finite value at joint {j}: {joint!r}")
+        center = e["center"]
+        if not isinstance(center, (list, tuple)) or len(center) != 2:
+            raise ValueError(f"{where}: field 'center' is {center!r}, expected [x, y]")
+        cx, cy = (_as_float(c, where, "center", j) for j, c in enumerate(center))
+        if not (math.isfinite(cx) and math.isfinite(cy)):
+            raise ValueError(f"{where}: field 'center' holds a non-finite value: {center!r}")
+        s = _as_float(e["scale"], where, "scale")
+        if not (math.isfinite(s) and s > 0):
+            raise ValueError(f"{where}: field 'scale' is {e['scale']!r}, expected a finite number > 0")
         if cx != -1:
             cy += 15.0 * s
         cx, cy = cx - 1.0, cy - 1.0
         side = 200.0 * s
         kps: list[float] = []
         for (x, y), v in zip(joints, vis):
-            if float(v) > 0:
+            if v > 0:
                 kps += [float(x) - 1.0, float(y) - 1.0, 2.0]
             else:
                 kps += [0.0, 0.0, 0.0]
-        num_kp = sum(1 for v in vis if float(v) > 0)
+        num_kp = sum(1 for v in vis if v > 0)
         if num_kp == 0:
             skipped += 1
             continue
