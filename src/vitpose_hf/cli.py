@@ -148,8 +148,16 @@ def _add_predict_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--detection-threshold", type=float, default=None, help="minimum person box score")
     parser.add_argument("--max-persons", type=int, default=None, help="at most this many persons per image")
-    parser.add_argument("--output", "-o", required=True, help="output JSON file")
-    parser.add_argument("--visualize", metavar="OUT_DIR", help="also write images with the skeletons drawn")
+    parser.add_argument(
+        "--output", "-o", required=True,
+        help="output JSON file, written atomically once every image is done; meanwhile each image's record "
+        "({\"image\", \"persons\"} or {\"image\", \"error\", \"persons\": []}, as in the final \"images\" "
+        "list) is appended to OUTPUT.partial.jsonl as soon as it is made, so a crash keeps the finished "
+        "images; that file is removed once OUTPUT is written",
+    )  # fmt: skip
+    parser.add_argument(
+        "--visualize", metavar="OUT_DIR", help="also write images with the skeletons drawn (one per image, as it is done)"
+    )
     parser.add_argument("--no-flip", action="store_true", help="disable the flip test (faster, slightly less accurate)")
     parser.add_argument("--keypoint-threshold", type=float, default=None, help="drop keypoints scoring below this")
     parser.add_argument("--draw-threshold", type=float, default=0.3, help="keypoint score needed to be drawn")
@@ -197,14 +205,26 @@ def _pipeline_model(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    """Run `predict`; returns 0 when every image was processed, 1 when some failed."""
+    """Run `predict`; returns 0 when every image was processed, 1 when some failed.
+
+    `--output` and `--visualize` are checked before the model is loaded (ValueError, exit status 2).
+    Each image's record is appended to `<output>.partial.jsonl` as soon as it is made; the final
+    JSON (format unchanged) is written atomically at the end and the partial file removed.
+    """
     import transformers
     from tqdm.auto import tqdm
 
     from . import register
+    from .jsonio import JsonLinesWriter, check_output_dir, check_output_file, write_json_atomic
     from .visualization import draw_keypoints
 
     register()
+    # before any work (the model is not even loaded): a run must not end unable to save its results
+    out_path = check_output_file(args.output, "--output")
+    partial_path = out_path.with_name(out_path.name + ".partial.jsonl")
+    check_output_file(partial_path, "--output (its .partial.jsonl)")
+    if args.visualize:
+        check_output_dir(args.visualize, "--visualize")
     images = collect_images(args.images, recursive=args.recursive)
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
@@ -225,8 +245,34 @@ def run_predict(args: argparse.Namespace) -> int:
         os.makedirs(args.visualize, exist_ok=True)
 
     records: list[dict] = []
-    failures = 0
+    partial = JsonLinesWriter(partial_path)
     bar = tqdm(total=len(images), unit="img", disable=args.quiet or len(images) < 2, desc="predict")
+    try:
+        _predict_all(args, pipe, schema, images, boxes, scores, call_kwargs, records, partial, bar, draw_keypoints)
+    finally:
+        bar.close()
+        partial.close()  # left on disk after a failure: it holds every finished image
+    failures = sum(1 for rec in records if "error" in rec)
+
+    coco = [entry for rec in records for entry in _coco_results(rec["image"], rec["persons"], schema)]
+    payload = {
+        "model": str(args.model),
+        "schema": schema.name,
+        "keypoint_names": list(schema.keypoints),
+        "flip_test": not args.no_flip,
+        "images": records,
+    }
+    if all(entry["image_id"] is not None for entry in coco):
+        payload["coco_results"] = coco
+    write_json_atomic(out_path, payload, indent=1)
+    partial.remove()
+    logger.info("wrote %d images (%d persons) to %s", len(records), sum(len(r["persons"]) for r in records), out_path)
+    return 1 if failures else 0
+
+
+def _predict_all(args, pipe, schema, images, boxes, scores, call_kwargs, records, partial, bar, draw_keypoints) -> None:
+    """The per-chunk loop of `run_predict`: each image's record goes to `records` and, at once, to
+    the `partial` JSON Lines file (before its drawing, which may fail)."""
     for start in range(0, len(images), args.batch_size):
         chunk = images[start : start + args.batch_size]
         extra = {}
@@ -246,33 +292,16 @@ def run_predict(args: argparse.Namespace) -> int:
                     chunk_results.append(err)
         for image, result in zip(chunk, chunk_results):
             if isinstance(result, Exception):
-                failures += 1
-                records.append({"image": image, "error": str(result), "persons": []})
-                continue
-            records.append({"image": image, "persons": result})
-            if args.visualize:
+                record = {"image": image, "error": str(result), "persons": []}
+            else:
+                record = {"image": image, "persons": result}
+            records.append(record)
+            partial.write(record)
+            if args.visualize and not isinstance(result, Exception):
                 drawn = draw_keypoints(image, result, schema=schema, keypoint_threshold=args.draw_threshold)
                 name = Path(image.split("?")[0]).stem or f"image{len(records)}"
                 drawn.save(Path(args.visualize) / f"{name}.png")
         bar.update(len(chunk))
-    bar.close()
-
-    coco = [entry for rec in records for entry in _coco_results(rec["image"], rec["persons"], schema)]
-    payload = {
-        "model": str(args.model),
-        "schema": schema.name,
-        "keypoint_names": list(schema.keypoints),
-        "flip_test": not args.no_flip,
-        "images": records,
-    }
-    if all(entry["image_id"] is not None for entry in coco):
-        payload["coco_results"] = coco
-    out_path = Path(args.output)
-    if out_path.parent and not out_path.parent.exists():
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(json.dumps(payload, indent=1))
-    logger.info("wrote %d images (%d persons) to %s", len(records), sum(len(r["persons"]) for r in records), out_path)
-    return 1 if failures else 0
 
 
 # ---------------------------------------------------------------------------------------- export

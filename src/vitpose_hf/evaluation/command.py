@@ -13,7 +13,6 @@ with the same processor, flip test and decoding.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 
@@ -38,8 +37,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     parser.add_argument("--det-score-threshold", type=float, default=0.0, help="drop detections below this score")
     parser.add_argument("--no-flip", action="store_true", help="disable the flip test")
-    parser.add_argument("--output", default=None, help="write the predictions (COCO results JSON) here")
-    parser.add_argument("--metrics-output", default=None, help="write the metrics JSON here")
+    parser.add_argument(
+        "--output", default=None,
+        help="write the predictions (COCO results JSON) here, before the metrics are computed; while the "
+        "model runs, each image's predictions are appended to OUTPUT.partial.jsonl (one COCO result per "
+        "line), which is removed once OUTPUT is written (atomically), so a crash keeps what was done",
+    )  # fmt: skip
+    parser.add_argument("--metrics-output", default=None, help="write the metrics JSON here (atomically)")
     parser.add_argument("--batch-size", type=int, default=32, help="person crops per forward pass")
     parser.add_argument(
         "--device", default=None, help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda if available)"
@@ -87,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the evaluation, print the metrics table; returns the exit status (0)."""
     import torch
 
+    from ..jsonio import check_output_file, write_json_atomic
     from .coco import format_metrics_table
     from .topdown import evaluate_model
 
@@ -97,6 +102,10 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--images folder not found: {args.images}")
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    # before the model is loaded: an unwritable output must not cost a whole evaluation
+    for name, path in (("--output", args.output), ("--metrics-output", args.metrics_output)):
+        if path is not None:
+            check_output_file(path, name)
     device = torch.device(args.device) if args.device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model, processor = _load(args.model, device, args.fp16, getattr(args, "onnx_file", None))
     metrics = evaluate_model(
@@ -116,6 +125,5 @@ def run(args: argparse.Namespace) -> int:
     print(f"{args.model} on {args.annotations} ({boxes}, flip test {'off' if args.no_flip else 'on'})")
     print(format_metrics_table(metrics))
     if args.metrics_output:
-        with open(args.metrics_output, "w", encoding="utf-8") as handle:
-            json.dump(metrics, handle, indent=1)
+        write_json_atomic(args.metrics_output, metrics, indent=1)
     return 0

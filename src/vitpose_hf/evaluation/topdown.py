@@ -9,7 +9,6 @@ computes OKS AP with the schema's sigmas.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -20,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ..jsonio import read_json
+from ..jsonio import JsonLinesWriter, check_output_file, read_json, write_json_atomic
 from ..keypoint_schemas import get_schema
 from .coco import coco_keypoint_eval, load_coco, persons_to_coco_results
 from .nms import crop_box_areas, oks_nms_arrays, rescore_scores, resolve_sigmas
@@ -42,13 +41,21 @@ def ground_truth_boxes(coco) -> dict[Any, tuple[list[list[float]], list[float]]]
     """Person boxes of the ground truth, selected and cleaned like mmpose 0.x `TopDownCocoDataset`.
 
     Kept: non-crowd annotations with a bbox, ``area > 0`` (when present), a non-empty box after
-    clipping to the image, and at least one labelled keypoint. The box is clipped to the image as the
-    original does (``x2 = min(W - 1, x1 + max(0, w - 1))``, giving ``w' = x2 - x1``). Score 1.0.
+    clipping to the image, and at least one labelled keypoint. The box is cleaned by the loader's own
+    `vitpose_hf.data.coco.clean_coco_bbox` (``x2 = min(W - 1, x1 + max(0, w - 1))``, giving
+    ``w' = x2 - x1``; no clip where the image has no width / height). Score 1.0.
 
     Returns:
         ``{image_id: (boxes [[x, y, w, h], ...], scores [1.0, ...])}`` for every image of `coco`.
+
+    Raises:
+        ValueError: a NaN / inf / negative-size bbox (or duplicated ids, see `load_coco`), naming
+            the file, the annotation id and the field.
     """
+    from ..data.coco import clean_coco_bbox  # one box cleaning for training rows and evaluation boxes
+
     coco = load_coco(coco)
+    source = getattr(coco, "vitpose_source", "ground truth")
     out: dict[Any, tuple[list, list]] = {}
     for image_id in sorted(coco.getImgIds()):
         info = coco.imgs[image_id]
@@ -57,19 +64,14 @@ def ground_truth_boxes(coco) -> dict[Any, tuple[list[list[float]], list[float]]]
         for ann in coco.imgToAnns.get(image_id, []):
             if ann.get("iscrowd", 0) or "bbox" not in ann:
                 continue
+            clean = clean_coco_bbox(ann["bbox"], width, height, where=f"{source}: annotation id {ann.get('id')!r}")
             if "area" in ann and not ann["area"] > 0:
                 continue
             kps = ann.get("keypoints")
             if not kps or max(kps) <= 0 or ann.get("num_keypoints", 1) == 0:
                 continue
-            x, y, w, h = (float(v) for v in ann["bbox"])
-            x1, y1 = max(0.0, x), max(0.0, y)
-            x2 = x1 + max(0.0, w - 1.0)
-            y2 = y1 + max(0.0, h - 1.0)
-            if width is not None and height is not None:
-                x2, y2 = min(width - 1.0, x2), min(height - 1.0, y2)
-            if x2 > x1 and y2 > y1:
-                boxes.append([x1, y1, x2 - x1, y2 - y1])
+            if clean is not None:
+                boxes.append(clean)
         out[image_id] = (boxes, [1.0] * len(boxes))
     return out
 
@@ -200,6 +202,7 @@ def predict_coco_results(
     keypoint_threshold: float = 0.2,
     oks_threshold: float | None = 0.9,
     prefetch: bool = True,
+    partial_file=None,
 ) -> list[dict]:
     """Run the model on the given person boxes; rescoring + OKS-NMS per image -> COCO results.
 
@@ -207,6 +210,9 @@ def predict_coco_results(
         boxes_per_image: ``{image_id: (boxes [[x, y, w, h], ...], box scores)}``.
         oks_threshold: OKS-NMS threshold, or None to keep every person.
         prefetch: decode and crop the next group of images in a background thread.
+        partial_file: a path, or None: each image's results are appended to it as they are made
+            (JSON Lines, one COCO result per line, flushed per image), so a crash keeps them. The
+            file is left in place; the caller removes it once the full results are saved.
         (the others as in :func:`evaluate_model`)
 
     Returns:
@@ -243,6 +249,7 @@ def predict_coco_results(
 
     results: list[dict] = []
     done = 0
+    writer = JsonLinesWriter(partial_file) if partial_file is not None else None
     was_training = model.training
     model.eval()
     # the next group is decoded and cropped in a background thread while the model runs
@@ -263,15 +270,21 @@ def predict_coco_results(
             if len(persons) != len(group):
                 raise ValueError(f"the processor returned {len(persons)} images for {len(group)}")
             for entry, found in zip(group, persons):
-                results.extend(
-                    _select_persons(entry, found, schema, sigmas, aspect, padding, keypoint_threshold, oks_threshold)
+                selected = _select_persons(
+                    entry, found, schema, sigmas, aspect, padding, keypoint_threshold, oks_threshold
                 )
+                results.extend(selected)
+                if writer is not None:
+                    for result in selected:
+                        writer.write(result)
             before, done = done, done + sum(len(e.boxes) for e in group)
             if (10 * done) // total != (10 * before) // total:  # about every 10 %
                 logger.info("evaluated %d / %d persons", done, total)
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
+        if writer is not None:
+            writer.close()
         model.train(was_training)
     return results
 
@@ -336,7 +349,11 @@ def evaluate_model(
         schema: keypoint schema name: flip pairs and OKS sigmas.
         dataset_index: ViTPose++ dataset index (expert / head). None: the schema's index when the
             model serves several datasets (e.g. 1 for "aic"), else the model's default.
-        output_file: where to write the predictions (COCO results JSON), or None.
+        output_file: where to write the predictions (COCO results JSON), or None. Checked before
+            any work (ValueError when it cannot be written); written atomically before the metrics
+            are computed. While the model runs, ``<output_file>.partial.jsonl`` receives each
+            image's results (one COCO result per line); it is removed once `output_file` is
+            written, and after a crash it holds every image finished.
         keypoint_threshold: rescoring threshold (0.2); oks_threshold: OKS-NMS threshold (0.9, None = off).
         use_area: see :func:`coco_keypoint_eval`.
 
@@ -355,6 +372,11 @@ def evaluate_model(
             f"the model predicts {head_keypoints} keypoints but schema {schema.name!r} has {schema.num_keypoints}"
             + (f" (dataset_index {dataset_index})" if dataset_index is not None else "")
         )
+    partial_file = None
+    if output_file is not None:
+        output_file = check_output_file(output_file, "output_file")
+        partial_file = output_file.with_name(output_file.name + ".partial.jsonl")
+        check_output_file(partial_file, "output_file (its .partial.jsonl)")
     coco = load_coco(annotation_file)
     if detection_file is not None:
         boxes = detection_boxes(detection_file, coco, score_threshold=det_score_threshold)
@@ -374,11 +396,11 @@ def evaluate_model(
         dataset_index=dataset_index,
         keypoint_threshold=keypoint_threshold,
         oks_threshold=oks_threshold,
+        partial_file=partial_file,
     )
     if output_file is not None:
-        output_file = Path(output_file)
-        output_file.parent.mkdir(parents=True, exist_ok=True)
-        output_file.write_text(json.dumps(results))
+        write_json_atomic(output_file, results)  # before the metrics: a failure there loses no prediction
+        partial_file.unlink(missing_ok=True)
         logger.info("wrote %d predictions to %s", len(results), output_file)
     sigmas = schema if schema.sigmas is not None else None
     return coco_keypoint_eval(coco, results, sigmas=sigmas, use_area=use_area)
