@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 from typing import Any
 
 from transformers import PretrainedConfig
@@ -62,25 +63,53 @@ ATTENTION_TYPES = ("global", "window", "shifted_window", "pooled_window")
 
 
 def _pair(value: Any, name: str) -> tuple[int, int]:
-    if isinstance(value, int):
-        return (value, value)
-    try:
-        pair = tuple(int(v) for v in value)
-    except TypeError as err:
-        raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}") from err
-    if len(pair) != 2:
+    if _is_int(value) or (isinstance(value, float) and value.is_integer()):
+        return (int(value), int(value))
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != 2:
         raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
-    return pair  # type: ignore[return-value]
+    return (_int_field(value[0], name), _int_field(value[1], name))
+
+
+def _is_int(value: Any) -> bool:
+    """An integer that is not a bool (JSON and Python ints; numpy integers)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _int_field(value: Any, name: str) -> int:
+    """`value` as an int, or a ValueError naming `name`: ints and integral floats (`32.0`) pass, a
+    fraction (`32.5`), a bool, a string or None do not (a silent `int(32.5) == 32` would build
+    another model than the one asked for)."""
+    if _is_int(value):
+        return int(value)
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    raise ValueError(f"{name} must be an integer, got {value!r}")
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _float_field(value: Any, name: str) -> float:
+    """`value` as a float, or a ValueError naming `name` (strings, None and bools are refused)."""
+    if not _is_real(value):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    return float(value)
 
 
 def _resolve_patch_padding(patch_size: list[int], patch_stride: list[int] | None, padding: int | None) -> int:
     """Padding of the patch conv: official 2 for non-overlapping patches; for a smaller stride the
     padding that makes the grid exactly `image_size / stride` (kernel centred on each stride cell)."""
+    if padding is not None:
+        padding = _int_field(padding, "patch_padding")
+        if padding < 0:
+            raise ValueError(f"patch_padding must be >= 0, got {padding}")
     if patch_stride is None or list(patch_stride) == list(patch_size):
-        return 2 if padding is None else int(padding)
+        return 2 if padding is None else padding
+    if min(patch_stride) <= 0:
+        raise ValueError(f"patch_stride must be positive, got {list(patch_stride)}")
     if padding is None:
-        return max(math.ceil((k - s) / 2) for k, s in zip(patch_size, patch_stride))
-    padding = int(padding)
+        return max(0, max(math.ceil((k - s) / 2) for k, s in zip(patch_size, patch_stride)))
     for k, s in zip(patch_size, patch_stride):
         if not k - s <= 2 * padding < k:
             raise ValueError(
@@ -88,6 +117,32 @@ def _resolve_patch_padding(patch_size: list[int], patch_stride: list[int] | None
                 f"image_size / {s} grid; use a padding p with {k - s} <= 2p < {k} (e.g. {math.ceil((k - s) / 2)})"
             )
     return padding
+
+
+def _copy_dataset_heads(dataset_heads: Any) -> list:
+    """A copy of `dataset_heads` (each dict copied); entries that are not dicts are kept for `validate`
+    to name, anything but a list is a ValueError."""
+    if not dataset_heads:
+        return []
+    if isinstance(dataset_heads, (str, bytes, dict)) or not isinstance(dataset_heads, (list, tuple)):
+        raise ValueError(f"dataset_heads must be a list of dicts, got {dataset_heads!r}")
+    return [dict(h) if isinstance(h, dict) else h for h in dataset_heads]
+
+
+def _positive_ints(config: Any, *names: str) -> None:
+    for name in names:
+        value = getattr(config, name)
+        if not _is_int(value) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+
+
+def _check_activation(name: Any) -> None:
+    """`hidden_act` must name one of transformers' activations (an unknown one would be a KeyError
+    deep in the model's constructor)."""
+    from transformers.activations import ACT2CLS
+
+    if not isinstance(name, str) or name not in ACT2CLS:
+        raise ValueError(f"hidden_act must be one of {sorted(ACT2CLS)}, got {name!r}")
 
 
 class VitPoseConfig(PretrainedConfig):
@@ -134,6 +189,15 @@ class VitPoseConfig(PretrainedConfig):
         num_knowledge_tokens (`int`, defaults to 0): learned tokens prepended to the patch tokens
             (knowledge-token distillation).
         edges (`list[list[int]]`, *optional*): skeleton of the main schema, kept for display.
+        check_finite_inputs (`bool`, defaults to True): in eager mode, `pixel_values` holding NaN or
+            inf raise a `ValueError` (one `isfinite` pass, ~0.1% of a ViTPose-S forward on a CPU);
+            never checked under torch.compile / torch.export / ONNX export, where the graph must not
+            read values. Set False to skip it.
+
+    Every field is validated on construction, after `from_dict` / `from_pretrained` and before
+    `save_pretrained`: a bad value (non-positive size, `hidden_size` not divisible by the heads,
+    rates outside [0, 1), an `image_size` the patch grid cannot tile, inconsistent `dataset_heads`,
+    ...) is a `ValueError` naming the field and the value.
     """
 
     model_type = MODEL_TYPE
@@ -170,6 +234,7 @@ class VitPoseConfig(PretrainedConfig):
         num_knowledge_tokens: int = 0,
         edges: list[list[int]] | None = None,
         keypoint_schema: str | None = None,
+        check_finite_inputs: bool = True,
         **kwargs,
     ):
         # A config written by transformers' VitPose: lift backbone_config to the top level.
@@ -206,41 +271,46 @@ class VitPoseConfig(PretrainedConfig):
 
         self.image_size = list(_pair(image_size, "image_size"))
         self.patch_size = list(_pair(patch_size, "patch_size"))
+        if min(self.patch_size) <= 0:
+            raise ValueError(f"patch_size must be positive, got {self.patch_size}")
         self.patch_stride = list(_pair(patch_stride, "patch_stride")) if patch_stride is not None else None
         self.patch_padding = _resolve_patch_padding(self.patch_size, self.patch_stride, patch_padding)
-        self.num_channels = int(num_channels)
-        self.hidden_size = int(hidden_size)
-        self.num_hidden_layers = int(num_hidden_layers)
-        self.num_attention_heads = int(num_attention_heads)
+        self.num_channels = _int_field(num_channels, "num_channels")
+        self.hidden_size = _int_field(hidden_size, "hidden_size")
+        self.num_hidden_layers = _int_field(num_hidden_layers, "num_hidden_layers")
+        self.num_attention_heads = _int_field(num_attention_heads, "num_attention_heads")
         self.mlp_ratio = mlp_ratio
         self.hidden_act = hidden_act
-        self.hidden_dropout_prob = float(hidden_dropout_prob)
-        self.attention_probs_dropout_prob = float(attention_probs_dropout_prob)
-        self.drop_path_rate = float(drop_path_rate)
-        self.layer_norm_eps = float(layer_norm_eps)
+        self.hidden_dropout_prob = _float_field(hidden_dropout_prob, "hidden_dropout_prob")
+        self.attention_probs_dropout_prob = _float_field(attention_probs_dropout_prob, "attention_probs_dropout_prob")
+        self.drop_path_rate = _float_field(drop_path_rate, "drop_path_rate")
+        self.layer_norm_eps = _float_field(layer_norm_eps, "layer_norm_eps")
         self.qkv_bias = bool(qkv_bias)
-        self.initializer_range = float(initializer_range)
-        self.num_experts = int(num_experts)
-        self.part_features = int(part_features) if part_features is not None else self.hidden_size // 4
+        self.initializer_range = _float_field(initializer_range, "initializer_range")
+        self.num_experts = _int_field(num_experts, "num_experts")
+        self.part_features = (
+            _int_field(part_features, "part_features") if part_features is not None else self.hidden_size // 4
+        )
         self.use_simple_decoder = bool(use_simple_decoder) if use_simple_decoder is not None else False
-        self.scale_factor = int(scale_factor)
-        self.decoder_hidden_size = int(decoder_hidden_size)
-        self.num_deconv_layers = int(num_deconv_layers)
-        self.main_dataset_index = int(main_dataset_index)
-        self.dataset_heads = [dict(h) for h in dataset_heads] if dataset_heads else []
+        self.scale_factor = _int_field(scale_factor, "scale_factor")
+        self.decoder_hidden_size = _int_field(decoder_hidden_size, "decoder_hidden_size")
+        self.num_deconv_layers = _int_field(num_deconv_layers, "num_deconv_layers")
+        self.main_dataset_index = _int_field(main_dataset_index, "main_dataset_index")
+        self.dataset_heads = _copy_dataset_heads(dataset_heads)
         self.attention_type = attention_type
         self.window_size = list(_pair(window_size, "window_size"))
         self.global_attention_layers = list(global_attention_layers) if global_attention_layers else []
-        self.num_knowledge_tokens = int(num_knowledge_tokens)
+        self.num_knowledge_tokens = _int_field(num_knowledge_tokens, "num_knowledge_tokens")
         self.edges = edges
         self.keypoint_schema = keypoint_schema
+        self.check_finite_inputs = bool(check_finite_inputs)
 
         if "id2label" not in kwargs and "num_labels" not in kwargs:
             kwargs["id2label"] = dict(enumerate(COCO_KEYPOINT_NAMES))
         super().__init__(**kwargs)
         if self.id2label is not None and not self.label2id:
             self.label2id = {name: int(idx) for idx, name in self.id2label.items()}
-        self._validate()
+        self.validate()
 
     @classmethod
     def get_config_dict(cls, pretrained_model_name_or_path, **kwargs):
@@ -253,37 +323,102 @@ class VitPoseConfig(PretrainedConfig):
             config_dict.setdefault("backbone_config", {})
         return config_dict, kwargs
 
+    @classmethod
+    def from_dict(cls, config_dict: dict[str, Any], **kwargs):
+        """`PretrainedConfig.from_dict`, validated again after transformers applies the keyword overrides
+        (`from_pretrained(dir, hidden_size=...)` sets them on the built config, past `__init__`)."""
+        result = super().from_dict(config_dict, **kwargs)
+        config = result[0] if isinstance(result, tuple) else result
+        config.validate()
+        return result
+
     # ------------------------------------------------------------------ validation
-    def _validate(self) -> None:
+    def validate(self) -> None:
+        """Check every field; a `ValueError` names the first bad field and its value.
+
+        Runs on construction, after `from_dict` / `from_pretrained` (a hand-edited config.json, or
+        keyword overrides) and before `save_pretrained` writes the file.
+        """
+        _positive_ints(self, "hidden_size", "num_hidden_layers", "num_attention_heads", "num_channels",
+                       "num_experts", "scale_factor", "decoder_hidden_size")
+        if not _is_int(self.num_knowledge_tokens) or self.num_knowledge_tokens < 0:
+            raise ValueError(f"num_knowledge_tokens must be an integer >= 0, got {self.num_knowledge_tokens!r}")
+        if not _is_int(self.main_dataset_index) or self.main_dataset_index < 0:
+            raise ValueError(f"main_dataset_index must be an integer >= 0, got {self.main_dataset_index!r}")
         if self.hidden_size % self.num_attention_heads != 0:
             raise ValueError(
                 f"hidden_size ({self.hidden_size}) must be a multiple of num_attention_heads "
                 f"({self.num_attention_heads})"
             )
-        if min(self.patch_size) <= 0 or min(self.image_size) <= 0:
-            raise ValueError(f"image_size {self.image_size} and patch_size {self.patch_size} must be positive")
-        if self.num_experts < 1:
-            raise ValueError(f"num_experts must be >= 1, got {self.num_experts}")
-        if self.num_experts > 1 and not 0 < self.part_features < self.hidden_size:
+        if not _is_real(self.mlp_ratio) or not math.isfinite(self.mlp_ratio) or self.mlp_ratio <= 0:
+            raise ValueError(f"mlp_ratio must be a finite number > 0, got {self.mlp_ratio!r}")
+        if int(self.hidden_size * self.mlp_ratio) < 1:
+            raise ValueError(
+                f"mlp_ratio {self.mlp_ratio} gives an MLP of width {int(self.hidden_size * self.mlp_ratio)} "
+                f"for hidden_size {self.hidden_size}; it must be at least 1"
+            )
+        num_labels = self.num_labels
+        if num_labels is None or num_labels < 1:
+            raise ValueError(f"num_labels (keypoints of the main head) must be >= 1, got {num_labels!r}")
+        for name in ("image_size", "patch_size", "window_size"):
+            value = getattr(self, name)
+            if not (isinstance(value, (list, tuple)) and len(value) == 2 and all(_is_int(v) and v > 0 for v in value)):
+                raise ValueError(f"{name} must be two positive integers (height, width), got {value!r}")
+        stride = self.effective_patch_stride
+        if min(stride) <= 0:
+            raise ValueError(f"patch_stride must be positive, got {self.patch_stride!r}")
+        if not _is_int(self.patch_padding) or self.patch_padding < 0:
+            raise ValueError(f"patch_padding must be an integer >= 0, got {self.patch_padding!r}")
+        height, width = self.image_size
+        if height % stride[0] or width % stride[1] or height < self.patch_size[0] or width < self.patch_size[1]:
+            # the forward refuses any other input size, so the position embeddings would fit no input
+            raise ValueError(
+                f"image_size {self.image_size} must be a multiple of the patch stride {list(stride)} and at "
+                f"least one patch {self.patch_size}"
+            )
+        if self.num_experts > 1 and not (_is_int(self.part_features) and 0 < self.part_features < self.hidden_size):
             raise ValueError(
                 f"part_features ({self.part_features}) must be in (0, hidden_size={self.hidden_size})"
             )
-        if not 0.0 <= self.drop_path_rate < 1.0:
-            raise ValueError(f"drop_path_rate must be in [0, 1), got {self.drop_path_rate}")
+        for name in ("drop_path_rate", "hidden_dropout_prob", "attention_probs_dropout_prob"):
+            value = getattr(self, name)
+            if not _is_real(value) or not 0.0 <= value < 1.0:  # NaN fails the comparison too
+                raise ValueError(f"{name} must be in [0, 1), got {value!r}")
+        if not _is_real(self.layer_norm_eps) or not 0.0 < self.layer_norm_eps < math.inf:
+            raise ValueError(f"layer_norm_eps must be a finite number > 0, got {self.layer_norm_eps!r}")
+        if not _is_real(self.initializer_range) or not 0.0 <= self.initializer_range < math.inf:
+            raise ValueError(f"initializer_range must be a finite number >= 0, got {self.initializer_range!r}")
+        if not self.use_simple_decoder and self.num_deconv_layers not in (1, 2):
+            raise ValueError(f"num_deconv_layers must be 1 or 2 (classic head), got {self.num_deconv_layers!r}")
+        _check_activation(self.hidden_act)
         types = self.layer_attention_types()
         for t in types:
             if t not in ATTENTION_TYPES:
                 raise ValueError(f"attention_type {t!r} is not one of {ATTENTION_TYPES}")
         for i in self.global_attention_layers:
-            if not 0 <= i < self.num_hidden_layers:
-                raise ValueError(f"global_attention_layers has {i}, outside [0, {self.num_hidden_layers})")
+            if not _is_int(i) or not 0 <= i < self.num_hidden_layers:
+                raise ValueError(f"global_attention_layers has {i!r}, outside [0, {self.num_hidden_layers})")
         seen = {self.main_dataset_index}
-        for head in self.dataset_heads:
-            if "dataset_index" not in head or "num_labels" not in head:
-                raise ValueError(f"each dataset_heads entry needs dataset_index and num_labels, got {head}")
-            if head["dataset_index"] in seen:
-                raise ValueError(f"dataset_index {head['dataset_index']} has two heads")
-            seen.add(head["dataset_index"])
+        for position, head in enumerate(self.dataset_heads):
+            where = f"dataset_heads[{position}]"
+            if not isinstance(head, dict) or "dataset_index" not in head or "num_labels" not in head:
+                raise ValueError(f"each dataset_heads entry needs dataset_index and num_labels, got {where} = {head!r}")
+            index, labels = head["dataset_index"], head["num_labels"]
+            if not _is_int(index) or index < 0:
+                raise ValueError(f"{where}: dataset_index must be an integer >= 0, got {index!r}")
+            if not _is_int(labels) or labels < 1:
+                raise ValueError(f"{where} (dataset_index {index}): num_labels must be an integer >= 1, got {labels!r}")
+            names = head.get("id2label")
+            if names is not None and (not isinstance(names, dict) or len(names) != labels):
+                count = len(names) if isinstance(names, dict) else type(names).__name__
+                raise ValueError(
+                    f"{where} (dataset_index {index}): id2label has {count} entries for num_labels {labels}"
+                )
+            if "name" in head and not isinstance(head["name"], str):
+                raise ValueError(f"{where} (dataset_index {index}): name must be a string, got {head['name']!r}")
+            if index in seen:
+                raise ValueError(f"dataset_index {index} has two heads")
+            seen.add(index)
 
     # ------------------------------------------------------------------ helpers
     @property
