@@ -11,14 +11,17 @@ Nothing here imports the processor, data or training code.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import os
 from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from safetensors import SafetensorError
 from torch.utils.checkpoint import checkpoint
 from transformers import PreTrainedModel
 from transformers.activations import ACT2FN
@@ -199,12 +202,27 @@ def is_tracing() -> bool:
     return bool(torch.compiler.is_compiling() or torch.jit.is_tracing())
 
 
+def _check_finite_pixels(pixel_values: torch.Tensor) -> None:
+    """ValueError when `(B, C, H, W)` `pixel_values` holds NaN or inf (they would give NaN heatmaps
+    for the whole crop). Eager only: reading the values is a host sync and a data-dependent branch."""
+    if not pixel_values.is_floating_point() or bool(torch.isfinite(pixel_values).all()):
+        return
+    bad = ~torch.isfinite(pixel_values)
+    rows = bad.flatten(1).any(dim=1).nonzero().flatten().tolist()
+    raise ValueError(
+        f"pixel_values holds {int(bad.sum())} NaN/inf values (in batch rows {rows[:10]}"
+        f"{' ...' if len(rows) > 10 else ''}); the model would output NaN heatmaps. Check the image "
+        "conversion before the model; set config.check_finite_inputs = False to skip this check"
+    )
+
+
 # ----------------------------------------------------------------------------- modules
 class VitPosePatchEmbeddings(nn.Module):
     """Conv patch embedding: `(B, 3, H, W)` -> `(B, h*w, C)` with the official padding of 2."""
 
     def __init__(self, config: VitPoseConfig):
         super().__init__()
+        self.config = config
         self.patch_size = tuple(config.patch_size)
         self.stride = tuple(config.effective_patch_stride)
         self.num_channels = config.num_channels
@@ -232,6 +250,8 @@ class VitPosePatchEmbeddings(nn.Module):
                 f"input size {height}x{width} must be a multiple of the patch stride {self.stride[0]}x{self.stride[1]} "
                 f"and at least one patch ({self.patch_size[0]}x{self.patch_size[1]})"
             )
+        if getattr(self.config, "check_finite_inputs", True) and not is_tracing():
+            _check_finite_pixels(pixel_values)
         x = self.projection(pixel_values.to(self.projection.weight.dtype))
         grid = (x.shape[-2], x.shape[-1])
         return x.flatten(2).transpose(1, 2), grid
@@ -652,18 +672,101 @@ def _check_dataset_index(dataset_index, batch_size: int, num_datasets: int, devi
 _BACKBONE_KEY_PREFIXES = ("backbone.", "embeddings.", "encoder.", "layernorm.")
 
 
+class UnreadableWeightsError(SafetensorError):
+    """A weights file of a checkpoint cannot be read (truncated, not safetensors, ...), raised only
+    inside transformers' `pipeline(...)`.
+
+    `from_pretrained` raises a `ValueError` for such a file everywhere else. `pipeline()` catches a
+    ValueError (and OSError, TypeError, RuntimeError) from each model class it tries and goes on
+    to transformers' own `VitPoseForPoseEstimation`, whose bare `SafetensorError` (no file name)
+    would then be all the user sees; this subclass of that same `SafetensorError` is not caught
+    there, so the message naming the file and the cause reaches the caller.
+    """
+
+
+def _local_weight_files(path) -> list[str]:
+    """The safetensors files a local checkpoint folder loads from: `model.safetensors`, or the shards
+    named by `model.safetensors.index.json`; `[]` for a hub id or a folder without safetensors."""
+    folder = os.fspath(path)
+    if not os.path.isdir(folder):
+        return []
+    single = os.path.join(folder, "model.safetensors")
+    if os.path.isfile(single):
+        return [single]
+    index = os.path.join(folder, "model.safetensors.index.json")
+    if os.path.isfile(index):
+        try:
+            with open(index, encoding="utf-8") as handle:
+                shards = sorted(set(json.load(handle)["weight_map"].values()))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return [index]
+        return [os.path.join(folder, name) for name in shards]
+    return []
+
+
+def _unreadable_weights_message(path, err: Exception) -> str:
+    """`cannot read the weights file FILE: CAUSE`, FILE being the first local file safetensors
+    refuses (found by opening each file's header), else the checkpoint `path`."""
+    from safetensors import safe_open
+
+    for name in _local_weight_files(path):
+        try:
+            with safe_open(name, framework="pt"):
+                pass
+        except Exception as file_err:  # a missing shard is an OSError, a bad header a SafetensorError
+            return (f"cannot read the weights file {name}: {file_err} (the file is truncated, corrupt or not "
+                    "a safetensors file; save or download it again)")
+    return f"cannot read the weights of {os.fspath(path)}: {err}"
+
+
+def _mismatch_message(load, cls_name, path, model_args, kwargs) -> str | None:
+    """The shape mismatches transformers refused (it only logs them before its RuntimeError), found by
+    loading once more with `ignore_mismatched_sizes=True`: `KEY: checkpoint (..), model (..)`."""
+    retry = {k: v for k, v in kwargs.items() if k != "ignore_mismatched_sizes"}
+    quiet = logging.getLogger("transformers.modeling_utils")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # the same load report was just logged by the first attempt
+    try:
+        _, info = load(path, *model_args, output_loading_info=True, ignore_mismatched_sizes=True, **retry)
+    except Exception:  # the retry failing is no reason to hide the original error
+        return None
+    finally:
+        quiet.setLevel(level)
+    rows = sorted(info.get("mismatched_keys", []), key=lambda row: str(row[0]))
+    if not rows:
+        return None
+    parts = [f"{key}: checkpoint {tuple(ckpt)}, model {tuple(mine)}" for key, ckpt, mine in rows[:6]]
+    if len(rows) > 6:
+        parts.append(f"and {len(rows) - 6} more")
+    return (
+        f"checkpoint {os.fspath(path)} does not fit {cls_name}: {len(rows)} weight(s) have another shape "
+        f"({'; '.join(parts)}); pass ignore_mismatched_sizes=True to start them fresh (e.g. a new head "
+        "for another num_labels), or load with the checkpoint's own config"
+    )
+
+
 def _checked_load(load, cls_name, path, model_args, kwargs, strict, is_backbone_key):
     """Run transformers' `from_pretrained` (`load`) and check its loading report.
 
     `strict=None`: missing or unexpected keys for which `is_backbone_key` holds raise a ValueError;
     others (a fresh head) are logged. `strict=True`: every missing/unexpected/mismatched key raises.
-    `strict=False`: only logs. An unreadable safetensors file raises a ValueError naming `path`.
+    `strict=False`: only logs. A weight whose shape differs from the model's (without
+    `ignore_mismatched_sizes`) raises a ValueError naming it and both shapes. An unreadable
+    safetensors file raises a ValueError naming the file and the cause (an `UnreadableWeightsError`
+    inside transformers' `pipeline()`, which would hide a ValueError).
     """
     try:
         model, info = load(path, *model_args, output_loading_info=True, **kwargs)
     except Exception as err:
-        if type(err).__name__ == "SafetensorError":
-            raise ValueError(f"cannot read the weights of {path}: {err}") from err
+        if isinstance(err, SafetensorError):
+            message = _unreadable_weights_message(path, err)
+            if kwargs.get("_from_pipeline"):
+                raise UnreadableWeightsError(message) from err
+            raise ValueError(message) from err
+        if isinstance(err, RuntimeError) and "ignore_mismatched_sizes" in str(err):
+            message = _mismatch_message(load, cls_name, path, model_args, kwargs)
+            if message is not None:
+                raise ValueError(message) from err
         raise
     missing = list(info.get("missing_keys", []))
     unexpected = list(info.get("unexpected_keys", []))
