@@ -176,16 +176,23 @@ def nms(boxes_xyxy: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.
 def _finish(
     boxes_xyxy: np.ndarray, scores: np.ndarray, width: int, height: int, max_detections: int | None
 ) -> list[Detection]:
-    """Clip `(N, 4)` xyxy boxes to the image, drop empty ones, sort by score, convert to xywh dicts."""
+    """Clip `(N, 4)` xyxy boxes to the image, drop empty ones and those with a NaN/inf coordinate or
+    score (logged with their count), sort by score, convert to xywh dicts."""
     out: list[Detection] = []
     if len(scores) == 0:
         return out
     boxes = np.asarray(boxes_xyxy, dtype=np.float64).reshape(-1, 4).copy()
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    finite = np.isfinite(boxes).all(axis=1) & np.isfinite(scores)
+    if not finite.all():
+        logger.warning("detector output: dropped %d of %d boxes with a NaN/inf coordinate or score",
+                       int((~finite).sum()), len(scores))
+        boxes, scores = boxes[finite], scores[finite]
     boxes[:, [0, 2]] = np.clip(boxes[:, [0, 2]], 0, width)
     boxes[:, [1, 3]] = np.clip(boxes[:, [1, 3]], 0, height)
-    for idx in np.argsort(-np.asarray(scores), kind="stable"):
+    for idx in np.argsort(-scores, kind="stable"):
         x1, y1, x2, y2 = boxes[idx]
-        if not (x2 > x1 and y2 > y1) or not np.isfinite(scores[idx]):
+        if not (x2 > x1 and y2 > y1):
             continue
         out.append({"bbox": [float(x1), float(y1), float(x2 - x1), float(y2 - y1)], "score": float(scores[idx])})
         if max_detections is not None and len(out) >= max_detections:
@@ -200,7 +207,11 @@ def _finish(
 
 class BaseDetector:
     """Interface: `detector(image) -> [{"bbox": [x, y, w, h], "score": float}, ...]` (persons only,
-    original pixel coordinates, decreasing score; `[]` when nobody is found)."""
+    original pixel coordinates, decreasing score; `[]` when nobody is found).
+
+    Boxes a detector model outputs with a NaN/inf coordinate or score, or without area, are dropped
+    (a warning gives their count), so one bad box does not fail the image; every box returned is
+    finite with w, h > 0."""
 
     score_threshold: float = 0.0
     max_detections: int | None = None
@@ -253,6 +264,9 @@ class YoloxOnnxDetector(BaseDetector):
         max_detections: int | None = None,
         providers: Sequence[str] | None = None,
     ):
+        path = os.fspath(path)
+        if not os.path.isfile(path):
+            raise ValueError(f"YOLOX ONNX file not found: {path!r}")
         try:
             import onnxruntime as ort
         except ImportError as err:
@@ -260,9 +274,6 @@ class YoloxOnnxDetector(BaseDetector):
                 "YoloxOnnxDetector needs onnxruntime: `pip install onnxruntime` "
                 "(or `pip install vitpose_hf[detector]`)"
             ) from err
-        path = os.fspath(path)
-        if not os.path.isfile(path):
-            raise ValueError(f"YOLOX ONNX file not found: {path!r}")
         if not 0.0 <= score_threshold <= 1.0:
             raise ValueError(f"score_threshold must be in [0, 1], got {score_threshold}")
         if not 0.0 < nms_threshold <= 1.0:
@@ -386,8 +397,15 @@ class HFDetector(BaseDetector):
         if isinstance(detector, (str, os.PathLike)):
             from transformers import pipeline
 
+            name = os.fspath(detector)
+            if _detector_location_kind(name) != "transformers":
+                raise ValueError(f"HFDetector needs a model folder or hub id, got the ONNX file {name!r}; "
+                                 "use YoloxOnnxDetector (or build_detector) for it")
             kwargs = {} if device is None else {"device": device}
-            detector = pipeline("object-detection", model=os.fspath(detector), **kwargs)
+            try:
+                detector = pipeline("object-detection", model=name, **kwargs)
+            except (OSError, ValueError) as err:
+                raise ValueError(f"could not build an object-detection pipeline from {name!r}: {err}") from err
         if not callable(detector):
             raise ValueError(f"HFDetector needs an object-detection pipeline or model id, got {detector!r:.80}")
         self.pipe = detector
@@ -406,13 +424,21 @@ class HFDetector(BaseDetector):
             raw = [raw]
         boxes, scores = [], []
         for det in raw or []:
+            if not isinstance(det, dict) or "score" not in det or not isinstance(det.get("box"), dict):
+                keys = sorted(det) if isinstance(det, dict) else type(det).__name__
+                raise ValueError(f"the object-detection pipeline returned {det!r:.120} (keys {keys}); expected "
+                                 'dicts with "score", "label" and "box": {"xmin", "ymin", "xmax", "ymax"}')
             if str(det.get("label", "")).lower() not in self.person_labels:
                 continue
             score = float(det["score"])
             if score < threshold:
                 continue
             box = det["box"]
-            boxes.append([box["xmin"], box["ymin"], box["xmax"], box["ymax"]])
+            try:
+                boxes.append([float(box[k]) for k in ("xmin", "ymin", "xmax", "ymax")])
+            except (KeyError, TypeError, ValueError) as err:
+                raise ValueError(f"detection box {box!r:.120} needs numeric xmin, ymin, xmax, ymax (keys "
+                                 f"{sorted(box)})") from err
             scores.append(score)
         if not boxes:
             return []
@@ -421,7 +447,12 @@ class HFDetector(BaseDetector):
 
 class CallableDetector(BaseDetector):
     """Wraps a plain function `f(pil_image) -> [{"bbox": [x, y, w, h], "score": s}, ...]` (or
-    `[[x, y, w, h], ...]`, scored 1.0)."""
+    `[[x, y, w, h], ...]`, scored 1.0; or an `(N, 4)` array).
+
+    A detection that is not such a dict or 4-number box raises a `ValueError` naming it (and the
+    dict's keys); boxes with a NaN/inf value or w, h <= 0 are dropped with a logged count (see
+    `BaseDetector`). Boxes are not clipped to the image.
+    """
 
     def __init__(self, fn: Callable[[Image.Image], Any], score_threshold: float = 0.0, max_detections: int | None = None):
         self.fn = fn
@@ -430,16 +461,78 @@ class CallableDetector(BaseDetector):
 
     def detect(self, image: Image.Image, score_threshold: float | None = None) -> list[Detection]:
         threshold = self.score_threshold if score_threshold is None else float(score_threshold)
-        out = []
-        for det in self.fn(image) or []:
-            if isinstance(det, dict):
-                bbox, score = det["bbox"], float(det.get("score", 1.0))
-            else:
-                bbox, score = det, 1.0
+        raw = self.fn(image)
+        if raw is None:
+            return []
+        if isinstance(raw, dict):
+            raw = [raw]
+        if isinstance(raw, (str, bytes)) or not hasattr(raw, "__iter__"):
+            raise ValueError(f"the detector function returned {raw!r:.80}; expected a list of "
+                             '{"bbox": [x, y, w, h], "score": s} dicts or [x, y, w, h] boxes')
+        out, dropped, total = [], 0, 0
+        for det in raw:
+            total += 1
+            bbox, score = _parse_detection(det)
+            if not (np.all(np.isfinite(bbox)) and np.isfinite(score) and bbox[2] > 0 and bbox[3] > 0):
+                dropped += 1
+                continue
             if score >= threshold:
-                out.append({"bbox": [float(v) for v in bbox], "score": score})
+                out.append({"bbox": bbox, "score": score})
+        if dropped:
+            logger.warning("detector function: dropped %d of %d boxes with a NaN/inf value or w, h <= 0", dropped, total)
         out.sort(key=lambda d: -d["score"])
         return out
+
+
+def _parse_detection(det: Any) -> tuple[list[float], float]:
+    """One detection of a detector function -> (`[x, y, w, h]` floats, score); ValueError naming it."""
+    if isinstance(det, dict):
+        if "bbox" not in det:
+            raise ValueError(f'detection {det!r:.120} has no "bbox" (its keys: {sorted(map(str, det))}); '
+                             'expected {"bbox": [x, y, w, h], "score": s}')
+        bbox, score = det["bbox"], det.get("score", 1.0)
+    else:
+        bbox, score = det, 1.0
+    try:
+        values = [float(v) for v in np.asarray(bbox, dtype=np.float64).reshape(-1)]
+        score = float(score)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"detection {det!r:.120}: bbox must be 4 numbers [x, y, w, h] and score a number") from err
+    if len(values) != 4:
+        raise ValueError(f"detection {det!r:.120}: bbox must be 4 numbers [x, y, w, h], got {len(values)}")
+    return values, score
+
+
+_DETECTOR_SPECS = (
+    "a YOLOX .onnx file, a transformers object-detection model folder or hub id (e.g. 'hustvl/yolos-tiny'), "
+    "an object-detection pipeline, a BaseDetector or a function image -> detections"
+)
+_WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt", ".pkl", ".engine", ".trt", ".tflite", ".pb", ".h5")
+
+
+def _detector_location_kind(name: str) -> str:
+    """`"onnx"` for an existing `.onnx` file, `"transformers"` for a folder or a hub id; a ValueError
+    naming `name` for a missing `.onnx` file, an existing file of another kind, or a path that is
+    neither on disk nor shaped like a hub id (`"repo"` or `"namespace/repo"`)."""
+    if name.lower().endswith(".onnx"):
+        if not os.path.isfile(name):
+            raise ValueError(f"detector ONNX file not found: {name!r}")
+        return "onnx"
+    if os.path.isdir(name):
+        return "transformers"
+    if os.path.exists(name):
+        raise ValueError(f"detector {name!r} is a file but not an .onnx model; accepted: {_DETECTOR_SPECS}")
+    if name.lower().endswith(_WEIGHT_SUFFIXES):
+        raise ValueError(f"detector file not found: {name!r} (and only .onnx files are read); accepted: {_DETECTOR_SPECS}")
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(name)
+    except HFValidationError as err:
+        raise ValueError(
+            f"detector {name!r} is not an existing file or folder, nor a hub model id ({err}); accepted: {_DETECTOR_SPECS}"
+        ) from err
+    return "transformers"
 
 
 def build_detector(spec: Any, score_threshold: float | None = None, max_detections: int | None = None, **kwargs) -> BaseDetector | None:
@@ -449,7 +542,8 @@ def build_detector(spec: Any, score_threshold: float | None = None, max_detectio
         spec: `None` (-> `None`), a `BaseDetector` (returned as is), a path to a `.onnx` file
             (-> `YoloxOnnxDetector`), a transformers pipeline object (-> `HFDetector`), a model id
             or directory (-> `HFDetector`), or a function image -> detections
-            (-> `CallableDetector`).
+            (-> `CallableDetector`). A missing `.onnx` file, an existing file that is not `.onnx`
+            or a path that is neither on disk nor a hub id raises a `ValueError` naming it.
         score_threshold: overrides the detector's default score threshold when given.
         max_detections: keep at most this many persons.
         **kwargs: passed to the detector's constructor.
@@ -465,7 +559,7 @@ def build_detector(spec: Any, score_threshold: float | None = None, max_detectio
         extra["max_detections"] = max_detections
     if isinstance(spec, (str, os.PathLike)):
         name = os.fspath(spec)
-        if name.lower().endswith(".onnx"):
+        if _detector_location_kind(name) == "onnx":
             return YoloxOnnxDetector(name, **extra)
         return HFDetector(name, **extra)
     try:
@@ -477,4 +571,4 @@ def build_detector(spec: Any, score_threshold: float | None = None, max_detectio
         pass
     if callable(spec):
         return CallableDetector(spec, **extra)
-    raise ValueError(f"cannot build a detector from {spec!r:.80}: expected a .onnx path, a pipeline, a model id or a callable")
+    raise ValueError(f"cannot build a detector from {spec!r:.80}: expected {_DETECTOR_SPECS}")
