@@ -294,7 +294,7 @@ def warp_affine_batch(
     with the sum of the footprints (`max_region_ratio`), all crops come from one `grid_sample` on that
     union, otherwise each crop samples its own footprint. Cost therefore scales with the crops, not the
     image (a 10000x10000 image with a few boxes is cheap). A crop whose footprint misses the image
-    entirely is filled with `border_value`.
+    entirely is filled with `border_value`, as is every crop of an empty (0-pixel) image.
 
     `channel_scale` / `channel_offset` (C values) fold a per-channel `x * scale + offset` (e.g.
     rescale + normalise) into the warp: it is applied to the source region before sampling (cheaper
@@ -356,6 +356,7 @@ def warp_affine_batch(
     lo = torch.stack([bounds[:, 0].clamp(0, img_w - 1), bounds[:, 1].clamp(0, img_h - 1)], -1)
     hi = torch.stack([bounds[:, 2].clamp(0, img_w - 1), bounds[:, 3].clamp(0, img_h - 1)], -1)
     visible = (bounds[:, 2] >= 0) & (bounds[:, 3] >= 0) & (bounds[:, 0] <= img_w - 1) & (bounds[:, 1] <= img_h - 1)
+    visible &= img_h > 0 and img_w > 0  # an empty image has nothing to sample: all border
     idx = torch.nonzero(visible).flatten()
     if idx.numel() == 0:
         return out.copy_(fill.expand_as(out))
@@ -536,7 +537,9 @@ def _warp_cv2(cv2, image, matrices, out, scale, offset, border_value: float, max
     sy = inv[:, 1, 0, None] * cx + inv[:, 1, 1, None] * cy + inv[:, 1, 2, None]
     bx0, bx1 = np.floor(sx.min(axis=1)) - 1, np.floor(sx.max(axis=1)) + 2
     by0, by1 = np.floor(sy.min(axis=1)) - 1, np.floor(sy.max(axis=1)) + 2
-    visible = (bx1 >= 0) & (by1 >= 0) & (bx0 <= img_w - 1) & (by0 <= img_h - 1)
+    visible = (bx1 >= 0) & (by1 >= 0) & (bx0 <= img_w - 1) & (by0 <= img_h - 1) & (img_h > 0) & (img_w > 0)
+    # `out` may be kept memory of an earlier result (`_reused_output`): every crop below is either
+    # filled here or fully written by cv2.warpAffine (constant border), so nothing stale survives
     out_np = out.numpy()
     for i in np.flatnonzero(~visible).tolist():
         for k in range(c):

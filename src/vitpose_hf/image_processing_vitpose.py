@@ -64,7 +64,10 @@ class VitPoseImageProcessorKwargs(ImagesKwargs, total=False):
 
 
 # ----------------------------------------------------------------------------- image conversion
+# PIL modes carrying an alpha channel (premultiplied "RGBa" / "La" are un-premultiplied by PIL's convert)
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
+_16BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N"}
+_UINT16_TO_8BIT = 257.0  # 65535 / 255: 16-bit full scale onto 8-bit full scale
 
 
 def _from_numpy(arr: np.ndarray) -> torch.Tensor:
@@ -74,72 +77,133 @@ def _from_numpy(arr: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(arr)
 
 
-def _alpha_over_white(rgb: np.ndarray | torch.Tensor, alpha) -> torch.Tensor:
+def _alpha_over_white(rgb: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
     """`rgb (3, H, W)` and `alpha (1, H, W)` in 0..255 -> float32 composite over a white background."""
-    rgb = torch.as_tensor(rgb).to(torch.float32)
-    a = torch.as_tensor(alpha).to(torch.float32) / 255.0
+    rgb = rgb.to(torch.float32)
+    a = alpha.to(torch.float32) / 255.0
     return rgb * a + 255.0 * (1.0 - a)
 
 
-def _open_image(path: str | os.PathLike):
+def _open_image(path: str | os.PathLike | Any):
+    """A PIL image from a file path (or a binary file object), EXIF orientation applied."""
     from PIL import Image, ImageOps
 
+    name = os.fspath(path) if isinstance(path, (str, os.PathLike)) else getattr(path, "name", "<bytes>")
+    if isinstance(path, (str, os.PathLike)) and not os.path.isfile(name):
+        raise ValueError(f"image file not found: {str(name)!r}")
     try:
         image = Image.open(path)
         image.load()
         image = ImageOps.exif_transpose(image)
-    except Exception as err:  # PIL raises many types for corrupt / missing files
-        raise ValueError(f"could not read image file {str(path)!r}: {err}") from err
+    except Exception as err:  # PIL raises many types for corrupt files
+        raise ValueError(f"could not read image file {str(name)!r} (corrupt or not an image): {err}") from err
     return image
 
 
-def _pil_to_tensor(image) -> torch.Tensor:
-    mode = image.mode
-    if mode == "RGB":
-        return _from_numpy(np.asarray(image)).permute(2, 0, 1)
-    if mode.startswith("I;16") or mode == "I":
-        arr = np.asarray(image).astype(np.float32)
-        if mode.startswith("I;16") or arr.max(initial=0) > 255:
-            arr = arr / 257.0  # 16-bit -> 0..255
-        return torch.from_numpy(arr)[None].expand(3, -1, -1)
-    if mode == "F":
-        return torch.from_numpy(np.asarray(image).astype(np.float32))[None].expand(3, -1, -1)
-    if mode in _ALPHA_MODES or (mode == "P" and "transparency" in image.info):
-        rgba = np.asarray(image.convert("RGBA"))
-        t = _from_numpy(rgba).permute(2, 0, 1)
-        return _alpha_over_white(t[:3], t[3:])
-    return torch.from_numpy(np.asarray(image.convert("RGB"))).permute(2, 0, 1)
-
-
-def _array_to_rgb(t: torch.Tensor, name: str) -> torch.Tensor:
-    """`t (C, H, W)` with C in 1..4 -> RGB `(3, H, W)` (uint8 kept, others float32 in 0..255)."""
+def _scaled_values(t: torch.Tensor, name: str, kind: str = "") -> torch.Tensor:
+    """Pixel values -> uint8 (kept) or float32 in 0..255 by the rules of `to_rgb_tensor`; `kind`:
+    "16bit" (divide by 257), "levels" (integers already checked to lie in 0..255) or "" (by dtype).
+    ValueError for values that no rule covers."""
+    if t.dtype == torch.uint8:
+        return t
     if t.dtype == torch.bool:
-        t = t.to(torch.uint8) * 255
-    elif getattr(torch, "uint16", None) is not None and t.dtype == torch.uint16:
-        t = t.to(torch.float32) / 257.0
-    elif t.dtype != torch.uint8:
+        return t.to(torch.uint8) * 255
+    if kind == "levels":
+        return t.to(torch.float32)
+    if kind == "16bit" or t.dtype == getattr(torch, "uint16", None):
+        t = t.to(torch.float32) if t.dtype != torch.int64 else t
+        if t.numel() and (float(t.min()) < 0 or float(t.max()) > 65535):
+            raise ValueError(f"{name} is a 16-bit image but holds values outside 0..65535")
+        return t.to(torch.float32) / _UINT16_TO_8BIT
+    if t.is_floating_point():
+        if t.numel() and not bool(torch.isfinite(t).all()):
+            raise ValueError(f"{name} holds NaN or infinite pixel values")
+        lo, hi = (float(t.min()), float(t.max())) if t.numel() else (0.0, 0.0)
+        if lo < 0 or hi > 255:
+            raise ValueError(
+                f"{name} holds float pixel values in [{lo:g}, {hi:g}]; expected [0, 1] (scaled by 255) or [0, 255]"
+            )
         t = t.to(torch.float32)
-    c = t.shape[0]
+        return t * 255.0 if hi <= 1.0 else t
+    if t.is_complex():
+        raise ValueError(f"{name} has unsupported pixel dtype {t.dtype}")
+    if t.dtype in (getattr(torch, "uint32", None), getattr(torch, "uint64", None)):
+        t = t.to(torch.int64)  # min / max are not implemented for them on every build
+    lo, hi = (int(t.min()), int(t.max())) if t.numel() else (0, 0)
+    if lo < 0 or hi > 255:
+        raise ValueError(
+            f"{name} has {str(t.dtype).replace('torch.', '')} pixels in [{lo}, {hi}]; integer images other than "
+            "uint8 / uint16 must hold 8-bit levels 0..255 (cast 16-bit data to uint16)"
+        )
+    return t.to(torch.float32)
+
+
+def _channels_to_rgb(t: torch.Tensor, name: str, kind: str = "") -> torch.Tensor:
+    """`t (C, H, W)` with C in 1..4 (grey, grey+alpha, RGB, RGBA) -> RGB `(3, H, W)` in 0..255."""
+    c, h, w = t.shape
+    if c not in (1, 2, 3, 4):
+        raise ValueError(f"{name} has {c} channels; expected 1 (grey), 2 (grey+alpha), 3 (RGB) or 4 (RGBA)")
+    if h == 0 or w == 0:
+        raise ValueError(f"{name} is empty: {w}x{h} pixels (width x height)")
+    t = _scaled_values(t, name, kind)
     if c == 1:
         return t.expand(3, -1, -1)
     if c == 2:
         return _alpha_over_white(t[:1].expand(3, -1, -1), t[1:])
     if c == 3:
         return t
-    if c == 4:
-        return _alpha_over_white(t[:3], t[3:])
-    raise ValueError(f"{name} has {c} channels; expected 1 (grey), 2 (grey+alpha), 3 (RGB) or 4 (RGBA)")
+    return _alpha_over_white(t[:3], t[3:])
+
+
+def _pil_to_rgb(image, name: str) -> torch.Tensor:
+    mode = image.mode
+    if image.width == 0 or image.height == 0:
+        raise ValueError(f"{name} is empty: {image.width}x{image.height} pixels (width x height)")
+    if mode == "RGB" and "transparency" not in image.info:
+        return _from_numpy(np.asarray(image)).permute(2, 0, 1)
+    if mode in _16BIT_MODES or mode == "I":
+        # "I" (32-bit) is how PIL holds 16-bit PNG / TIFF data: read as 16-bit like "I;16"
+        arr = np.asarray(image).astype(np.float32 if mode != "I" else np.int64)
+        return _channels_to_rgb(torch.from_numpy(arr)[None], name, "16bit")
+    if mode == "F":
+        return _channels_to_rgb(torch.from_numpy(np.array(image, dtype=np.float32))[None], name)
+    if mode in _ALPHA_MODES or "transparency" in image.info:
+        rgba = _from_numpy(np.asarray(image.convert("RGBA"))).permute(2, 0, 1)
+        return _alpha_over_white(rgba[:3], rgba[3:])
+    if mode == "L":
+        return _from_numpy(np.asarray(image))[None].expand(3, -1, -1)
+    # P (no transparency), 1, CMYK, YCbCr, LAB, HSV, RGBX...: PIL's own conversion
+    return _from_numpy(np.asarray(image.convert("RGB"))).permute(2, 0, 1)
 
 
 def to_rgb_tensor(image: Any, name: str = "image") -> torch.Tensor:
-    """Convert one image to an RGB `(3, H, W)` tensor with values in 0..255.
+    """Convert one image to an RGB `(3, H, W)` tensor with values in 0..255: the single conversion
+    used by `VitPoseImageProcessor` and the keypoint-detection pipeline.
 
-    Accepts a PIL image (any mode: grey, palette, RGBA, 16-bit...), a numpy array `(H, W)` or
-    `(H, W, C)` (channels-last; `(C, H, W)` is recognised when unambiguous), a torch tensor
-    `(C, H, W)` (or `(H, W)`; `(H, W, C)` when unambiguous), or a file path. Alpha is composited over
-    white (as transformers' `convert_to_rgb`); 16-bit data are divided by 257; float and other integer
-    data are taken as 0..255 values (the scale `rescale_factor = 1/255` expects). uint8 stays uint8
-    (and is not copied for RGB input), anything else becomes float32.
+    Rules:
+        - File paths are opened with PIL (EXIF orientation applied), then as PIL images.
+        - PIL "RGB" as is; "L" repeated on three channels; "P" (palette), "1", "CMYK", "YCbCr",
+          "LAB", "HSV", "RGBX" through PIL's `convert("RGB")`.
+        - Alpha ("RGBA", "LA", "PA", "RGBa", "La", and "P" / "L" / "RGB" with a `transparency`
+          entry) is composited over white: `rgb * a + 255 * (1 - a)`, `a = alpha / 255`.
+        - 16-bit data (PIL "I;16*" and "I", numpy / torch uint16) are divided by 257 (65535 -> 255);
+          PIL "I" values must lie in 0..65535.
+        - Floats (PIL "F", float16/32/64 arrays and tensors) must be finite: all values in [0, 1] are
+          multiplied by 255, otherwise values in [0, 255] are taken as they are; any value below 0 or
+          above 255 is refused.
+        - bool: False -> 0, True -> 255. uint8 as is. Other integer dtypes must hold 0..255.
+        - Arrays: 2-D `(H, W)` is grey. A 3-D numpy array is channels-last `(H, W, C)` when its last
+          axis has 1..4 entries, else `(C, H, W)`; a 3-D torch tensor is channels-first `(C, H, W)`
+          when its first axis has 1..4 entries, else `(H, W, C)`. C = 1 grey, 2 grey + alpha,
+          3 RGB, 4 RGBA (alpha in the same scale as the colour, composited over white).
+
+    Returns:
+        `(3, H, W)` uint8 for uint8 / bool / 8-bit PIL input without alpha (not copied for RGB),
+        float32 otherwise; values in [0, 255].
+
+    Raises:
+        ValueError (naming `name`): an empty image (width or height 0), NaN / inf or out-of-range
+        values, an unsupported shape, channel count, dtype or type, a missing or corrupt file.
     """
     if isinstance(image, (str, Path, os.PathLike)):
         image = _open_image(image)
@@ -148,34 +212,43 @@ def to_rgb_tensor(image: Any, name: str = "image") -> torch.Tensor:
     except ImportError:  # pragma: no cover - PIL is a transformers dependency
         Image = None
     if Image is not None and isinstance(image, Image.Image):
-        return _pil_to_tensor(image)
+        return _pil_to_rgb(image, name)
     if isinstance(image, np.ndarray):
-        arr = image
+        arr, kind = image, ""
+        if arr.dtype.kind not in "biuf":
+            raise ValueError(f"{name} has unsupported pixel dtype {image.dtype}")
+        if not arr.dtype.isnative:
+            arr = arr.astype(arr.dtype.newbyteorder("="))
         if arr.dtype == np.uint16:
-            arr = arr.astype(np.float32) / 257.0
-        elif arr.dtype not in (np.uint8, np.bool_):
-            arr = arr.astype(np.float32)
+            arr, kind = arr.astype(np.float32), "16bit"
+        elif arr.dtype.kind in "iu" and arr.dtype != np.uint8:  # other integers: 8-bit levels only
+            lo, hi = (int(arr.min()), int(arr.max())) if arr.size else (0, 0)
+            if lo < 0 or hi > 255:
+                raise ValueError(
+                    f"{name} has {image.dtype} pixels in [{lo}, {hi}]; integer images other than uint8 / uint16 "
+                    "must hold 8-bit levels 0..255 (cast 16-bit data to uint16)"
+                )
+            arr, kind = arr.astype(np.float32), "levels"
         if any(stride < 0 for stride in arr.strides):
             arr = np.ascontiguousarray(arr)
         t = _from_numpy(arr)
         if t.ndim == 2:
             t = t[None]
         elif t.ndim == 3:
-            channels_last = t.shape[-1] <= 4 or t.shape[0] > 4
-            t = t.permute(2, 0, 1) if channels_last else t
+            t = t.permute(2, 0, 1) if 1 <= t.shape[-1] <= 4 else t
         else:
             raise ValueError(f"{name} must be a 2-D or 3-D array, got shape {image.shape}")
-        return _array_to_rgb(t, name)
+        return _channels_to_rgb(t, name, kind)
     if isinstance(image, torch.Tensor):
         t = image.detach().cpu()
         if t.ndim == 2:
             t = t[None]
         elif t.ndim == 3:
-            if t.shape[0] > 4 and t.shape[-1] <= 4:
+            if not 1 <= t.shape[0] <= 4:
                 t = t.permute(2, 0, 1)
         else:
             raise ValueError(f"{name} must be a 2-D or 3-D tensor, got shape {tuple(image.shape)}")
-        return _array_to_rgb(t, name)
+        return _channels_to_rgb(t, name)
     raise ValueError(f"{name} has unsupported type {type(image).__name__}; expected PIL, numpy, torch or a path")
 
 
@@ -198,6 +271,56 @@ def _flatten_images(images: Any) -> list:
     if isinstance(images, (list, tuple)):
         return list(images)
     raise ValueError(f"images has unsupported type {type(images).__name__}")
+
+
+#: largest |x|, |y|, w, h of a box in pixels: float32 keypoints still resolve one pixel up to 2**24,
+#: and the crop matrices of far larger boxes underflow (a 1e200 box has a zero determinant)
+MAX_BOX_VALUE = float(2**24)
+
+
+def _finite_number(value: Any, name: str, positive: bool = False) -> float:
+    """`float(value)`, ValueError naming `name` unless it is a finite number (> 0 if `positive`)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+    if not np.isfinite(number) or (positive and not number > 0):
+        raise ValueError(f"{name} must be a finite number{' > 0' if positive else ''}, got {value!r}")
+    return number
+
+
+def _check_options(opts: dict) -> None:
+    """ValueError naming the first invalid processor setting (size, factors, padding, mean / std)."""
+    VitPoseImageProcessor._size_dict(opts["size"])
+    _finite_number(opts["padding"], "padding", positive=True)
+    _finite_number(opts["normalize_factor"], "normalize_factor", positive=True)
+    _finite_number(opts["rescale_factor"], "rescale_factor", positive=True)
+    mean, std = list(opts["image_mean"]), list(opts["image_std"])
+    if len(mean) != 3 or len(std) != 3:
+        raise ValueError(f"image_mean / image_std must have 3 values, got {mean}, {std}")
+    for i in range(3):
+        _finite_number(mean[i], f"image_mean[{i}]")
+        _finite_number(std[i], f"image_std[{i}]", positive=True)
+
+
+def _oversized_box(a: np.ndarray) -> int | None:
+    """Index of the first `(n, 4)` box with a value beyond `MAX_BOX_VALUE`, else None."""
+    big = (np.abs(a) > MAX_BOX_VALUE).any(axis=-1)
+    return int(np.flatnonzero(big)[0]) if big.any() else None
+
+
+def _check_crop_matrices(matrices: np.ndarray, boxes: np.ndarray, image_index: int) -> None:
+    """ValueError naming the box whose `(2, 3)` crop matrix is not finite or not invertible in float64
+    (a box far smaller than a pixel, or extreme `padding` / `normalize_factor`)."""
+    with np.errstate(all="ignore"):
+        det = matrices[:, 0, 0] * matrices[:, 1, 1] - matrices[:, 0, 1] * matrices[:, 1, 0]
+        ok = np.isfinite(matrices).all(axis=(1, 2)) & np.isfinite(det) & (det != 0) & np.isfinite(1.0 / det)
+    if not ok.all():
+        j = int(np.flatnonzero(~ok)[0])
+        raise ValueError(
+            f"box {j} of image {image_index} cannot be cropped: {boxes[j].tolist()} (xywh) gives a crop matrix that "
+            "is singular or not finite (a box this small or large, or such padding / normalize_factor, is unusable)"
+        )
 
 
 def _boxes_per_image(boxes: Any, num_images: int) -> list[torch.Tensor]:
@@ -244,6 +367,12 @@ def _boxes_per_image(boxes: Any, num_images: int) -> list[torch.Tensor]:
         if empty.any():
             j = int(np.flatnonzero(empty)[0])
             raise ValueError(f"box {j} of image {i} has non-positive width or height: {a[j].tolist()} (xywh)")
+        j = _oversized_box(a)
+        if j is not None:
+            raise ValueError(
+                f"box {j} of image {i} is beyond +-{MAX_BOX_VALUE:.0f} px: {a[j].tolist()} (xywh); "
+                "boxes must lie within 2**24 px of the origin"
+            )
         out.append(torch.from_numpy(a))
     return out
 
@@ -275,8 +404,7 @@ def gaussian_blur_heatmaps(
     "reflect101" (OpenCV's default, used by DARK-UDP) or "zeros" (the zero-padded classic DARK).
     Separable, as shifted multiply-adds (much faster on CPU than a 1-channel conv2d).
     """
-    if kernel_size < 1 or kernel_size % 2 == 0:
-        raise ValueError(f"kernel_size must be a positive odd integer, got {kernel_size}")
+    kernel_size = _check_kernel_size(kernel_size)
     if border not in ("reflect101", "zeros"):
         raise ValueError(f"border must be 'reflect101' or 'zeros', got {border!r}")
     shape = heatmaps.shape
@@ -413,8 +541,25 @@ def _dark_classic(heatmaps: torch.Tensor, px: torch.Tensor, py: torch.Tensor, ke
     return torch.stack([px, py], dim=-1).to(off.dtype) + off
 
 
+def _check_kernel_size(kernel_size: Any) -> int:
+    """The DARK blur's kernel size as an int; ValueError unless it is an odd integer >= 1 (what
+    `cv2.GaussianBlur` accepts; 1 is no blur)."""
+    if isinstance(kernel_size, bool) or not isinstance(kernel_size, (int, np.integer, float)) or (
+        isinstance(kernel_size, float) and not kernel_size.is_integer()
+    ):
+        raise ValueError(f"kernel_size must be an odd integer >= 1, got {kernel_size!r}")
+    k = int(kernel_size)
+    if k < 1 or k % 2 == 0:
+        raise ValueError(f"kernel_size must be an odd integer >= 1, got {kernel_size!r}")
+    return k
+
+
 def decode_heatmaps(
-    heatmaps: torch.Tensor, use_dark: bool = True, kernel_size: int = 11, use_udp: bool = True
+    heatmaps: torch.Tensor,
+    use_dark: bool = True,
+    kernel_size: int = 11,
+    use_udp: bool = True,
+    clamp_to_heatmap: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Heatmaps -> keypoint coordinates in heatmap pixels and scores, batched over persons and joints.
 
@@ -430,21 +575,31 @@ def decode_heatmaps(
     <= 0) the argmax location is kept. A degenerate (non-finite) refinement step falls back to the
     argmax, so coordinates are always finite.
 
+    The DARK step is unbounded, as in the original: near a border it can move a keypoint off the
+    heatmap. `clamp_to_heatmap=True` (opt-in; the default keeps parity with the official code and
+    transformers) clamps the coordinates to the heatmap's pixel centres `[0, w-1] x [0, h-1]`;
+    keypoints already inside are unchanged.
+
     Args:
-        heatmaps: `(N, K, h, w)` heatmaps (any float dtype, any device).
-        use_dark / kernel_size / use_udp: see above.
+        heatmaps: `(N, K, h, w)` heatmaps (any float dtype, any device), `h, w >= 1`.
+        use_dark / kernel_size / use_udp: see above; `kernel_size` is an odd integer >= 1.
+        clamp_to_heatmap: clamp the refined coordinates onto the heatmap.
 
     Returns:
         `coords (N, K, 2)` float32 `(x, y)` heatmap pixels and `scores (N, K)` float32, on the
         heatmaps' device.
 
     Raises:
-        ValueError: heatmaps are not 4-D or contain NaN / inf (naming the first bad person).
+        ValueError: heatmaps are not 4-D, have an empty map size or contain NaN / inf (naming the first
+            bad person); an even or non-positive `kernel_size`.
     """
     if not isinstance(heatmaps, torch.Tensor) or heatmaps.ndim != 4:
         shape = tuple(heatmaps.shape) if hasattr(heatmaps, "shape") else type(heatmaps).__name__
         raise ValueError(f"heatmaps must be a (N, K, h, w) tensor, got {shape}")
+    kernel_size = _check_kernel_size(kernel_size)
     n, k, h, w = heatmaps.shape
+    if h == 0 or w == 0:
+        raise ValueError(f"heatmaps must be at least 1x1, got maps of {h}x{w} (h x w)")
     if n == 0 or k == 0:
         return heatmaps.new_zeros((n, k, 2), dtype=torch.float32), heatmaps.new_zeros((n, k), dtype=torch.float32)
     if not bool(torch.isfinite(heatmaps.sum())):  # one cheap pass; the exact check only if it fails
@@ -469,7 +624,10 @@ def decode_heatmaps(
         inside = (px > 1) & (px < w - 1) & (py > 1) & (py < h - 1)
         shift = torch.stack([torch.sign(xp - xm), torch.sign(yp - ym)], dim=-1) * 0.25
         coords = coords + torch.where(inside[..., None], shift, torch.zeros_like(shift))
-    return coords.float(), scores.float()
+    coords = coords.float()
+    if clamp_to_heatmap:
+        coords = torch.stack([coords[..., 0].clamp(0, w - 1), coords[..., 1].clamp(0, h - 1)], dim=-1)
+    return coords, scores.float()
 
 
 # ----------------------------------------------------------------------------- flip test
@@ -628,8 +786,7 @@ class VitPoseImageProcessor(BaseImageProcessor):
         self.image_std = list(image_std) if image_std is not None else list(IMAGENET_DEFAULT_STD)
         self.normalize_factor = float(normalize_factor)
         self.padding = float(padding)
-        if len(self.image_mean) != 3 or len(self.image_std) != 3 or min(self.image_std) <= 0:
-            raise ValueError(f"image_mean / image_std must have 3 values (std > 0), got {image_mean}, {image_std}")
+        _check_options(self._options({}))
 
     @staticmethod
     def _size_dict(size) -> dict[str, int]:
@@ -661,12 +818,23 @@ class VitPoseImageProcessor(BaseImageProcessor):
         """Crop and normalise; see `preprocess`."""
         return self.preprocess(images, boxes=boxes, return_tensors=return_tensors, **kwargs)
 
+    _OPTION_NAMES = (
+        "do_affine_transform", "size", "do_rescale", "rescale_factor", "do_normalize", "image_mean", "image_std",
+        "normalize_factor", "padding",
+    )  # fmt: skip
+
+    def _options(self, kwargs: dict) -> dict:
+        """This processor's settings with the per-call overrides in `kwargs` (popped from it)."""
+        return {key: kwargs.pop(key, getattr(self, key)) for key in self._OPTION_NAMES}
+
     def preprocess(self, images, boxes=None, return_tensors: str | None = "pt", **kwargs) -> BatchFeature:
         """Crop every box of every image and normalise the crops.
 
         Args:
             images: one image or a list (PIL, numpy `(H, W[, C])`, torch `(C, H, W)`, file path); a
-                4-D array / tensor is a batch.
+                4-D array / tensor is a batch. Converted by `to_rgb_tensor` (its rules for alpha,
+                palette, 16-bit, float, bool and channel layouts apply); an image without boxes is
+                not read.
             boxes: per image, a list (or `(n, 4)` array) of COCO `[x, y, w, h]` boxes (extra columns
                 such as a score are ignored). An image may have no boxes.
             return_tensors: "pt" (or None): torch tensors either way.
@@ -676,21 +844,19 @@ class VitPoseImageProcessor(BaseImageProcessor):
             `BatchFeature` with `pixel_values (N_total, 3, H, W)` float32 (all boxes of all images, in
             order), `center (N_total, 2)`, `scale (N_total, 2)` (float64, `scale` divided by
             `normalize_factor`) and `box_counts (num_images,)` long. Without the affine transform only
-            `pixel_values` (one per image).
+            `pixel_values` (one per image). No boxes at all give `pixel_values (0, 3, H, W)`.
 
         Raises:
-            ValueError: no images, images/boxes count mismatch, a bad box (non-finite, w or h <= 0),
-                an unreadable file, an unsupported image.
+            ValueError: no images, images/boxes count mismatch, a bad box (non-finite, w or h <= 0,
+                beyond +-2**24 px, or too small to crop), an unreadable file, an unsupported, empty or
+                non-finite image, an invalid option (e.g. `padding <= 0`).
         """
         if return_tensors not in (None, "pt", "torch"):
             raise ValueError(f"only return_tensors='pt' is supported, got {return_tensors!r}")
-        opts = {key: kwargs.pop(key, getattr(self, key)) for key in (
-            "do_affine_transform", "size", "do_rescale", "rescale_factor", "do_normalize", "image_mean",
-            "image_std", "normalize_factor", "padding",
-        )}  # fmt: skip
+        opts = self._options(kwargs)
         if kwargs:
             logger.warning("ignoring unknown preprocessing arguments: %s", sorted(kwargs))
-        out_h, out_w = self._size_dict(opts["size"]).values()
+        _check_options(opts)
         image_list = _flatten_images(images)
         if len(image_list) == 0:
             raise ValueError("no images given")
@@ -702,16 +868,47 @@ class VitPoseImageProcessor(BaseImageProcessor):
             pixel_values = self._normalize(torch.stack([t.float() for t in tensors]), opts)
             return BatchFeature({"pixel_values": pixel_values})
         box_lists = _boxes_per_image(boxes, len(image_list))
+        return self._crop_all(image_list, box_lists, opts, convert=True)
+
+    def preprocess_rgb(self, images: Sequence[torch.Tensor], boxes, **kwargs) -> BatchFeature:
+        """`preprocess` for images already converted by `to_rgb_tensor` (the pipeline converts once,
+        for its detector and its box checks, and crops here without a second conversion).
+
+        Args:
+            images: `(3, H, W)` uint8 or float32 tensors with values in 0..255, as `to_rgb_tensor`
+                returns them.
+            boxes / **kwargs: as `preprocess` (always with the affine transform).
+
+        Returns:
+            the `BatchFeature` of `preprocess`.
+        """
+        opts = self._options(kwargs)
+        if kwargs:
+            logger.warning("ignoring unknown preprocessing arguments: %s", sorted(kwargs))
+        _check_options(opts)
+        images = list(images)
+        for i, t in enumerate(images):
+            if not isinstance(t, torch.Tensor) or t.ndim != 3 or t.shape[0] != 3 or t.dtype not in (torch.uint8, torch.float32):
+                what = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+                raise ValueError(f"image {i} must be a (3, H, W) uint8 / float32 tensor from to_rgb_tensor, got {what}")
+        return self._crop_all(images, _boxes_per_image(boxes, len(images)), opts, convert=False)
+
+    def _crop_all(self, images: list, box_lists: list[torch.Tensor], opts: dict, convert: bool) -> BatchFeature:
+        """Crops of every box of every image (converted one at a time with `to_rgb_tensor` if `convert`)."""
+        out_h, out_w = self._size_dict(opts["size"]).values()
         ch_scale, ch_offset = self._value_affine(opts)
         crops, centers, scales = [], [], []
-        for i, (image, image_boxes) in enumerate(zip(image_list, box_lists)):
+        for i, (image, image_boxes) in enumerate(zip(images, box_lists)):
             if image_boxes.shape[0] == 0:
                 continue
-            tensor = to_rgb_tensor(image, f"image {i}")
+            tensor = to_rgb_tensor(image, f"image {i}") if convert else image
+            boxes_np = image_boxes.numpy()
             # = box_xywh_to_center_scale + get_udp_warp_matrix, bit for bit, in numpy (tiny torch ops are slow)
-            center, scale, matrices = _udp_crops_np(
-                image_boxes.numpy(), (out_h, out_w), float(opts["padding"]), float(opts["normalize_factor"])
-            )
+            with np.errstate(all="ignore"):  # a degenerate box is named by _check_crop_matrices
+                center, scale, matrices = _udp_crops_np(
+                    boxes_np, (out_h, out_w), float(opts["padding"]), float(opts["normalize_factor"])
+                )
+            _check_crop_matrices(matrices, boxes_np, i)
             crops.append(
                 warp_affine_batch(tensor, _from_numpy(matrices), (out_h, out_w), channel_scale=ch_scale, channel_offset=ch_offset)
             )
@@ -752,10 +949,17 @@ class VitPoseImageProcessor(BaseImageProcessor):
 
     # --------------------------------------------------------------------------------- decoding
     def decode_heatmaps(
-        self, heatmaps: torch.Tensor, use_dark: bool = True, kernel_size: int = 11, use_udp: bool = True
+        self,
+        heatmaps: torch.Tensor,
+        use_dark: bool = True,
+        kernel_size: int = 11,
+        use_udp: bool = True,
+        clamp_to_heatmap: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """See the module-level `decode_heatmaps`: `(N, K, h, w)` -> `coords (N, K, 2)`, `scores (N, K)`."""
-        return decode_heatmaps(heatmaps, use_dark=use_dark, kernel_size=kernel_size, use_udp=use_udp)
+        return decode_heatmaps(
+            heatmaps, use_dark=use_dark, kernel_size=kernel_size, use_udp=use_udp, clamp_to_heatmap=clamp_to_heatmap
+        )
 
     def post_process_pose_estimation(
         self,
@@ -765,6 +969,7 @@ class VitPoseImageProcessor(BaseImageProcessor):
         kernel_size: int = 11,
         threshold: float | None = None,
         use_udp: bool = True,
+        clamp_to_heatmap: bool = False,
     ) -> list[list[dict[str, torch.Tensor]]]:
         """Heatmaps -> keypoints in image coordinates, grouped per image and person.
 
@@ -773,25 +978,40 @@ class VitPoseImageProcessor(BaseImageProcessor):
                 order of the boxes given to `__call__`.
             boxes: the same nested per-image `[x, y, w, h]` boxes given to `__call__`.
             use_dark / kernel_size / use_udp: see `decode_heatmaps` (defaults: ViTPose's DARK-UDP).
-            threshold: if set, keep only keypoints with score > threshold.
+            threshold: if set (a finite number), keep only keypoints with score > threshold.
+            clamp_to_heatmap: keep refined keypoints on the heatmap, i.e. inside the crop window
+                (default False: the official, unbounded DARK step).
 
         Returns:
             per image, per person: `{"keypoints": (K, 2) float32 image (x, y), "scores": (K,),
             "labels": (K,) long keypoint indices, "bbox": (4,) float32 the given xywh box}`.
+
+        Raises:
+            ValueError: heatmaps / boxes count mismatch, a bad box (as `preprocess`), an even or
+                non-positive `kernel_size`, a non-finite `threshold`, non-finite heatmaps.
         """
         heatmaps = getattr(outputs_or_heatmaps, "heatmaps", outputs_or_heatmaps)
         if not isinstance(heatmaps, torch.Tensor) or heatmaps.ndim != 4:
             raise ValueError("outputs_or_heatmaps must carry (N, K, h, w) heatmaps")
+        kernel_size = _check_kernel_size(kernel_size)
+        if threshold is not None:
+            threshold = _finite_number(threshold, "threshold")
         num_images = len(boxes) if not isinstance(boxes, (np.ndarray, torch.Tensor)) or boxes.ndim == 3 else 1
         box_lists = _boxes_per_image(boxes, num_images)
         all_boxes = torch.cat(box_lists) if box_lists else torch.zeros(0, 4, dtype=torch.float64)
         if all_boxes.shape[0] != heatmaps.shape[0]:
             raise ValueError(f"{heatmaps.shape[0]} heatmaps for {all_boxes.shape[0]} boxes; they must match")
-        coords, scores = decode_heatmaps(heatmaps, use_dark=use_dark, kernel_size=kernel_size, use_udp=use_udp)
+        coords, scores = decode_heatmaps(
+            heatmaps, use_dark=use_dark, kernel_size=kernel_size, use_udp=use_udp, clamp_to_heatmap=clamp_to_heatmap
+        )
         center, scale = self.boxes_to_center_scale(all_boxes)
         keypoints = heatmap_coords_to_image(
             coords.cpu().double(), center, scale, heatmaps.shape[-2:], use_udp=use_udp, pixel_std=self.normalize_factor
         ).float()
+        finite = torch.isfinite(keypoints).all(dim=-1).all(dim=-1) if keypoints.numel() else torch.ones(0, dtype=torch.bool)
+        if not bool(finite.all()):
+            j = int((~finite).nonzero()[0])
+            raise ValueError(f"keypoints of box {j} ({all_boxes[j].tolist()}, xywh) are not finite in float32")
         scores = scores.cpu()
         labels = torch.arange(heatmaps.shape[1])
         results, start = [], 0

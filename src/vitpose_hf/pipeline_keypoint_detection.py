@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from transformers import Pipeline
 
-from .detectors import BaseDetector, build_detector, load_rgb_image
+from .detectors import BaseDetector, build_detector
 from .keypoint_schemas import SCHEMAS, KeypointSchema, get_schema
 from .inference import InferenceModelCache
 
@@ -57,6 +57,35 @@ def _schema_from_labels(labels: Sequence[str]) -> KeypointSchema | None:
     return None
 
 
+def _load_rgb(image: Any, timeout: float | None = None) -> torch.Tensor:
+    """One input image -> RGB `(3, H, W)` (uint8 or float32, 0..255) by `to_rgb_tensor`, the
+    conversion the image processor uses; http(s) URLs are downloaded first (ValueError naming the
+    URL when that fails)."""
+    from .image_processing_vitpose import _open_image, to_rgb_tensor
+
+    if isinstance(image, str) and image.startswith(("http://", "https://")):
+        import io
+
+        import httpx
+
+        try:
+            response = httpx.get(image, timeout=timeout, follow_redirects=True)
+            response.raise_for_status()
+        except Exception as err:  # network failure or HTTP error status
+            raise ValueError(f"could not load image from URL {image!r}: {err}") from err
+        image = _open_image(io.BytesIO(response.content))
+    return to_rgb_tensor(image, "image")
+
+
+def _rgb_to_pil(rgb: torch.Tensor):
+    """`(3, H, W)` 0..255 tensor -> 8-bit RGB PIL image (for detectors)."""
+    from PIL import Image
+
+    if rgb.dtype != torch.uint8:
+        rgb = rgb.round().clamp(0, 255).to(torch.uint8)
+    return Image.fromarray(np.ascontiguousarray(rgb.permute(1, 2, 0).numpy()), mode="RGB")
+
+
 def _validate_boxes(boxes: Any, width: int, height: int) -> np.ndarray:
     """`[[x, y, w, h], ...]` -> `(N, 4)` float64; ValueError naming a NaN, empty or off-image box."""
     if isinstance(boxes, torch.Tensor):
@@ -71,11 +100,15 @@ def _validate_boxes(boxes: Any, width: int, height: int) -> np.ndarray:
         arr = arr[None]
     if arr.ndim != 2 or arr.shape[1] != 4:
         raise ValueError(f"boxes must have shape (N, 4) as [x, y, w, h], got shape {arr.shape}")
+    from .image_processing_vitpose import MAX_BOX_VALUE
+
     for box in arr:
         if not np.all(np.isfinite(box)):
             raise ValueError(f"box {box.tolist()} holds NaN or infinite values")
         if box[2] <= 0 or box[3] <= 0:
             raise ValueError(f"box {box.tolist()} has zero or negative size (boxes are [x, y, w, h])")
+        if np.abs(box).max() > MAX_BOX_VALUE:
+            raise ValueError(f"box {box.tolist()} is beyond +-{MAX_BOX_VALUE:.0f} px (boxes must lie within 2**24 px)")
         if box[0] >= width or box[1] >= height or box[0] + box[2] <= 0 or box[1] + box[3] <= 0:
             raise ValueError(f"box {box.tolist()} lies entirely outside the {width}x{height} image")
     return arr
@@ -85,7 +118,9 @@ class KeypointDetectionPipeline(Pipeline):
     """Top-down human (or animal) keypoint detection with a ViTPose model.
 
     Call: `pipe(images, boxes=None, **kwargs)` where `images` is one image (path, URL, PIL image,
-    numpy array) or a list of them.
+    numpy array, torch tensor) or a list of them. Images are converted by
+    `vitpose_hf.image_processing_vitpose.to_rgb_tensor`, exactly as the image processor converts
+    them (alpha over white, 16-bit / 257, float [0, 1] x 255, NaN / inf refused...).
 
     Args (at construction or per call):
         boxes: person boxes `[[x, y, w, h], ...]` in pixels for one image; for a list of images, a
@@ -103,6 +138,8 @@ class KeypointDetectionPipeline(Pipeline):
             keypoint schema follows that head's keypoint count unless `schema` is given.
         schema: keypoint schema name or object (names, flip pairs); default from the model.
         keypoint_threshold (`float`, optional): drop keypoints whose score is below it.
+        clamp_to_heatmap (`bool`, default False): keep DARK-refined keypoints inside the crop window
+            (the default is the official, unbounded refinement).
         batch_size: for a list of images, how many images have their crops batched into one
             forward pass (default 8).
 
@@ -178,6 +215,7 @@ class KeypointDetectionPipeline(Pipeline):
         dataset_index=None,
         schema=None,
         keypoint_threshold=None,
+        clamp_to_heatmap=None,
         timeout=None,
         **kwargs,
     ):
@@ -207,7 +245,11 @@ class KeypointDetectionPipeline(Pipeline):
         if schema is not None:
             fwd["schema"] = get_schema(schema)
         if keypoint_threshold is not None:
-            post["keypoint_threshold"] = float(keypoint_threshold)
+            from .image_processing_vitpose import _finite_number
+
+            post["keypoint_threshold"] = _finite_number(keypoint_threshold, "keypoint_threshold")
+        if clamp_to_heatmap is not None:
+            post["clamp_to_heatmap"] = bool(clamp_to_heatmap)
         return pre, fwd, post
 
     # ------------------------------------------------------------------------------ schema
@@ -282,8 +324,8 @@ class KeypointDetectionPipeline(Pipeline):
             boxes = image.get("boxes", boxes)
             box_scores = image.get("box_scores", box_scores)
             image = image["image"]
-        pil = load_rgb_image(image, timeout=timeout)
-        width, height = pil.size
+        rgb = _load_rgb(image, timeout=timeout)
+        height, width = rgb.shape[-2:]
         if boxes is not None:
             arr = _validate_boxes(boxes, width, height)
             if box_scores is None:
@@ -293,7 +335,7 @@ class KeypointDetectionPipeline(Pipeline):
                 if scores.shape[0] != arr.shape[0]:
                     raise ValueError(f"{arr.shape[0]} boxes but {scores.shape[0]} box_scores")
         elif detector is not None:
-            dets = detector(pil, score_threshold=detection_threshold, max_detections=max_persons)
+            dets = detector(_rgb_to_pil(rgb), score_threshold=detection_threshold, max_detections=max_persons)
             arr = np.asarray([d["bbox"] for d in dets], dtype=np.float64).reshape(-1, 4)
             scores = np.asarray([d["score"] for d in dets], dtype=np.float64)
             if len(arr) == 0:
@@ -305,7 +347,7 @@ class KeypointDetectionPipeline(Pipeline):
             arr, scores = arr[order], scores[order]
         out = {"boxes": arr, "box_scores": scores}
         if len(arr):
-            inputs = self.image_processor([pil], boxes=[arr.tolist()], return_tensors="pt")
+            inputs = self.image_processor.preprocess_rgb([rgb], boxes=[arr])
             out["pixel_values"] = inputs["pixel_values"]
         return out
 
@@ -328,7 +370,9 @@ class KeypointDetectionPipeline(Pipeline):
         out["heatmaps"] = heatmaps[:, : sch.num_keypoints].float()
         return out
 
-    def postprocess(self, model_outputs: dict, keypoint_threshold: float | None = None) -> list[dict]:
+    def postprocess(
+        self, model_outputs: dict, keypoint_threshold: float | None = None, clamp_to_heatmap: bool = False
+    ) -> list[dict]:
         """Heatmaps -> `[{"bbox", "score", "keypoints": [{"label", "x", "y", "score"}, ...]}, ...]`."""
         heatmaps = model_outputs.get("heatmaps")
         if heatmaps is None:
@@ -338,7 +382,9 @@ class KeypointDetectionPipeline(Pipeline):
         box_scores = np.asarray(model_outputs["box_scores"], dtype=np.float64)
         from .evaluation.nms import rescore_scores
 
-        decoded = self.image_processor.post_process_pose_estimation(heatmaps, boxes=[boxes.tolist()])[0]
+        decoded = self.image_processor.post_process_pose_estimation(
+            heatmaps, boxes=[boxes], clamp_to_heatmap=clamp_to_heatmap
+        )[0]
         all_xy = [np.asarray(p["keypoints"].detach().cpu() if hasattr(p["keypoints"], "detach") else p["keypoints"]) for p in decoded]
         all_scores = np.stack([np.asarray(p["scores"].detach().cpu() if hasattr(p["scores"], "detach") else p["scores"]) for p in decoded])
         # ViTPose's rescoring: box score x mean of the keypoint scores above 0.2
