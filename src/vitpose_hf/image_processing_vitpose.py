@@ -16,6 +16,12 @@ Bad input policy (documented choices):
 - a box partly or fully outside the image is cropped as is; pixels outside the image read as 0 before
   normalisation (OpenCV's `borderValue=0`), so a box fully outside gives a constant crop;
 - an unreadable / corrupt image file raises ValueError naming the file;
+- images are converted by `to_rgb_tensor` (shared with the pipeline; its docstring lists the rules);
+  an empty image (0 pixels wide or high) with boxes, NaN / inf or out-of-range pixels raise
+  ValueError naming the image;
+- a box beyond +-2**24 px or one whose crop matrix is singular raises ValueError naming it;
+  `padding`, `normalize_factor`, `rescale_factor`, mean / std, `kernel_size` (odd >= 1) and
+  `threshold` (finite) are checked where they enter;
 - non-finite heatmaps raise ValueError naming the person; decoding never returns NaN coordinates
   (a degenerate DARK step falls back to the argmax).
 """
