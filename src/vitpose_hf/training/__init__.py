@@ -19,6 +19,8 @@ _LAZY = {
     "PaddingPoseCollator": ".trainer",
     "MultiSchemaTransform": ".trainer",
     "find_last_complete_checkpoint": ".trainer",
+    "check_complete_save": ".trainer",
+    "COMPLETE_MARKER": ".trainer",
     "ModelArguments": ".arguments",
     "DataArguments": ".arguments",
     "PoseTrainingArguments": ".arguments",

@@ -146,6 +146,11 @@ class PoseTrainingArguments(TrainingArguments):
     lr_gamma: float = field(default=0.1, metadata={"help": "Step-decay factor."})
     warmup_start_factor: float = field(default=0.001, metadata={"help": "lr multiplier at the first warmup step."})
     warmup_max_fraction: float = field(default=0.1, metadata={"help": "Warmup never exceeds this fraction of the run."})
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Delete an earlier run's checkpoints, model and results in output_dir and start over "
+                  "(without it, a used output_dir is refused unless --resume_from_checkpoint is given)."},
+    )
     debug_weights_digest: str | None = field(
         default=None, metadata={"help": "Testing: every rank writes the sha256 of its final weights to <path>.rank<N>.json."}
     )

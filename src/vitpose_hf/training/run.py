@@ -351,8 +351,10 @@ def load_backbone_init(model: VitPoseForPoseEstimation, path: str) -> dict[str, 
 
     Our layout (`backbone.embeddings...`, `backbone.encoder...` as written by any of our models,
     MAE pre-training included, or unprefixed `VitPoseModel` keys) is loaded with
-    `load_state_dict(strict=False)`; an MAE / timm / official ViTPose layout (`patch_embed`,
-    `blocks.{i}`) goes through `load_mae_checkpoint_into_backbone`.
+    `load_state_dict(strict=False)`; a full official ViTPose / ViTPose++ checkpoint (`backbone.patch_embed`,
+    `backbone.blocks.{i}`, `keypoint_head.*`) has its backbone mapped with `convert_official_state_dict`
+    (heads reported as unused); an MAE / timm layout (`patch_embed`, `blocks.{i}`) goes through
+    `load_mae_checkpoint_into_backbone`.
 
     Returns:
         `{"loaded": n, "missing": [...], "unexpected": [...]}` (also logged).
@@ -361,6 +363,15 @@ def load_backbone_init(model: VitPoseForPoseEstimation, path: str) -> dict[str, 
     for prefix in ("module.",):
         if all(k.startswith(prefix) for k in state):
             state = {k[len(prefix):]: v for k, v in state.items()}
+    unexpected_official: list[str] = []
+    if "backbone.patch_embed.proj.weight" in state and any(k.startswith("backbone.blocks.") for k in state):
+        # a full official ViTPose / ViTPose++ checkpoint: its backbone in our names, the heads unused
+        from ..convert_vitpose_to_hf import convert_official_state_dict
+
+        backbone_part = {k: v for k, v in state.items() if k.startswith("backbone.")}
+        unexpected_official = sorted(k for k in state if not k.startswith("backbone."))
+        state, dropped = convert_official_state_dict(backbone_part)
+        unexpected_official += sorted(dropped)
     ours = any(k.startswith(("backbone.embeddings.", "backbone.encoder.", "embeddings.", "encoder.")) for k in state)
     if not ours:
         from ..modeling_vitpose_mae import load_mae_checkpoint_into_backbone
@@ -376,8 +387,14 @@ def load_backbone_init(model: VitPoseForPoseEstimation, path: str) -> dict[str, 
                 backbone_state[name] = value
             else:
                 unexpected.append(key)
+        target = model.backbone.state_dict()
+        for name, value in backbone_state.items():
+            if name in target and tuple(value.shape) != tuple(target[name].shape):
+                raise ValueError(f"{path}: {name} is {tuple(value.shape)} in the checkpoint but {tuple(target[name].shape)} "
+                                 "in the model (another model size or input size?)")
         missing, extra = model.backbone.load_state_dict(backbone_state, strict=False)
-        result = {"loaded": len(backbone_state) - len(extra), "missing": list(missing), "unexpected": unexpected + list(extra)}
+        result = {"loaded": len(backbone_state) - len(extra), "missing": list(missing),
+                  "unexpected": unexpected_official + unexpected + list(extra)}
     if result["missing"]:
         logger.warning("backbone init: %d backbone tensors missing from %s: %s", len(result["missing"]), path, result["missing"][:10])
     if result["unexpected"]:
@@ -426,6 +443,14 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
         write_weights_digest,
     )
 
+    resume_arg = training_args.resume_from_checkpoint
+    resume_last = isinstance(resume_arg, str) and resume_arg.lower() in ("true", "last", "latest")
+    if resume_arg:
+        finished = _already_finished(training_args)
+        if finished is not None:
+            return finished
+    _prepare_output_dir(training_args, resuming=bool(resume_arg))
+
     torch.manual_seed(training_args.seed)
     # The model needs the head layout of the data, the data needs the model's input size: read the
     # data specs first (cheap), then the model, then build the transforms with its sizes.
@@ -466,24 +491,36 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
         coco_eval=coco_eval, layer_decay=training_args.layer_decay,
     )
 
-    resume = training_args.resume_from_checkpoint
-    if isinstance(resume, str) and resume.lower() in ("true", "last", "latest"):
-        resume = find_last_complete_checkpoint(training_args.output_dir)
-        if resume is None:
-            logger.warning("no complete checkpoint in %s: starting from scratch", training_args.output_dir)
-        else:
-            logger.info("resuming from %s", resume)
-    result = trainer.train(resume_from_checkpoint=resume)
-    train_metrics = dict(result.metrics)
-    trainer.log_metrics("train", train_metrics)
-    trainer.save_metrics("train", train_metrics)
-    trainer.save_state()
+    resume, trusted = _resolve_resume(training_args.output_dir, resume_arg, resume_last)
+    resume_state = None
+    if resume is not None:
+        from transformers.trainer_callback import TrainerState
+
+        resume_state = TrainerState.load_from_json(os.path.join(resume, "trainer_state.json"))
+    target = _target_steps(training_args, resume_state)
+    if resume_state is not None and target is not None and resume_state.global_step >= target:
+        # the run ended at this checkpoint and was stopped before (or during) its final save:
+        # make the final save from it instead of letting Trainer take another step
+        logger.info("%s is the run's last step (%d): saving it as the final model without training", resume, target)
+        trainer._load_from_checkpoint(resume)
+        trainer.state = resume_state
+        train_metrics = _read_results(training_args.output_dir, "train")
+    else:
+        try:
+            result = trainer.train(resume_from_checkpoint=resume)
+        except Exception as err:
+            if resume is not None and not trusted and _is_unreadable_file_error(err):
+                raise ValueError(f"--resume_from_checkpoint {resume}: a file of the checkpoint cannot be read ({err})") from err
+            raise
+        train_metrics = dict(result.metrics)
+        trainer.log_metrics("train", train_metrics)
+        trainer.save_metrics("train", train_metrics)
 
     final_model = trainer.model
     if model_args.lora_r > 0:
         final_model = merge_lora(trainer.accelerator.unwrap_model(trainer.model))
         trainer.model = final_model
-    trainer.save_model(training_args.output_dir)
+    trainer.save_final()
     if training_args.debug_weights_digest:
         write_weights_digest(
             trainer.accelerator.unwrap_model(final_model), training_args.debug_weights_digest,
@@ -495,20 +532,164 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
         eval_metrics = trainer.evaluate()
         trainer.log_metrics("eval", eval_metrics)
         trainer.save_metrics("eval", eval_metrics)
-    _finish_distributed()
+    global_step = trainer.state.global_step
+    _finish_distributed(trainer)
     return {"train": train_metrics, "eval": eval_metrics, "output_dir": training_args.output_dir,
-            "global_step": trainer.state.global_step}
+            "global_step": global_step}
 
 
-def _finish_distributed() -> None:
-    """In a multi-process run: wait for every rank, then tear the process group down, so that no rank
-    exits while its communication threads are still running (a rank leaving early was seen to abort
-    with "terminate called without an active exception" at exit, once in CI). No-op otherwise."""
+# ----------------------------------------------------------------------------- output folder and resume
+def _read_results(output_dir: str, split: str) -> dict[str, float]:
+    try:
+        with open(os.path.join(output_dir, f"{split}_results.json"), encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _target_steps(training_args: PoseTrainingArguments, state=None) -> int | None:
+    """The run's last step: `max_steps`, or the planned total of a checkpoint made with the same
+    epoch count; None when it cannot be told before the data loader exists."""
+    if training_args.max_steps and training_args.max_steps > 0:
+        return int(training_args.max_steps)
+    if state is not None and state.max_steps and float(state.num_train_epochs or 0) == float(training_args.num_train_epochs):
+        return int(state.max_steps)
+    return None
+
+
+def _already_finished(training_args: PoseTrainingArguments) -> dict[str, Any] | None:
+    """The result of an earlier run of these arguments whose final save is complete, else None."""
+    from .trainer import check_complete_save, read_complete_marker
+
+    out = training_args.output_dir
+    record = read_complete_marker(out) if os.path.isdir(out) else None
+    if record is None or record.get("kind") != "final":
+        return None
+    step = int(record.get("global_step", -1))
+    if training_args.max_steps and training_args.max_steps > 0:
+        done = step >= training_args.max_steps
+    else:
+        done = int(record.get("max_steps", 0)) <= 0 and float(record.get("num_train_epochs", 0)) >= float(training_args.num_train_epochs)
+    if not done:
+        return None
+    problem = check_complete_save(out)
+    if problem is not None:
+        logger.warning("%s: the final save is damaged (%s); resuming from the last complete checkpoint", out, problem)
+        return None
+    logger.info("%s: this run already finished at step %d; nothing to do (--max_steps larger to continue it, "
+                "--overwrite_output_dir to train again)", out, step)
+    if training_args.process_index == 0 and not os.path.isfile(os.path.join(out, "eval_results.json")) and training_args.do_eval:
+        logger.warning("%s has no eval_results.json: evaluate the model with `vitpose-hf evaluate`", out)
+    return {"train": _read_results(out, "train"), "eval": _read_results(out, "eval"), "output_dir": out,
+            "global_step": step, "already_finished": True}
+
+
+def _prepare_output_dir(training_args: PoseTrainingArguments, resuming: bool) -> None:
+    """Refuse to train into a folder holding an earlier run unless resuming or overwriting; with
+    `--overwrite_output_dir` delete that run's outputs first (main process)."""
+    from .trainer import describe_used_output_dir, remove_run_outputs
+
+    out = training_args.output_dir
+    used = describe_used_output_dir(out)
+    if used is None:
+        return
+    if training_args.overwrite_output_dir:
+        if resuming:
+            raise ValueError(f"--overwrite_output_dir and --resume_from_checkpoint {training_args.resume_from_checkpoint!r} "
+                             "contradict each other: give one")
+        with training_args.main_process_first(desc="overwrite_output_dir"):
+            if training_args.process_index == 0:
+                removed = remove_run_outputs(out)
+                logger.warning("--overwrite_output_dir: removed the earlier run in %s (%s)", out, ", ".join(removed))
+        return
+    if not resuming:
+        raise ValueError(
+            f"output_dir {out} holds an earlier run ({used}): pass --resume_from_checkpoint last to continue it, "
+            "--overwrite_output_dir to delete it and start over, or another --output_dir"
+        )
+
+
+def _resolve_resume(output_dir: str, resume_arg, resume_last: bool) -> tuple[str | None, bool]:
+    """`(checkpoint folder or None, trusted)`: `last` -> the newest complete checkpoint (damaged
+    newer ones skipped with a warning); an explicit folder must pass `check_complete_save`, or,
+    without a marker (another tool's checkpoint), is used with a warning (`trusted=False`)."""
+    from .trainer import COMPLETE_MARKER, check_complete_save, find_last_complete_checkpoint
+
+    if not resume_arg:
+        return None, True
+    if resume_last:
+        resume = find_last_complete_checkpoint(output_dir)
+        if resume is None:
+            logger.warning("no complete checkpoint in %s: starting from scratch", output_dir)
+        else:
+            logger.info("resuming from %s", resume)
+        return resume, True
+    resume = os.fspath(resume_arg)
+    if not os.path.isdir(resume):
+        raise ValueError(f"--resume_from_checkpoint {resume}: no such folder")
+    problem = check_complete_save(resume)
+    if problem is None:
+        return resume, True
+    if not os.path.isfile(os.path.join(resume, COMPLETE_MARKER)) and os.path.isfile(os.path.join(resume, "trainer_state.json")):
+        logger.warning("--resume_from_checkpoint %s has no %s (not written by vitpose_hf, or by an older version): "
+                       "its files cannot be checked before loading", resume, COMPLETE_MARKER)
+        return resume, False
+    raise ValueError(f"--resume_from_checkpoint {resume}: {problem}")
+
+
+def _is_unreadable_file_error(err: BaseException) -> bool:
+    import pickle
+
+    try:
+        from safetensors import SafetensorError
+    except ImportError:  # pragma: no cover
+        SafetensorError = ()  # noqa: N806
+    return isinstance(err, (SafetensorError, pickle.UnpicklingError, json.JSONDecodeError, EOFError))
+
+
+def _drop_ddp_wrappers(trainer) -> None:
+    """Forget every reference the trainer and its accelerator hold to the DDP wrapper."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    model = trainer.model
+    while isinstance(model, DistributedDataParallel):
+        model = model.module
+    trainer.model = model
+    trainer.model_wrapped = model
+    accelerator = getattr(trainer, "accelerator", None)
+    if accelerator is not None and hasattr(accelerator, "_models"):
+        accelerator._models = [m.module if isinstance(m, DistributedDataParallel) else m for m in accelerator._models]
+
+
+def _finish_distributed(trainer=None) -> None:
+    """End a multi-process run so that no rank can hang or abort in gloo's teardown. No-op otherwise.
+
+    Why this order: the DDP wrapper's C++ `Reducer` holds a reference to the process group. If the
+    wrapper outlives `destroy_process_group()`, freeing it later drops the group's last reference
+    from a destructor that keeps the GIL, and `~ProcessGroupGloo` joins gloo's worker thread, which
+    may itself be waiting for the GIL to free the Python tensors of a finished collective (the AP
+    broadcast): a deadlock (seen as a hang in `std::thread::join`). Freed during interpreter
+    shutdown instead, the worker thread is killed while it waits for the GIL ("terminate called
+    without an active exception"). So: wait for every rank, free the wrappers while the group is
+    still registered, then destroy it through `destroy_process_group()`, whose destructor releases
+    the GIL while joining.
+    """
+    import gc
+
     import torch.distributed as dist
 
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    dist.barrier()
+    if trainer is not None:
+        _drop_ddp_wrappers(trainer)
+    gc.collect()
+    dist.destroy_process_group()
+    gc.collect()
+    left = [o for o in gc.get_objects() if isinstance(o, dist.ProcessGroup)]
+    if left:
+        logger.warning("%d process group object(s) still referenced after destroy_process_group()", len(left))
 
 
 def _probe_heads(data_args: DataArguments) -> list[tuple[int, KeypointSchema]]:

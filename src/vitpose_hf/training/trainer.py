@@ -23,6 +23,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -45,6 +46,9 @@ __all__ = [
     "StepDelayCallback",
     "state_dict_digest",
     "find_last_complete_checkpoint",
+    "check_complete_save",
+    "read_complete_marker",
+    "COMPLETE_MARKER",
 ]
 
 
@@ -197,12 +201,116 @@ def state_dict_digest(model: torch.nn.Module, parameters_only: bool = False) -> 
     return h.hexdigest()
 
 
-def find_last_complete_checkpoint(output_dir: str | os.PathLike) -> str | None:
-    """The `checkpoint-N` folder with the largest N that holds `trainer_state.json` (written last by
-    `Trainer`, so a run killed while saving leaves an incomplete folder that is skipped)."""
-    if not os.path.isdir(output_dir):
+# ----------------------------------------------------------------------------- complete saves
+COMPLETE_MARKER = "vitpose_complete.json"
+_PARTIAL_SUFFIX = ".partial"
+_OLD_SUFFIX = ".old"
+_RUN_FILES = (
+    "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "config.json",
+    "preprocessor_config.json", "training_args.bin", "trainer_state.json", "train_results.json",
+    "eval_results.json", "all_results.json", COMPLETE_MARKER,
+)
+
+
+def _sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _listed_files(folder: str) -> list[str]:
+    """Relative paths of the regular files under `folder` (sub-folders included), sorted."""
+    out = []
+    for root, _, files in os.walk(folder):
+        for name in files:
+            out.append(os.path.relpath(os.path.join(root, name), folder))
+    return sorted(out)
+
+
+def _fsync_path(path: str) -> None:
+    """Flush a file or folder entry to the disk (folders: where the OS allows it)."""
+    flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) if os.path.isdir(path) else os.O_RDONLY
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_complete_marker(folder: str | os.PathLike, files: Sequence[str], **info: Any) -> str:
+    """Flush `files` (paths relative to `folder`) to the disk, then write `COMPLETE_MARKER` listing
+    each one's size and sha256 (temp name + `os.replace`, so the marker itself is never torn).
+
+    Returns:
+        the marker's path.
+    """
+    folder = os.fspath(folder)
+    listing = {}
+    for rel in files:
+        path = os.path.join(folder, rel)
+        _fsync_path(path)
+        listing[rel] = {"size": os.path.getsize(path), "sha256": _sha256(path)}
+    record = {"format": 1, **info, "files": listing}
+    tmp = os.path.join(folder, f".{COMPLETE_MARKER}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(record, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    target = os.path.join(folder, COMPLETE_MARKER)
+    os.replace(tmp, target)
+    _fsync_path(folder)
+    return target
+
+
+def read_complete_marker(folder: str | os.PathLike) -> dict | None:
+    """The parsed `COMPLETE_MARKER` of `folder`, or None when absent or unreadable."""
+    try:
+        with open(os.path.join(os.fspath(folder), COMPLETE_MARKER), encoding="utf-8") as f:
+            record = json.load(f)
+    except (OSError, ValueError):
         return None
-    best = None
+    return record if isinstance(record, dict) and isinstance(record.get("files"), dict) else None
+
+
+def check_complete_save(folder: str | os.PathLike, verify_contents: bool = True) -> str | None:
+    """Why `folder` (a `checkpoint-N` or a run's output folder) is not a complete save, or None.
+
+    Complete means: `COMPLETE_MARKER` is present and readable, and every file it lists exists with
+    the recorded size and (with `verify_contents`) the recorded sha256. The problem names the file.
+    """
+    folder = os.fspath(folder)
+    marker = os.path.join(folder, COMPLETE_MARKER)
+    if not os.path.isdir(folder):
+        return f"{folder} does not exist"
+    if not os.path.isfile(marker):
+        return f"{marker} is missing (the save did not finish, or another tool wrote this folder)"
+    record = read_complete_marker(folder)
+    if record is None:
+        return f"{marker} is not a readable completion record"
+    for rel, meta in record["files"].items():
+        path = os.path.join(folder, rel)
+        if not os.path.isfile(path):
+            return f"{path} is missing"
+        size = os.path.getsize(path)
+        if size != meta.get("size"):
+            return f"{path} has {size} bytes, {meta.get('size')} were saved (truncated or overwritten)"
+        if verify_contents and _sha256(path) != meta.get("sha256"):
+            return f"{path} differs from what was saved (sha256 mismatch: corrupted or overwritten)"
+    return None
+
+
+def _checkpoint_dirs(output_dir: str) -> list[tuple[int, str]]:
+    """`(step, path)` of every `checkpoint-N` folder, by step."""
+    if not os.path.isdir(output_dir):
+        return []
+    found = []
     for name in os.listdir(output_dir):
         if not name.startswith("checkpoint-"):
             continue
@@ -211,9 +319,73 @@ def find_last_complete_checkpoint(output_dir: str | os.PathLike) -> str | None:
         except ValueError:
             continue
         path = os.path.join(output_dir, name)
-        if os.path.isfile(os.path.join(path, "trainer_state.json")) and (best is None or step > best[0]):
-            best = (step, path)
-    return None if best is None else best[1]
+        if os.path.isdir(path):
+            found.append((step, path))
+    return sorted(found)
+
+
+def find_last_complete_checkpoint(output_dir: str | os.PathLike) -> str | None:
+    """The `checkpoint-N` folder with the largest N that passes `check_complete_save` (marker and
+    every file's size and checksum); each newer folder that fails is skipped with a warning naming
+    the damaged or missing file. None when there is none."""
+    for _, path in reversed(_checkpoint_dirs(os.fspath(output_dir))):
+        problem = check_complete_save(path)
+        if problem is None:
+            return path
+        logger.warning("skipping %s: %s", path, problem)
+    return None
+
+
+def publish_folder(staging: str, final: str) -> None:
+    """Move the fully written folder `staging` to `final` (same parent). An existing `final` is
+    first renamed aside and removed afterwards, so `final` never holds a mix of two saves."""
+    old = None
+    if os.path.exists(final):
+        old = final + _OLD_SUFFIX
+        if os.path.exists(old):
+            shutil.rmtree(old)
+        os.rename(final, old)
+    os.rename(staging, final)
+    _fsync_path(os.path.dirname(final) or ".")
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def remove_run_outputs(output_dir: str | os.PathLike) -> list[str]:
+    """Delete what a training run writes into `output_dir` (checkpoints, partial saves, the final
+    model, state, results and marker); other files are left alone. Returns the removed names."""
+    output_dir = os.fspath(output_dir)
+    removed = []
+    if not os.path.isdir(output_dir):
+        return removed
+    for name in sorted(os.listdir(output_dir)):
+        path = os.path.join(output_dir, name)
+        ours_dir = name.startswith(("checkpoint-", ".checkpoint-", ".final")) and os.path.isdir(path)
+        if ours_dir:
+            shutil.rmtree(path)
+            removed.append(name)
+        elif name in _RUN_FILES and os.path.isfile(path):
+            os.remove(path)
+            removed.append(name)
+    return removed
+
+
+def describe_used_output_dir(output_dir: str | os.PathLike) -> str | None:
+    """What in `output_dir` belongs to an earlier run (a description), or None when it holds none
+    (missing, empty, or only the synthetic data a run generates for itself)."""
+    output_dir = os.fspath(output_dir)
+    if not os.path.isdir(output_dir):
+        return None
+    found = []
+    if os.path.isfile(os.path.join(output_dir, COMPLETE_MARKER)):
+        found.append("a finished run")
+    checkpoints = _checkpoint_dirs(output_dir)
+    if checkpoints:
+        found.append(f"{len(checkpoints)} checkpoint(s) up to {os.path.basename(checkpoints[-1][1])}")
+    files = [n for n in _RUN_FILES if n != COMPLETE_MARKER and os.path.isfile(os.path.join(output_dir, n))]
+    if files:
+        found.append("files " + ", ".join(files))
+    return "; ".join(found) or None
 
 
 # ----------------------------------------------------------------------------- trainer
@@ -233,6 +405,140 @@ class VitPoseTrainer(Trainer):
         self.layer_decay = layer_decay
         # Our forward takes **kwargs; without this Trainer would scale the loss by the world size.
         self.model_accepts_loss_kwargs = False
+
+    # ------------------------------------------------------------------ saving
+    def _barrier(self) -> None:
+        if self.args.world_size > 1:
+            self.accelerator.wait_for_everyone()
+
+    def _save_checkpoint(self, model, trial) -> None:
+        """Save `checkpoint-N` as one unit: every file (model, config, processor, optimizer,
+        scheduler, RNG states of every rank, trainer state) goes into `.checkpoint-N.partial`, the
+        completion marker (sizes + sha256) is written last, then the folder is renamed to
+        `checkpoint-N`. A kill at any moment leaves the previous checkpoints and at most a hidden
+        partial folder; `find_last_complete_checkpoint` trusts only marked folders."""
+        from transformers.trainer_callback import ExportableState
+        from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, SaveStrategy
+
+        name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        if self.hp_search_backend is None and trial is None:
+            self.store_flos()
+        run_dir = self._get_output_dir(trial=trial)
+        final = os.path.join(run_dir, name)
+        staging = os.path.join(run_dir, f".{name}{_PARTIAL_SUFFIX}")
+        if self.args.should_save:
+            if os.path.exists(staging):
+                shutil.rmtree(staging)
+            os.makedirs(staging)
+        self._barrier()
+        self.save_model(staging, _internal_call=True)
+
+        if self.args.save_strategy in (SaveStrategy.STEPS, SaveStrategy.EPOCH, SaveStrategy.BEST) and self.state.best_global_step:
+            best = os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.best_global_step}")
+            if self.state.best_global_step == self.state.global_step or os.path.exists(best):
+                self.state.best_model_checkpoint = best
+        if not self.args.save_only_model:
+            self._save_optimizer_and_scheduler(staging)
+            self._save_scaler(staging)
+            self._save_rng_state(staging)
+        if self.args.should_save:
+            for cb in [c for c in self.callback_handler.callbacks + [self.control] if isinstance(c, ExportableState)]:
+                cb_name = cb.__class__.__name__
+                if isinstance(self.state.stateful_callbacks.get(cb_name), list):
+                    self.state.stateful_callbacks[cb_name].append(cb.state())
+                else:
+                    self.state.stateful_callbacks[cb_name] = cb.state()
+            self.state.save_to_json(os.path.join(staging, "trainer_state.json"))
+        self._barrier()  # every rank's files (RNG states, shards) are in the staging folder
+        if self.args.should_save:
+            write_complete_marker(staging, _listed_files(staging), global_step=self.state.global_step, kind="checkpoint")
+            publish_folder(staging, final)
+        self._barrier()
+        if self.args.push_to_hub:
+            self._push_from_checkpoint(final)
+        if self.args.should_save:
+            self._rotate_complete_checkpoints(run_dir)
+
+    def _rotate_complete_checkpoints(self, run_dir: str) -> None:
+        """`save_total_limit` over the complete checkpoints only, by step: the newest complete one
+        and the best one are never deleted; incomplete `checkpoint-*` folders are not counted (and
+        left alone, with a warning)."""
+        limit = self.args.save_total_limit
+        if limit is None or limit <= 0:
+            return
+        complete = []
+        for step, path in _checkpoint_dirs(run_dir):
+            problem = check_complete_save(path, verify_contents=False)
+            if problem is None:
+                complete.append(path)
+            else:
+                logger.warning("checkpoint rotation ignores %s: %s", path, problem)
+        if len(complete) <= limit:
+            return
+        protected = {complete[-1]}
+        if self.state.best_model_checkpoint:
+            protected.add(os.path.normpath(self.state.best_model_checkpoint))
+        excess = len(complete) - max(limit, len(protected))
+        for path in complete:
+            if excess <= 0:
+                break
+            if os.path.normpath(path) in protected:
+                continue
+            logger.info("deleting %s (save_total_limit=%d)", path, limit)
+            shutil.rmtree(path, ignore_errors=True)
+            excess -= 1
+
+    def save_final(self, output_dir: str | None = None, **info: Any) -> None:
+        """Save the final model, config, processor, training arguments and trainer state into
+        `output_dir` (default `args.output_dir`) so that a kill never leaves a folder that looks
+        finished: the old completion marker is removed first, the files are written into a hidden
+        staging folder and `os.replace`d into place one by one, and the marker (sizes + sha256) is
+        written last. Extra `info` is recorded in the marker. Call on every process."""
+        output_dir = output_dir or self.args.output_dir
+        staging = os.path.join(output_dir, f".final{_PARTIAL_SUFFIX}")
+        if self.args.should_save:
+            os.makedirs(output_dir, exist_ok=True)
+            if os.path.exists(staging):
+                shutil.rmtree(staging)
+            os.makedirs(staging)
+        self._barrier()
+        self.save_model(staging)
+        if self.args.should_save:
+            self.state.save_to_json(os.path.join(staging, "trainer_state.json"))
+            names = _listed_files(staging)
+            for rel in names:
+                _fsync_path(os.path.join(staging, rel))
+            marker = os.path.join(output_dir, COMPLETE_MARKER)
+            if os.path.exists(marker):
+                os.remove(marker)
+                _fsync_path(output_dir)
+            for rel in names:
+                target = os.path.join(output_dir, rel)
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                os.replace(os.path.join(staging, rel), target)
+            shutil.rmtree(staging, ignore_errors=True)
+            write_complete_marker(
+                output_dir, names, global_step=self.state.global_step, kind="final",
+                max_steps=int(self.args.max_steps), num_train_epochs=float(self.args.num_train_epochs), **info,
+            )
+        self._barrier()
+
+    def save_metrics(self, split, metrics, combined=True):
+        """As `Trainer.save_metrics`, but each json file is replaced atomically."""
+        if not self.is_world_process_zero():
+            return
+        from ..jsonio import write_json_atomic
+
+        write_json_atomic(os.path.join(self.args.output_dir, f"{split}_results.json"), metrics, indent=4)
+        if combined:
+            path = os.path.join(self.args.output_dir, "all_results.json")
+            try:
+                with open(path, encoding="utf-8") as f:
+                    all_metrics = json.load(f)
+            except (OSError, ValueError):
+                all_metrics = {}
+            all_metrics.update(metrics)
+            write_json_atomic(path, all_metrics, indent=4)
 
     # ------------------------------------------------------------------ optimisation
     def create_optimizer(self, model=None):
