@@ -197,6 +197,9 @@ def test_non_finite_pixels_raise_in_eager_mode_and_the_check_can_be_switched_off
         model.config.check_finite_inputs = False
         heatmaps = model(pixels).heatmaps
     assert torch.isfinite(heatmaps[0]).all() and not torch.isfinite(heatmaps[1]).all()
+    model.config.check_finite_inputs = True
+    model.train()  # training batches are not read back (no host sync per step)
+    assert not torch.isfinite(model(pixels).heatmaps[1]).all()
 
 
 # ----------------------------------------------------------------------------- detectors

@@ -189,10 +189,12 @@ class VitPoseConfig(PretrainedConfig):
         num_knowledge_tokens (`int`, defaults to 0): learned tokens prepended to the patch tokens
             (knowledge-token distillation).
         edges (`list[list[int]]`, *optional*): skeleton of the main schema, kept for display.
-        check_finite_inputs (`bool`, defaults to True): in eager mode, `pixel_values` holding NaN or
-            inf raise a `ValueError` (one `isfinite` pass, ~0.1% of a ViTPose-S forward on a CPU);
-            never checked under torch.compile / torch.export / ONNX export, where the graph must not
-            read values. Set False to skip it.
+        check_finite_inputs (`bool`, defaults to True): in an eager forward in eval mode,
+            `pixel_values` holding NaN or inf raise a `ValueError` (one `isfinite` pass, ~0.1% of a
+            ViTPose-S forward on a CPU; a host sync on an accelerator). Never checked in training
+            mode (the data loader validates its data) nor under torch.compile / torch.export / ONNX
+            export, where the graph must not read values. The image processor and the pipeline
+            refuse non-finite images themselves. Set False to skip it.
 
     Every field is validated on construction, after `from_dict` / `from_pretrained` and before
     `save_pretrained`: a bad value (non-positive size, `hidden_size` not divisible by the heads,

@@ -250,7 +250,9 @@ class VitPosePatchEmbeddings(nn.Module):
                 f"input size {height}x{width} must be a multiple of the patch stride {self.stride[0]}x{self.stride[1]} "
                 f"and at least one patch ({self.patch_size[0]}x{self.patch_size[1]})"
             )
-        if getattr(self.config, "check_finite_inputs", True) and not is_tracing():
+        # Not in training mode: the loader validates its data, and on an accelerator the host sync
+        # of the check would stall every step behind the previous step's queued kernels.
+        if getattr(self.config, "check_finite_inputs", True) and not self.training and not is_tracing():
             _check_finite_pixels(pixel_values)
         x = self.projection(pixel_values.to(self.projection.weight.dtype))
         grid = (x.shape[-2], x.shape[-1])
