@@ -120,6 +120,28 @@ def test_zero_crops_give_empty_results(processor, pipe):
         decode_heatmaps(torch.zeros(2, 17, 0, 12))
 
 
+@pytest.mark.parametrize("simple", [False, True])
+def test_the_model_and_the_losses_take_a_batch_of_0_crops(simple):
+    from vitpose_hf import inference_model
+    from vitpose_hf.training.trainer import multi_dataset_pose_loss
+
+    model = VitPoseForPoseEstimation(VitPoseConfig(**tiny_config_kwargs(use_simple_decoder=simple))).eval()
+    empty = torch.zeros(0, 3, 64, 48)
+    with torch.no_grad():
+        heatmaps = model(empty).heatmaps
+        one = model(torch.zeros(1, 3, 64, 48)).heatmaps
+        assert heatmaps.shape == (0,) + one.shape[1:]
+        assert inference_model(model)(empty).heatmaps.shape == heatmaps.shape
+    model.train()
+    out = model(empty, labels=torch.zeros(heatmaps.shape), target_weight=torch.ones(0, 17))
+    assert out.loss.item() == 0.0  # not the NaN of an empty mean
+    out.loss.backward()
+    assert all(p.grad is None or torch.all(p.grad == 0) for p in model.parameters())
+    loss = multi_dataset_pose_loss(torch.zeros(heatmaps.shape), torch.zeros(heatmaps.shape), torch.ones(0, 17),
+                                   torch.zeros(0, dtype=torch.long))
+    assert loss.item() == 0.0
+
+
 # ----------------------------------------------------------------------------- item 6: one conversion
 def _png(image: Image.Image) -> Image.Image:
     buf = io.BytesIO()

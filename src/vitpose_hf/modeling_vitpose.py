@@ -165,7 +165,8 @@ def joints_mse_loss(
 
     Returns:
         scalar loss. Each joint's MSE is a mean over B*h*w values, so the mean over joints equals the
-        mean over all elements.
+        mean over all elements. A batch of 0 crops has loss 0 (still connected to the graph, so
+        `backward()` gives zero gradients), not the NaN of an empty mean.
     """
     if labels.shape != heatmaps.shape:
         raise ValueError(f"labels must have the heatmaps' shape {tuple(heatmaps.shape)}, got {tuple(labels.shape)}")
@@ -179,6 +180,8 @@ def joints_mse_loss(
                 f"target_weight must be (B, K) = {tuple(heatmaps.shape[:2])} or (B, K, 1), got {tuple(target_weight.shape)}"
             )
         diff = diff * weight[:, :, None, None]
+    if diff.numel() == 0:
+        return diff.sum()
     return diff.pow(2).mean()
 
 
@@ -836,7 +839,7 @@ class VitPoseModel(VitPosePreTrainedModel):
         )
         hidden = self.layernorm(hidden)[:, num_prefix:]
         batch = hidden.shape[0]
-        feature_map = hidden.transpose(1, 2).reshape(batch, -1, grid[0], grid[1])
+        feature_map = hidden.transpose(1, 2).reshape(batch, hidden.shape[-1], grid[0], grid[1])  # explicit C: a batch of 0 crops is valid
         if not return_dict:
             return tuple(v for v in (hidden, feature_map, all_hidden, all_attn) if v is not None)
         return VitPoseModelOutput(
