@@ -40,7 +40,11 @@ def main() -> int:
     if training_args.process_index != 0:
         logging.getLogger().setLevel(logging.WARNING)
     transformers.utils.logging.set_verbosity(logging.INFO if training_args.process_index == 0 else logging.WARNING)
-    result = run_training(model_args, data_args, training_args)
+    try:
+        result = run_training(model_args, data_args, training_args)
+    except ValueError as err:  # a bad argument or input, named by the message (e.g. a used --output_dir)
+        sys.stderr.write(f"run_pose.py: error: {err}\n")
+        return 2
     if training_args.process_index == 0:
         report_metrics(result)
     return 0

@@ -165,7 +165,9 @@ def offline_default_args() -> dict:
     length (warmup 300 steps, decay x0.1 at steps 2429 and 2857), lr 2e-3 and no layer decay
     (nothing is pre-trained), plain crops (the generator already randomises poses, sizes, colours
     and occluders; the official augmentation slows a run this short down), evaluated with COCO AP on
-    ground-truth boxes with the flip test every 250 steps.
+    ground-truth boxes with the flip test every 250 steps. It resumes its own output folder
+    (`resume_from_checkpoint="last"`): run again, a killed run continues from its last complete
+    checkpoint and a finished one returns its saved result without training.
     """
     return {
         "preset": "offline",
@@ -182,4 +184,5 @@ def offline_default_args() -> dict:
         "logging_steps": 50,
         "dataloader_num_workers": 0,
         "seed": 0,
+        "resume_from_checkpoint": "last",
     }

@@ -621,7 +621,11 @@ def _resolve_resume(output_dir: str, resume_arg, resume_last: bool) -> tuple[str
     if resume_last:
         resume = find_last_complete_checkpoint(output_dir)
         if resume is None:
-            logger.warning("no complete checkpoint in %s: starting from scratch", output_dir)
+            from .trainer import describe_used_output_dir
+
+            # nothing to resume in a fresh folder is the normal start of a resumable run
+            log = logger.warning if describe_used_output_dir(output_dir) else logger.info
+            log("no complete checkpoint in %s: starting from scratch", output_dir)
         else:
             logger.info("resuming from %s", resume)
         return resume, True
