@@ -685,15 +685,16 @@ def _finish_distributed(trainer=None) -> None:
 
     if not (dist.is_available() and dist.is_initialized()):
         return
+    from torch.nn.parallel import DistributedDataParallel
+
     dist.barrier()
     if trainer is not None:
         _drop_ddp_wrappers(trainer)
     gc.collect()
+    alive = sum(isinstance(o, DistributedDataParallel) for o in gc.get_objects())
+    if alive:  # its process group will be freed later, where the teardown can deadlock
+        logger.warning("%d DistributedDataParallel wrapper(s) still referenced at the end of the run", alive)
     dist.destroy_process_group()
-    gc.collect()
-    left = [o for o in gc.get_objects() if isinstance(o, dist.ProcessGroup)]
-    if left:
-        logger.warning("%d process group object(s) still referenced after destroy_process_group()", len(left))
 
 
 def _probe_heads(data_args: DataArguments) -> list[tuple[int, KeypointSchema]]:
