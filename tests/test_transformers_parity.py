@@ -87,6 +87,30 @@ def test_transformers_checkpoint_loads_and_matches(variant, tmp_path):
     assert (got - expected).abs().max().item() <= TOL
 
 
+@pytest.mark.parametrize("num_labels", [None, 2, 17])
+def test_label_count_is_read_faithfully_from_transformers_configs(num_labels, tmp_path):
+    """transformers omits a default num_labels (2) from config.json; it must not become our 17."""
+    backbone = HFBackboneConfig(image_size=[64, 48], patch_size=[8, 8], hidden_size=32, num_hidden_layers=2,
+                                num_attention_heads=4, out_indices=[2])
+    extra = {} if num_labels is None else {"num_labels": num_labels}
+    reference = _randomize(HFModel(HFConfig(backbone_config=backbone, **extra)))
+    reference.save_pretrained(tmp_path)
+    expected_k = reference.config.num_labels
+    saved = json.loads((tmp_path / "config.json").read_text())
+    if num_labels is None:
+        assert "id2label" not in saved and "num_labels" not in saved  # the case that used to fail
+    ours = VitPoseForPoseEstimation.from_pretrained(tmp_path).eval()
+    assert ours.config.num_labels == expected_k
+    assert ours.config.id2label == reference.config.id2label
+    pixels = torch.randn(2, 3, 64, 48)
+    with torch.no_grad():
+        expected = reference(pixels).heatmaps
+        got = ours(pixels).heatmaps
+    assert got.shape == expected.shape and got.shape[1] == expected_k
+    assert (got - expected).abs().max().item() <= TOL
+    assert VitPoseConfig().num_labels == 17  # our own default is unchanged
+
+
 @pytest.mark.parametrize("variant", ["classic", "moe"])
 def test_hidden_states_and_attentions_match(variant, tmp_path):
     reference = _hf_model(variant, attn="eager")

@@ -45,6 +45,8 @@ TRANSFORMERS_BACKBONE_DEFAULTS: dict[str, Any] = {
     "layer_norm_eps": 1e-12,
     "qkv_bias": True,
 }
+# `PretrainedConfig`'s num_labels when a config.json names none (transformers omits default values)
+TRANSFORMERS_DEFAULT_NUM_LABELS = 2
 TRANSFORMERS_POSE_DEFAULTS: dict[str, Any] = {"scale_factor": 4, "use_simple_decoder": True}
 
 # name -> (hidden_size, num_hidden_layers, num_attention_heads, drop_path_rate, layer_decay_rate)
@@ -242,7 +244,8 @@ class VitPoseConfig(PretrainedConfig):
         # A config written by transformers' VitPose: lift backbone_config to the top level.
         backbone_config = kwargs.pop("backbone_config", None)
         incoming_type = kwargs.pop("model_type", None)
-        if backbone_config is not None or incoming_type == "vitpose":
+        from_transformers = backbone_config is not None or incoming_type == "vitpose"
+        if from_transformers:
             lifted = dict(TRANSFORMERS_BACKBONE_DEFAULTS)
             if backbone_config is not None:
                 if not isinstance(backbone_config, dict):
@@ -308,7 +311,11 @@ class VitPoseConfig(PretrainedConfig):
         self.check_finite_inputs = bool(check_finite_inputs)
 
         if "id2label" not in kwargs and "num_labels" not in kwargs:
-            kwargs["id2label"] = dict(enumerate(COCO_KEYPOINT_NAMES))
+            if from_transformers:
+                # transformers leaves a default label count out of config.json: its default is 2
+                kwargs["num_labels"] = TRANSFORMERS_DEFAULT_NUM_LABELS
+            else:
+                kwargs["id2label"] = dict(enumerate(COCO_KEYPOINT_NAMES))
         super().__init__(**kwargs)
         if self.id2label is not None and not self.label2id:
             self.label2id = {name: int(idx) for idx, name in self.id2label.items()}
