@@ -331,3 +331,35 @@ def test_cli_to_transformers_and_from_directories(tmp_path):
     assert (got - expected).abs().max().item() <= 1e-5
     # a directory whose decoder contradicts the request fails with status 1
     assert main(["--checkpoint", str(ours_dir), "--output", str(tmp_path / "x"), "--classic"]) == 1
+
+
+def test_cli_help_names_the_program_logs_success_at_info_and_writes_the_processor(tmp_path, caplog, capsys):
+    """Issue 13 item 5 / 3: `vitpose-hf convert --help` showed the module path, success was logged at
+    WARNING (twice for the dropped keys), and the output had no preprocessor_config.json."""
+    from vitpose_hf.cli import main as cli_main
+
+    with pytest.raises(SystemExit):
+        cli_main(["convert", "--help"])
+    assert capsys.readouterr().out.startswith("usage: vitpose-hf convert")
+
+    source = _random_model(use_simple_decoder=True)  # transformers' format needs the simple or a 256-wide head
+    path = tmp_path / "tiny.pth"
+    torch.save({"state_dict": _to_official(source), "meta": {}}, path)
+    for fmt, extra in (("ours", []), ("transformers", ["--to-transformers"])):
+        out = tmp_path / fmt
+        caplog.clear()
+        with caplog.at_level(logging.DEBUG, logger="vitpose_hf.convert_vitpose_to_hf"):
+            assert main(["--checkpoint", str(path), "--output", str(out), "--num-attention-heads", "4", *extra]) == 0
+        records = [r for r in caplog.records if r.name == "vitpose_hf.convert_vitpose_to_hf"]
+        assert [r.levelname for r in records if r.getMessage().startswith("converted ")] == ["INFO"]
+        assert not [r for r in records if r.levelno >= logging.WARNING]
+        assert sum("dropped backbone.cls_token" in r.getMessage() for r in records) == 1
+        saved = json.loads((out / "preprocessor_config.json").read_text())
+        assert saved["size"] == {"height": 64, "width": 48}
+    transformers = pytest.importorskip("transformers")
+    hf_processor = transformers.VitPoseImageProcessor.from_pretrained(tmp_path / "transformers")
+    assert type(hf_processor).__module__.startswith("transformers.")
+    from vitpose_hf import VitPoseImageProcessor
+
+    ours = VitPoseImageProcessor.from_pretrained(tmp_path / "ours")
+    assert (ours.size["height"], ours.size["width"]) == (64, 48)

@@ -393,7 +393,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if rest and rest[0] == "convert":
         from .convert_vitpose_to_hf import main as convert_main
 
-        return int(convert_main(rest[1:]) or 0)
+        return int(convert_main(rest[1:], prog="vitpose-hf convert") or 0)
     if rest and rest[0] in _DELEGATED and _load_command(_DELEGATED[rest[0]][0]) is None:
         print(f"vitpose-hf {rest[0]}: not available in this installation ({_DELEGATED[rest[0]][0]} missing)", file=sys.stderr)
         return 2

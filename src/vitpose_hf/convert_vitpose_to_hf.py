@@ -471,15 +471,16 @@ def export_to_transformers(model, save_directory: str | Path) -> Path:
 
 
 # ----------------------------------------------------------------------------- CLI
-def _parser() -> argparse.ArgumentParser:
+def _parser(prog: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m vitpose_hf.convert_vitpose_to_hf",
+        prog=prog or "python -m vitpose_hf.convert_vitpose_to_hf",
         description="Convert an official ViTPose / ViTPose++ .pth checkpoint to a vitpose_hf directory.",
     )
     parser.add_argument("--checkpoint", required=True,
                         help="official .pth file (mmpose layout), or a save_pretrained directory (ours or "
                              "transformers' VitPose format)")
-    parser.add_argument("--output", required=True, help="directory to write (config.json, model.safetensors)")
+    parser.add_argument("--output", required=True,
+                        help="directory to write (config.json, model.safetensors, preprocessor_config.json)")
     parser.add_argument("--to-transformers", action="store_true",
                         help="write transformers' VitPose hub format instead of ours")
     kind = parser.add_mutually_exclusive_group()
@@ -489,15 +490,30 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"),
                         help="input size to run at (position embeddings are resampled)")
     parser.add_argument("--num-attention-heads", type=int, help="override the heads of the size table")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log every step")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every step (DEBUG)")
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command line entry point; returns the exit status (0 on success, 1 on a conversion error)."""
-    args = _parser().parse_args(argv)
+def _save_processor(model, output: str | Path, transformers_format: bool) -> None:
+    """Write the image processor of `model`'s input size next to it (an upload is then complete):
+    ours, or transformers' own `VitPoseImageProcessor` for the transformers hub format."""
+    height, width = (int(v) for v in model.config.image_size)
+    if transformers_format:
+        from transformers import VitPoseImageProcessor as TransformersProcessor
+
+        TransformersProcessor(size={"height": height, "width": width}).save_pretrained(output)
+    else:
+        from .image_processing_vitpose import VitPoseImageProcessor
+
+        VitPoseImageProcessor(size={"height": height, "width": width}).save_pretrained(output)
+
+
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+    """Command line entry point; returns the exit status (0 on success, 1 on a conversion error).
+    `prog` is the program name shown by `--help` (`vitpose-hf convert` from the `vitpose-hf` CLI)."""
+    args = _parser(prog).parse_args(argv)
     if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+        logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
     try:
         if Path(args.checkpoint).is_dir():
             from .modeling_vitpose import VitPoseForPoseEstimation
@@ -515,13 +531,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         if args.to_transformers:
             export_to_transformers(model, args.output)
+        _save_processor(model, args.output, args.to_transformers)
     except (ValueError, OSError) as err:
         logger.error("conversion failed: %s", err)
         return 1
-    for key, reason in sorted(dropped.items()):
-        logger.warning("dropped %s: %s", key, reason)
-    cfg = model.config
-    logger.warning(
+    cfg = model.config  # (the dropped keys were logged by convert_official_checkpoint)
+    logger.info(
         "converted %s -> %s: width %d, depth %d, heads %d, %s head, %d keypoints, %d experts, %d extra heads",
         args.checkpoint, args.output, cfg.hidden_size, cfg.num_hidden_layers, cfg.num_attention_heads,
         "simple" if cfg.use_simple_decoder else "classic", cfg.num_labels, cfg.num_experts, len(cfg.dataset_heads),
