@@ -421,3 +421,30 @@ def test_two_process_run(tmp_path):
     assert "effective batch 4" in proc.stderr + proc.stdout
     _, info = VitPoseForPoseEstimation.from_pretrained(out, output_loading_info=True)
     assert all(k.startswith("head.") for k in info["missing_keys"])
+
+
+def test_a_pose_checkpoint_opened_for_mae_warns_about_the_default_decoder(tmp_path, caplog):
+    """Issue 13 item 5: a small pose checkpoint opened with AutoModelForMaskedImageModeling got MAE's
+    512-wide 8-layer decoder (~100x the encoder) without a word."""
+    import logging
+
+    from transformers import AutoModelForMaskedImageModeling
+
+    VitPoseForPoseEstimation(VitPoseConfig(**tiny_config_kwargs())).save_pretrained(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="vitpose_hf.modeling_vitpose_mae"):
+        mae = AutoModelForMaskedImageModeling.from_pretrained(tmp_path)
+    assert isinstance(mae, VitPoseForMaskedImageModeling)
+    encoder = sum(p.numel() for p in mae.backbone.parameters())
+    decoder = sum(p.numel() for p in mae.decoder.parameters())
+    assert decoder > 10 * encoder
+    warned = [r.getMessage() for r in caplog.records if "MAE decoder" in r.getMessage()]
+    assert len(warned) == 1 and "mae_decoder_hidden_size 512" in warned[0] and f"{decoder / 1e6:.1f}M" in warned[0]
+
+    caplog.clear()  # a decoder sized on purpose, and a saved MAE model reloaded, say nothing
+    with caplog.at_level(logging.WARNING, logger="vitpose_hf.modeling_vitpose_mae"):
+        sized = VitPoseForMaskedImageModeling(VitPoseConfig(**tiny_config_kwargs(), mae_decoder_hidden_size=32,
+                                                            mae_decoder_num_hidden_layers=1, mae_decoder_num_attention_heads=2))
+        mae.save_pretrained(tmp_path / "mae")
+        VitPoseForMaskedImageModeling.from_pretrained(tmp_path / "mae")
+    assert sum(p.numel() for p in sized.decoder.parameters()) < 10 * encoder
+    assert not [r for r in caplog.records if "MAE decoder" in r.getMessage()]

@@ -295,14 +295,33 @@ class VitPoseForMaskedImageModeling(VitPosePreTrainedModel):
     """
 
     def __init__(self, config: VitPoseConfig):
-        for key, value in MAE_CONFIG_DEFAULTS.items():
-            if not hasattr(config, key):
-                setattr(config, key, value)
+        defaulted = [key for key in MAE_CONFIG_DEFAULTS if not hasattr(config, key)]
+        for key in defaulted:
+            setattr(config, key, MAE_CONFIG_DEFAULTS[key])
         _check_mae_config(config)
         super().__init__(config)
         self.backbone = VitPoseModel(config)
         self.decoder = VitPoseMaeDecoder(config)
         self.post_init()
+        self._warn_oversized_default_decoder(defaulted)
+
+    def _warn_oversized_default_decoder(self, defaulted: Sequence[str]) -> None:
+        """A config without MAE fields (e.g. a pose checkpoint opened with
+        `AutoModelForMaskedImageModeling`) gets MAE's 512-wide, 8-layer decoder; say so when that
+        dwarfs the encoder, since nobody asked for it."""
+        if "mae_decoder_hidden_size" not in defaulted and "mae_decoder_num_hidden_layers" not in defaulted:
+            return
+        encoder = sum(p.numel() for p in self.backbone.parameters())
+        decoder = sum(p.numel() for p in self.decoder.parameters())
+        if decoder > 10 * encoder:
+            logger.warning(
+                "the config names no MAE decoder size: built the default decoder (mae_decoder_hidden_size %d, "
+                "mae_decoder_num_hidden_layers %d, %.1fM parameters), %.0fx the %.2fM-parameter encoder; set "
+                "mae_decoder_hidden_size / mae_decoder_num_hidden_layers / mae_decoder_num_attention_heads for a "
+                "decoder that fits this encoder",
+                self.config.mae_decoder_hidden_size, self.config.mae_decoder_num_hidden_layers, decoder / 1e6,
+                decoder / max(encoder, 1), encoder / 1e6,
+            )
 
     @property
     def patch_size(self) -> tuple[int, int]:
