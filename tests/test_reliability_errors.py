@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -263,3 +265,17 @@ def test_non_finite_detector_boxes_are_dropped_with_a_count(caplog):
     assert out == [{"bbox": [1.0, 1.0, 4.0, 5.0], "score": 0.9}]
     assert "dropped 1 of 2 boxes with a NaN/inf coordinate or score" in caplog.text
     assert all(np.isfinite(d["bbox"]).all() for d in out)
+
+
+def test_the_load_report_of_missing_keys_is_printed_once(tmp_path):
+    """Issue 13 item 5: a backbone-only checkpoint loaded as a pose model printed transformers' table
+    and then our own list of the same keys; a fresh process shows what a user sees."""
+    import subprocess
+
+    VitPoseModel(VitPoseConfig(**tiny_config_kwargs())).save_pretrained(tmp_path)
+    code = ("import sys; from vitpose_hf import VitPoseForPoseEstimation as M; "
+            f"M.from_pretrained({str(tmp_path)!r}); print('loaded')")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent / "src")})
+    assert run.returncode == 0 and "loaded" in run.stdout, run.stderr[-2000:]
+    assert run.stderr.count("head.conv.weight") == 1, run.stderr[-3000:]

@@ -789,8 +789,9 @@ def _checked_load(load, cls_name, path, model_args, kwargs, strict, is_backbone_
             f"{sorted(bad_unexpected)}" + (f", mismatched keys {mismatched}" if strict and mismatched else "")
         )
     if missing or unexpected:
-        logger.warning("loading %s: weights not in the checkpoint (freshly initialised): %s; "
-                       "checkpoint weights not used: %s", path, missing, unexpected)
+        # INFO: transformers' own load report (a table at WARNING) already lists these keys
+        logger.info("loading %s: weights not in the checkpoint (freshly initialised): %s; "
+                    "checkpoint weights not used: %s", path, missing, unexpected)
     return model, info
 
 
