@@ -532,6 +532,10 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
         if args.to_transformers:
             export_to_transformers(model, args.output)
         _save_processor(model, args.output, args.to_transformers)
+        if not args.to_transformers:
+            from .modelcard import write_model_card
+
+            write_model_card(args.output, model.config, source=f"converted from {Path(args.checkpoint).name}")
     except (ValueError, OSError) as err:
         logger.error("conversion failed: %s", err)
         return 1

@@ -532,10 +532,34 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
         eval_metrics = trainer.evaluate()
         trainer.log_metrics("eval", eval_metrics)
         trainer.save_metrics("eval", eval_metrics)
+    if training_args.process_index == 0:
+        _write_run_card(trainer, model_args, data_args, training_args, eval_metrics)
     global_step = trainer.state.global_step
     _finish_distributed(trainer)
     return {"train": train_metrics, "eval": eval_metrics, "output_dir": training_args.output_dir,
             "global_step": global_step}
+
+
+def _write_run_card(trainer, model_args, data_args, training_args, eval_metrics) -> None:
+    """The output folder's README.md: what was trained on what, the measured metrics, the usage."""
+    from ..modelcard import write_model_card
+
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    base = model_args.model_name_or_path
+    if data_args.datasets:
+        data = f"the datasets {data_args.datasets}"
+    elif data_args.train_annotations:
+        data = f"{os.path.basename(data_args.train_annotations)}"
+    else:
+        data = "the built-in synthetic people"
+    evaluated = (f"; metrics: COCO keypoint AP on {os.path.basename(data_args.eval_annotations)}"
+                 if data_args.eval_annotations else ("; metrics: COCO keypoint AP on held-out synthetic images"
+                                                     if eval_metrics else ""))
+    source = (f"trained for {trainer.state.global_step} steps on {data}"
+              + (f" from {base}" if base else "") + evaluated)
+    write_model_card(training_args.output_dir, model.config, repo_id=training_args.hub_model_id,
+                     metrics=eval_metrics, base_model=base if base and not os.path.isdir(base) else None,
+                     source=source)
 
 
 # ----------------------------------------------------------------------------- output folder and resume
