@@ -75,3 +75,66 @@ def test_card_text_lists_only_keypoint_metrics_and_the_hub_id():
     assert "| AP | 0.7500 |" in text and "loss" not in text.split("## Usage")[0].split("---")[-1]
     assert 'model="me/vitpose-tiny"' in text
     assert json.dumps(config.num_labels) in text  # "17 keypoints"
+
+
+class _FakeApi:
+    """Records what `HfApi` would have sent: the hub is unreachable here."""
+
+    uploads: list = []
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def create_repo(self, repo_id, **kwargs):
+        class Url(str):
+            pass
+
+        url = Url(f"https://huggingface.co/{repo_id}")
+        url.repo_id = repo_id
+        return url
+
+    def create_branch(self, **kwargs):
+        pass
+
+    def upload_folder(self, repo_id, folder_path, **kwargs):
+        files = {p.name: p.read_bytes() for p in Path(folder_path).iterdir() if p.is_file()}
+        _FakeApi.uploads.append((repo_id, files, kwargs))
+        return f"commit of {sorted(files)}"
+
+
+def test_push_to_hub_uploads_model_processor_and_card(monkeypatch, tmp_path):
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", _FakeApi)
+    _FakeApi.uploads.clear()
+    model = VitPoseForPoseEstimation(VitPoseConfig(**tiny_config_kwargs()))
+    model.push_to_hub("me/vitpose-tiny", metrics={"eval_AP": 0.61}, datasets=["coco"], tags=["tiny"])
+    (repo_id, files, kwargs), = _FakeApi.uploads
+    assert repo_id == "me/vitpose-tiny"
+    assert {"config.json", "model.safetensors", "preprocessor_config.json", "README.md"} <= set(files)
+    card = files["README.md"].decode()
+    meta = _front_matter(card)
+    assert meta["library_name"] == "vitpose_hf" and "tiny" in meta["tags"] and meta["datasets"] == ["coco"]
+    assert 'model="me/vitpose-tiny"' in card and "| AP | 0.6100 |" in card
+    assert json.loads(files["preprocessor_config.json"])["size"] == {"height": 64, "width": 48}
+    # the uploaded folder is a complete checkpoint
+    folder = tmp_path / "download"
+    folder.mkdir()
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    _run_snippet(card.replace("me/vitpose-tiny", "path/to/this/folder"), folder, "path/to/this/folder")
+
+
+def test_trainer_card_is_ours(tmp_path):
+    from test_reliability_training import _tiny_trainer
+
+    trainer = _tiny_trainer(tmp_path / "out")
+    trainer.state.log_history = [{"eval_AP": 0.42, "step": 3}]
+    trainer.create_model_card(finetuned_from="usyd-community/vitpose-base-simple")
+    text = (tmp_path / "out" / "README.md").read_text()
+    meta = _front_matter(text)
+    assert meta["library_name"] == "vitpose_hf" and meta["base_model"] == "usyd-community/vitpose-base-simple"
+    assert "| AP | 0.4200 |" in text
+    (tmp_path / "out" / "README.md").write_text(text + "\nkept\n")
+    trainer.create_model_card()  # a card of ours is not replaced
+    assert (tmp_path / "out" / "README.md").read_text().endswith("kept\n")

@@ -43,6 +43,7 @@ def model_card_text(
     datasets: Sequence[str] | None = None,
     source: str = "vitpose_hf",
     extra_text: str | None = None,
+    tags: Sequence[str] | None = None,
 ) -> str:
     """The card's markdown (front matter included).
 
@@ -53,6 +54,7 @@ def model_card_text(
         base_model / datasets: Hub ids for the front matter, when known.
         source: how the folder was made (e.g. "trained with examples/run_pose.py").
         extra_text: a paragraph appended before the usage.
+        tags: extra Hub tags.
     """
     from huggingface_hub import ModelCard, ModelCardData
 
@@ -66,7 +68,7 @@ def model_card_text(
     data = ModelCardData(
         library_name="vitpose_hf",
         pipeline_tag="keypoint-detection",
-        tags=["vitpose", "pose-estimation", "keypoint-detection", "vision"],
+        tags=["vitpose", "pose-estimation", "keypoint-detection", "vision"] + [t for t in (tags or []) if t],
         base_model=base_model,
         datasets=list(datasets) if datasets else None,
         license=None,

@@ -1032,6 +1032,58 @@ class VitPoseForPoseEstimation(VitPosePreTrainedModel):
 
         export_to_transformers(self, save_directory)
 
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        processor=None,
+        metrics: dict | None = None,
+        base_model: str | None = None,
+        datasets: Sequence[str] | None = None,
+        commit_message: str | None = None,
+        commit_description: str | None = None,
+        private: bool | None = None,
+        token: bool | str | None = None,
+        revision: str | None = None,
+        create_pr: bool = False,
+        max_shard_size: int | str | None = "50GB",
+        tags: list[str] | None = None,
+    ):
+        """Upload the model, its image processor and a model card in one commit.
+
+        As `PreTrainedModel.push_to_hub`, plus: `processor` (a `VitPoseImageProcessor`; default one
+        of the model's input size) is uploaded beside the weights, and `README.md` is our card
+        (`vitpose_hf.modelcard`: library_name vitpose_hf, pipeline_tag keypoint-detection, `metrics`,
+        `base_model`, `datasets`, `tags`), so the repository loads with `pipeline(...)` as it is.
+
+        Returns:
+            the `huggingface_hub` commit info.
+        """
+        import tempfile
+
+        from huggingface_hub import HfApi
+
+        from .image_processing_vitpose import VitPoseImageProcessor
+        from .modelcard import write_model_card
+
+        api = HfApi(token=token if isinstance(token, str) else None)
+        repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
+        if processor is None:
+            height, width = (int(v) for v in self.config.image_size)
+            processor = VitPoseImageProcessor(size={"height": height, "width": width})
+        with tempfile.TemporaryDirectory() as folder:
+            self.save_pretrained(folder, max_shard_size=max_shard_size)
+            processor.save_pretrained(folder)
+            write_model_card(folder, self.config, repo_id=repo_id, metrics=metrics, base_model=base_model,
+                             datasets=datasets, tags=tags, source="uploaded with push_to_hub")
+            if revision is not None and not revision.startswith("refs/pr"):
+                api.create_branch(repo_id=repo_id, branch=revision, exist_ok=True)
+            return api.upload_folder(
+                repo_id=repo_id, folder_path=folder, revision=revision, create_pr=create_pr,
+                commit_message=commit_message or "Upload ViTPose model, image processor and model card",
+                commit_description=commit_description,
+            )
+
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, image_size=None, strict=None, **kwargs):
         """`PreTrainedModel.from_pretrained`, plus:

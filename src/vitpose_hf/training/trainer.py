@@ -523,6 +523,29 @@ class VitPoseTrainer(Trainer):
             )
         self._barrier()
 
+    def create_model_card(self, language=None, license=None, tags=None, model_name=None, finetuned_from=None,
+                          tasks=None, dataset_tags=None, dataset=None, dataset_args=None) -> None:
+        """Our card (`vitpose_hf.modelcard`, library_name vitpose_hf) instead of Trainer's
+        transformers card; a card the run already wrote (with its metrics) is kept."""
+        if not self.is_world_process_zero():
+            return
+        from ..modelcard import write_model_card
+
+        path = os.path.join(self.args.output_dir, "README.md")
+        try:
+            with open(path, encoding="utf-8") as f:
+                if "library_name: vitpose_hf" in f.read():
+                    return
+        except OSError:
+            pass
+        metrics = next((dict(h) for h in reversed(self.state.log_history) if "eval_AP" in h), {})
+        tags = [tags] if isinstance(tags, str) else tags
+        datasets = [dataset] if isinstance(dataset, str) else dataset
+        model = unwrap_vitpose(self.accelerator.unwrap_model(self.model))
+        write_model_card(self.args.output_dir, model.config, repo_id=self.args.hub_model_id, metrics=metrics,
+                         base_model=finetuned_from, datasets=datasets, tags=tags,
+                         source=f"trained for {self.state.global_step} steps with vitpose_hf's VitPoseTrainer")
+
     def save_metrics(self, split, metrics, combined=True):
         """As `Trainer.save_metrics`, but each json file is replaced atomically."""
         if not self.is_world_process_zero():
