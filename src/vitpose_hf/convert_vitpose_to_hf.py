@@ -497,15 +497,15 @@ def _parser(prog: str | None = None) -> argparse.ArgumentParser:
 def _save_processor(model, output: str | Path, transformers_format: bool) -> None:
     """Write the image processor of `model`'s input size next to it (an upload is then complete):
     ours, or transformers' own `VitPoseImageProcessor` for the transformers hub format."""
-    height, width = (int(v) for v in model.config.image_size)
     if transformers_format:
         from transformers import VitPoseImageProcessor as TransformersProcessor
 
+        height, width = (int(v) for v in model.config.image_size)
         TransformersProcessor(size={"height": height, "width": width}).save_pretrained(output)
     else:
         from .image_processing_vitpose import VitPoseImageProcessor
 
-        VitPoseImageProcessor(size={"height": height, "width": width}).save_pretrained(output)
+        VitPoseImageProcessor.for_config(model.config).save_pretrained(output)
 
 
 def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:

@@ -414,8 +414,7 @@ def export_onnx(
     if image_processor is None:
         from .image_processing_vitpose import VitPoseImageProcessor
 
-        height, width = (int(v) for v in config.image_size)
-        image_processor = VitPoseImageProcessor(size={"height": height, "width": width})
+        image_processor = VitPoseImageProcessor.for_config(config)
     image_processor.save_pretrained(output_dir)
     _write_info(output_dir, config, opset, with_index, tuple(reference.shape), external, size, max_diff, quantized_info)
     return onnx_path

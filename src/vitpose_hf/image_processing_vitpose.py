@@ -794,6 +794,13 @@ class VitPoseImageProcessor(BaseImageProcessor):
         self.padding = float(padding)
         _check_options(self._options({}))
 
+    @classmethod
+    def for_config(cls, config, **kwargs) -> "VitPoseImageProcessor":
+        """The default processor for a model config: crops of its `image_size` `(H, W)`, every
+        other setting the official default (or `kwargs`)."""
+        height, width = (int(v) for v in config.image_size)
+        return cls(size={"height": height, "width": width}, **kwargs)
+
     @staticmethod
     def _size_dict(size) -> dict[str, int]:
         if isinstance(size, dict) or hasattr(size, "height"):

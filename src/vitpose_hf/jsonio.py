@@ -90,18 +90,19 @@ def check_output_dir(path: str | os.PathLike, what: str = "output folder") -> Pa
     return path
 
 
-def write_json_atomic(path: str | os.PathLike, obj: Any, indent: int | None = None) -> Path:
-    """Write `obj` as JSON to a temp file next to `path`, then `os.replace` it onto `path`.
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write `text` to a temp file next to `path`, flush it to the disk, then `os.replace` it onto
+    `path`.
 
-    A crash or a serialisation error never leaves a truncated `path`: it holds the previous
-    content or the whole new one. Missing parent folders are created.
+    A crash never leaves a truncated `path`: it holds the previous content or the whole new one.
+    Missing parent folders are created.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(obj, handle, indent=indent)
+            handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -110,6 +111,11 @@ def write_json_atomic(path: str | os.PathLike, obj: Any, indent: int | None = No
             os.unlink(tmp)
         raise
     return path
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any, indent: int | None = None) -> Path:
+    """`write_text_atomic` of `obj` as JSON (a serialisation error leaves `path` untouched)."""
+    return write_text_atomic(path, json.dumps(obj, indent=indent))
 
 
 class JsonLinesWriter:

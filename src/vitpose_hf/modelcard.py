@@ -102,14 +102,13 @@ def model_card_text(
 
 
 def write_model_card(folder: str | os.PathLike, config, **kwargs: Any) -> Path:
-    """Write `model_card_text(config, **kwargs)` to `folder/README.md` (temp file + `os.replace`).
+    """Write `model_card_text(config, **kwargs)` to `folder/README.md` (`jsonio.write_text_atomic`).
 
     Returns:
         the card's path.
     """
-    path = Path(folder) / "README.md"
-    tmp = path.with_name(".README.md.tmp")
-    tmp.write_text(model_card_text(config, **kwargs), encoding="utf-8")
-    os.replace(tmp, path)
+    from .jsonio import write_text_atomic
+
+    path = write_text_atomic(Path(folder) / "README.md", model_card_text(config, **kwargs))
     logger.info("wrote the model card %s", path)
     return path

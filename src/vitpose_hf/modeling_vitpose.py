@@ -1069,8 +1069,7 @@ class VitPoseForPoseEstimation(VitPosePreTrainedModel):
         api = HfApi(token=token if isinstance(token, str) else None)
         repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
         if processor is None:
-            height, width = (int(v) for v in self.config.image_size)
-            processor = VitPoseImageProcessor(size={"height": height, "width": width})
+            processor = VitPoseImageProcessor.for_config(self.config)
         with tempfile.TemporaryDirectory() as folder:
             self.save_pretrained(folder, max_shard_size=max_shard_size)
             processor.save_pretrained(folder)

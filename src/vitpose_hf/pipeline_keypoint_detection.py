@@ -179,9 +179,9 @@ class KeypointDetectionPipeline(Pipeline):
         source = getattr(self.model, "name_or_path", None) or getattr(self.model.config, "_name_or_path", None)
         if source and os.path.isfile(os.path.join(str(source), "preprocessor_config.json")):
             return VitPoseImageProcessor.from_pretrained(source)
-        height, width = (int(v) for v in self.model.config.image_size)
-        logger.info("no preprocessor config found; using a default processor for %dx%d input", height, width)
-        return VitPoseImageProcessor(size={"height": height, "width": width})
+        processor = VitPoseImageProcessor.for_config(self.model.config)
+        logger.info("no preprocessor config found; using a default processor for %s input", processor.crop_size)
+        return processor
 
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs) -> None:
         """Save the model and the image processor (no pipeline code: `import vitpose_hf` provides the

@@ -81,9 +81,8 @@ def _load(model_id: str, device, fp16: bool, onnx_file: str | None = None):
     try:
         processor = VitPoseImageProcessor.from_pretrained(model_id)
     except (OSError, ValueError) as err:
-        height, width = (int(v) for v in model.config.image_size)
-        logger.info("no preprocessor config for %s (%s); default processor for %dx%d", model_id, err, height, width)
-        processor = VitPoseImageProcessor(size={"height": height, "width": width})
+        processor = VitPoseImageProcessor.for_config(model.config)
+        logger.info("no preprocessor config for %s (%s); default processor for %s", model_id, err, processor.crop_size)
     return model, processor
 
 

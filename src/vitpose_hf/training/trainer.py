@@ -257,16 +257,11 @@ def write_complete_marker(folder: str | os.PathLike, files: Sequence[str], **inf
         path = os.path.join(folder, rel)
         _fsync_path(path)
         listing[rel] = {"size": os.path.getsize(path), "sha256": _sha256(path)}
-    record = {"format": 1, **info, "files": listing}
-    tmp = os.path.join(folder, f".{COMPLETE_MARKER}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(record, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    target = os.path.join(folder, COMPLETE_MARKER)
-    os.replace(tmp, target)
+    from ..jsonio import write_json_atomic
+
+    target = write_json_atomic(os.path.join(folder, COMPLETE_MARKER), {"format": 1, **info, "files": listing}, indent=1)
     _fsync_path(folder)
-    return target
+    return str(target)
 
 
 def read_complete_marker(folder: str | os.PathLike) -> dict | None:
