@@ -325,11 +325,11 @@ def rows_processing(args):
 def _rows_processing(args, suffix):
     from PIL import Image
 
-    from vitpose_hf.image_processing_vitpose import VitPoseImageProcessor
+    from vitpose_hf.image_processing_vitpose import VitPoseTopDownImageProcessor
 
     rng = np.random.default_rng(0)
     image = Image.fromarray(rng.integers(0, 255, (480, 640, 3), dtype=np.uint8))
-    ours, ref = VitPoseImageProcessor(), TfProcessor()
+    ours, ref = VitPoseTopDownImageProcessor(), TfProcessor()
     repeats = 3 if args.quick else 7
     for n in (5, 40):
         xy = rng.uniform(0, 400, (n, 2))
@@ -357,13 +357,13 @@ def _rows_processing(args, suffix):
 
 
 def rows_end_to_end(args, tf_model, ours, device):
-    from vitpose_hf.image_processing_vitpose import VitPoseImageProcessor
+    from vitpose_hf.image_processing_vitpose import VitPoseTopDownImageProcessor
     from vitpose_hf.keypoint_schemas import get_schema
 
     images, boxes = load_coco_sample()
     n_persons = sum(len(b) for b in boxes)
     pairs = get_schema("coco").flip_pairs
-    ours_proc, ref_proc = VitPoseImageProcessor(), TfProcessor()
+    ours_proc, ref_proc = VitPoseTopDownImageProcessor(), TfProcessor()
     flip_t = torch.tensor(pairs)
 
     def run_ours(model):
@@ -535,7 +535,7 @@ def onnx_deviation_rows(args, opts):
     with a small trained model (random weights give flat heatmaps: no meaningful deviation)."""
     from vitpose_hf.data.synthetic import make_synthetic_coco
     from vitpose_hf.export import export_onnx
-    from vitpose_hf.image_processing_vitpose import VitPoseImageProcessor
+    from vitpose_hf.image_processing_vitpose import VitPoseTopDownImageProcessor
     from vitpose_hf.keypoint_schemas import get_schema
     from vitpose_hf.onnx_backend import OnnxPoseModel
 
@@ -551,7 +551,7 @@ def onnx_deviation_rows(args, opts):
         model, _, _ = train_tiny_model(work / "trained", steps=args.train_steps)
         label = f"tiny model trained {args.train_steps} steps on synthetic people ({time.perf_counter() - start:.0f} s)"
     height, width = (int(v) for v in model.config.image_size)
-    processor = VitPoseImageProcessor(size={"height": height, "width": width})
+    processor = VitPoseTopDownImageProcessor(size={"height": height, "width": width})
     export_onnx(model, work / "onnx", quantize="int8", image_processor=processor)
     graphs = {"fp32": OnnxPoseModel.from_pretrained(work / "onnx", session_options=opts),
               "int8": OnnxPoseModel.from_pretrained(work / "onnx", file_name="model_quantized.onnx", session_options=opts)}

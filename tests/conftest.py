@@ -75,7 +75,7 @@ def train_tiny_model(output_dir: Path, steps: int = 250, seed: int = 0):
     are peaked (a clear maximum per keypoint), unlike a random model's flat ones, so keypoints do not
     depend on how a CPU rounds. Not accurate: a few hundred steps learn a rough pose prior.
     Returns `(model, processor, model_dir)`."""
-    from vitpose_hf import VitPoseConfig, VitPoseForPoseEstimation, VitPoseImageProcessor
+    from vitpose_hf import VitPoseConfig, VitPoseForPoseEstimation, VitPoseTopDownImageProcessor
     from vitpose_hf.data import TopDownTransform
     from vitpose_hf.data.synthetic import load_synthetic_dataset
 
@@ -102,7 +102,7 @@ def train_tiny_model(output_dir: Path, steps: int = 250, seed: int = 0):
         if flush:
             torch.set_flush_denormal(False)
     model.eval()
-    processor = VitPoseImageProcessor(size={"height": 64, "width": 48})
+    processor = VitPoseTopDownImageProcessor(size={"height": 64, "width": 48})
     model_dir = output_dir / "model"
     model.save_pretrained(model_dir)
     processor.save_pretrained(model_dir)

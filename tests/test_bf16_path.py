@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from conftest import tiny_config_kwargs
 
 from vitpose_hf import VitPoseConfig, VitPoseForPoseEstimation
-from vitpose_hf.image_processing_vitpose import VitPoseImageProcessor, predict_heatmaps
+from vitpose_hf.image_processing_vitpose import VitPoseTopDownImageProcessor, predict_heatmaps
 from vitpose_hf.keypoint_schemas import get_schema
 from vitpose_hf.inference import optimize_for_inference
 
@@ -169,7 +169,7 @@ def test_post_processing_bf16_heatmaps_equals_float32_input():
     centers = torch.rand(2, 17, 2) * torch.tensor([10.0, 14.0]) + 1.0
     heat = torch.exp(-((xx - centers[..., :1, None]) ** 2 + (yy - centers[..., 1:, None]) ** 2) / 8.0)
     heat16 = heat.to(torch.bfloat16)
-    processor = VitPoseImageProcessor()
+    processor = VitPoseTopDownImageProcessor()
     boxes = [[[10.0, 20.0, 60.0, 80.0], [5.0, 5.0, 30.0, 40.0]]]
     a = processor.post_process_pose_estimation(heat16, boxes=boxes)
     b = processor.post_process_pose_estimation(heat16.float(), boxes=boxes)

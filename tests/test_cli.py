@@ -16,7 +16,7 @@ from vitpose_hf import VitPoseConfig, VitPoseForPoseEstimation
 from vitpose_hf.cli import collect_images, load_boxes_file, main
 from vitpose_hf.keypoint_schemas import COCO
 
-VitPoseImageProcessor = pytest.importorskip("vitpose_hf.image_processing_vitpose").VitPoseImageProcessor
+VitPoseTopDownImageProcessor = pytest.importorskip("vitpose_hf.image_processing_vitpose").VitPoseTopDownImageProcessor
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,7 @@ def model_dir(tmp_path_factory):
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.1)
     model.save_pretrained(path)
-    VitPoseImageProcessor(size={"height": 64, "width": 48}).save_pretrained(path)
+    VitPoseTopDownImageProcessor(size={"height": 64, "width": 48}).save_pretrained(path)
     return path
 
 

@@ -359,7 +359,7 @@ def test_cli_help_names_the_program_logs_success_at_info_and_writes_the_processo
     transformers = pytest.importorskip("transformers")
     hf_processor = transformers.VitPoseImageProcessor.from_pretrained(tmp_path / "transformers")
     assert type(hf_processor).__module__.startswith("transformers.")
-    from vitpose_hf import VitPoseImageProcessor
+    from vitpose_hf import VitPoseTopDownImageProcessor
 
-    ours = VitPoseImageProcessor.from_pretrained(tmp_path / "ours")
+    ours = VitPoseTopDownImageProcessor.from_pretrained(tmp_path / "ours")
     assert (ours.size["height"], ours.size["width"]) == (64, 48)

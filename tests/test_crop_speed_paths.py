@@ -12,7 +12,7 @@ from vitpose_hf.geometry import (
     get_udp_warp_matrix,
     warp_affine_batch,
 )
-from vitpose_hf.image_processing_vitpose import VitPoseImageProcessor
+from vitpose_hf.image_processing_vitpose import VitPoseTopDownImageProcessor
 from vitpose_hf import geometry
 
 GAIN = np.array([1 / 255 / 0.229, 1 / 255 / 0.224, 1 / 255 / 0.225])
@@ -114,7 +114,7 @@ def test_processor_crops_equal_the_exact_torch_warp():
     hwc = rng.integers(0, 256, (180, 240, 3), dtype=np.uint8)
     boxes = _boxes(rng, 6, 180, 240)
     boxes[0] = torch.tensor([10.0, 20.0, 50.0, 60.0])
-    proc = VitPoseImageProcessor(size={"height": 64, "width": 48})
+    proc = VitPoseTopDownImageProcessor(size={"height": 64, "width": 48})
     out = proc(Image.fromarray(hwc), boxes=[boxes.tolist()])
     m = get_udp_warp_matrix(out["center"], out["scale"], (64, 48))
     exact = warp_affine_batch(

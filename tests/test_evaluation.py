@@ -364,7 +364,7 @@ def test_evaluate_metric_module_loads_in_a_fresh_offline_interpreter(coco_gt, tm
 
 
 class _OracleProcessor:
-    """Stands in for VitPoseImageProcessor: crops are blank, decoding returns the GT of each box.
+    """Stands in for VitPoseTopDownImageProcessor: crops are blank, decoding returns the GT of each box.
 
     It checks the calling contract of `evaluate_model` (nested boxes, batches across images,
     chunks of at most `batch_size` crops per forward, flip pairs, dataset_index) without depending
@@ -446,7 +446,7 @@ def tiny_model_and_processor():
     image_processing = pytest.importorskip("vitpose_hf.image_processing_vitpose")
     torch.manual_seed(0)
     model = VitPoseForPoseEstimation(VitPoseConfig(**tiny_config_kwargs()))
-    processor = image_processing.VitPoseImageProcessor(size={"height": 64, "width": 48})
+    processor = image_processing.VitPoseTopDownImageProcessor(size={"height": 64, "width": 48})
     return model, processor
 
 
@@ -535,7 +535,7 @@ def test_evaluate_model_multi_dataset_uses_schema_index(shared_data, tmp_path):
     image_processing = pytest.importorskip("vitpose_hf.image_processing_vitpose")
     torch.manual_seed(0)
     model = VitPoseForPoseEstimation(VitPoseConfig(**tiny_config_kwargs(num_experts=2, num_labels=14)))
-    processor = image_processing.VitPoseImageProcessor(size={"height": 64, "width": 48})
+    processor = image_processing.VitPoseTopDownImageProcessor(size={"height": 64, "width": 48})
     folder = shared_data / "aic_sample"
     assert coco_keypoint_eval(folder / "test_aic.json", ground_truth_as_results(folder / "test_aic.json"), "aic")["AP"] == 1.0
     preds = {}
@@ -609,7 +609,7 @@ def test_evaluate_model_gives_ground_truth_back_through_the_real_processor(share
     from vitpose_hf.keypoint_schemas import COCO
 
     image_processing = pytest.importorskip("vitpose_hf.image_processing_vitpose")
-    processor = image_processing.VitPoseImageProcessor(size={"height": 256, "width": 192})
+    processor = image_processing.VitPoseTopDownImageProcessor(size={"height": 256, "width": 192})
     folder = shared_data / "coco_sample"
     data = json.loads((folder / "test_coco.json").read_text())
     boxes, keypoints = [], []

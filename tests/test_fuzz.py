@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from vitpose_hf import VitPoseConfig, VitPoseForPoseEstimation, VitPoseImageProcessor, geometry  # noqa: E402
+from vitpose_hf import VitPoseConfig, VitPoseForPoseEstimation, VitPoseTopDownImageProcessor, geometry  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conftest import tiny_config_kwargs  # noqa: E402
@@ -44,7 +44,7 @@ SPECIAL = [0.0, -0.0, 1e-320, 1e-8, 0.5, 1.0, -1.0, 2.0**24, 2.0**24 + 1, 1e200,
 def tiny():
     torch.manual_seed(0)
     model = VitPoseForPoseEstimation(VitPoseConfig(**tiny_config_kwargs())).eval()
-    return model, VitPoseImageProcessor(size={"height": 64, "width": 48})
+    return model, VitPoseTopDownImageProcessor(size={"height": 64, "width": 48})
 
 
 def _make_image(kind: str, h: int, w: int, seed: int):

@@ -1,4 +1,4 @@
-"""VitPoseImageProcessor: crops vs transformers' processor on real images, heatmap decoding vs
+"""VitPoseTopDownImageProcessor: crops vs transformers' processor on real images, heatmap decoding vs
 independent numpy references (official formulas), round trips, flip test, bad input."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from PIL import Image
 
 from vitpose_hf.geometry import get_udp_warp_matrix, invert_affine, transform_points
 from vitpose_hf.image_processing_vitpose import (
-    VitPoseImageProcessor,
+    VitPoseTopDownImageProcessor,
     decode_heatmaps,
     gaussian_blur_heatmaps,
     predict_heatmaps,
@@ -41,13 +41,13 @@ def _coco(shared_data):
 # ----------------------------------------------------------------------------- config round trips
 def test_loads_transformers_config_and_round_trips(tmp_path):
     _transformers_processor().save_pretrained(tmp_path / "hf")
-    ours = VitPoseImageProcessor.from_pretrained(tmp_path / "hf")
+    ours = VitPoseTopDownImageProcessor.from_pretrained(tmp_path / "hf")
     assert ours.size == {"height": 256, "width": 192}
     assert ours.padding == 1.25 and ours.normalize_factor == 200.0 and ours.do_affine_transform
     assert ours.image_mean == pytest.approx([0.485, 0.456, 0.406])
-    custom = VitPoseImageProcessor(size={"height": 64, "width": 48}, padding=1.1)
+    custom = VitPoseTopDownImageProcessor(size={"height": 64, "width": 48}, padding=1.1)
     custom.save_pretrained(tmp_path / "ours")
-    back = VitPoseImageProcessor.from_pretrained(tmp_path / "ours")
+    back = VitPoseTopDownImageProcessor.from_pretrained(tmp_path / "ours")
     assert back.size == {"height": 64, "width": 48} and back.padding == pytest.approx(1.1)
     assert back.to_dict() == custom.to_dict()
 
@@ -55,7 +55,7 @@ def test_loads_transformers_config_and_round_trips(tmp_path):
 # ----------------------------------------------------------------------------- crops
 def test_pixels_match_transformers_on_real_images(shared_data):
     # measured: interior mean |diff| 0.0043-0.0064 (max 0.0089 = transformers' uint8 rounding of its crop)
-    ours_p, ref_p = VitPoseImageProcessor(), _transformers_processor()
+    ours_p, ref_p = VitPoseTopDownImageProcessor(), _transformers_processor()
     for image, boxes in _coco(shared_data):
         ours = ours_p(image, [boxes])
         ref = ref_p(image, boxes=[boxes], return_tensors="pt")["pixel_values"]
@@ -77,7 +77,7 @@ def test_outputs_and_multi_image_order(shared_data):
     items = list(_coco(shared_data))[:2]
     images = [im for im, _ in items]
     boxes = [b for _, b in items]
-    p = VitPoseImageProcessor()
+    p = VitPoseTopDownImageProcessor()
     both = p(images, boxes)
     assert both["box_counts"].tolist() == [len(b) for b in boxes]
     single = [p(im, [b])["pixel_values"] for im, b in items]
@@ -91,7 +91,7 @@ def test_image_types_and_modes_agree():
     rng = np.random.default_rng(0)
     rgb = rng.integers(0, 256, (60, 80, 3), dtype=np.uint8)
     box = [[10.0, 5.0, 30.0, 40.0]]
-    p = VitPoseImageProcessor(size={"height": 32, "width": 24})
+    p = VitPoseTopDownImageProcessor(size={"height": 32, "width": 24})
     ref = p(Image.fromarray(rgb), [box])["pixel_values"]
     assert torch.equal(p(rgb, [box])["pixel_values"], ref)  # numpy HWC
     assert torch.equal(p(torch.from_numpy(rgb).permute(2, 0, 1), [box])["pixel_values"], ref)  # torch CHW
@@ -116,7 +116,7 @@ def test_image_types_and_modes_agree():
 
 
 def test_bad_inputs(tmp_path):
-    p = VitPoseImageProcessor(size={"height": 32, "width": 24})
+    p = VitPoseTopDownImageProcessor(size={"height": 32, "width": 24})
     img = np.zeros((50, 60, 3), np.uint8)
     with pytest.raises(ValueError, match="no images"):
         p([], [])
@@ -207,7 +207,7 @@ def test_dark_udp_matches_numpy_reference():
 
 def test_argmax_and_udp_inverse_match_transformers():
     hm = np.abs(_smooth_heatmaps(5, 17, 64, 48, 3))
-    p = VitPoseImageProcessor()
+    p = VitPoseTopDownImageProcessor()
     boxes = [[[10.0, 20.0, 100.0, 200.0], [300.0, 40.0, 60.0, 50.0]], [[0.0, 0.0, 640.0, 480.0], [5, 5, 20, 30], [50, 60, 70, 80]]]
     ours = p.post_process_pose_estimation(torch.from_numpy(hm), boxes, use_dark=False)
     ref_coords, ref_scores = tv.get_keypoint_predictions(hm)
@@ -255,7 +255,7 @@ def test_plain_quarter_shift_and_classic_dark_match_references():
 
 
 def test_round_trip_gaussian_back_to_image_point():
-    p = VitPoseImageProcessor()
+    p = VitPoseTopDownImageProcessor()
     boxes = [[[40.0, 30.0, 120.0, 260.0], [200.0, 100.0, 300.0, 180.0], [5.0, 400.0, 60.0, 70.0]]]
     flat = torch.tensor(boxes[0], dtype=torch.float64)
     center, scale = p.boxes_to_center_scale(flat)
@@ -285,7 +285,7 @@ def test_round_trip_gaussian_back_to_image_point():
     seed=st.integers(0, 1000),
 )
 def test_property_random_boxes_never_nan(boxes, size, seed):
-    p = VitPoseImageProcessor(size={"height": 32, "width": 24})
+    p = VitPoseTopDownImageProcessor(size={"height": 32, "width": 24})
     gen = torch.Generator().manual_seed(seed)
     image = torch.randint(0, 256, (3, *size), dtype=torch.uint8, generator=gen)
     out = p(image, [list(map(list, boxes))])
@@ -355,7 +355,7 @@ def test_predict_heatmaps_mixed_datasets_use_their_own_flip_pairs():
 
 
 def test_without_affine_transform_images_are_the_crops():
-    p = VitPoseImageProcessor(do_affine_transform=False, size={"height": 32, "width": 24})
+    p = VitPoseTopDownImageProcessor(do_affine_transform=False, size={"height": 32, "width": 24})
     crops = np.random.default_rng(0).integers(0, 256, (2, 32, 24, 3), dtype=np.uint8)
     out = p(list(crops))["pixel_values"]
     mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])

@@ -291,7 +291,7 @@ def test_bf16_loaded_model_plain_forward_and_pipeline(tmp_path, shared_data):
 def test_evaluation_of_a_training_model_leaves_it_as_it_was(shared_data, tmp_path):
     """The trainer's in-training evaluation passes the live model: its modules, parameters (the
     optimizer's references) and values must come out unchanged."""
-    from vitpose_hf import VitPoseImageProcessor
+    from vitpose_hf import VitPoseTopDownImageProcessor
     from vitpose_hf.evaluation import evaluate_model
 
     model = _model()
@@ -300,7 +300,7 @@ def test_evaluation_of_a_training_model_leaves_it_as_it_was(shared_data, tmp_pat
     ids = [id(p) for p in model.parameters()]
     values = {k: v.clone() for k, v in model.state_dict().items()}
     folder = shared_data / "coco_sample"
-    evaluate_model(model, VitPoseImageProcessor(size={"height": 64, "width": 48}), folder / "test_coco.json", folder,
+    evaluate_model(model, VitPoseTopDownImageProcessor(size={"height": 64, "width": 48}), folder / "test_coco.json", folder,
                    flip_test=False)
     assert [id(p) for p in model.parameters()] == ids
     assert all(p.requires_grad for p in model.parameters())

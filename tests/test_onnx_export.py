@@ -27,7 +27,7 @@ from vitpose_hf.export import (
     export_onnx,
     needs_dataset_index,
 )
-from vitpose_hf.image_processing_vitpose import VitPoseImageProcessor, predict_heatmaps
+from vitpose_hf.image_processing_vitpose import VitPoseTopDownImageProcessor, predict_heatmaps
 from vitpose_hf.onnx_backend import OnnxPoseModel, is_onnx_export_dir
 
 PLUS = TINY_PLUS
@@ -71,14 +71,17 @@ def test_export_matches_pytorch_with_a_dynamic_batch(overrides, opset, tmp_path)
 
     assert path == tmp_path / "onnx" / "model.onnx"
     files = sorted(p.name for p in path.parent.iterdir())
-    assert files == sorted(["config.json", EXPORT_INFO_FILE_NAME, "model.onnx", "preprocessor_config.json"])  # one file
+    # one graph file, JSON only beside it (no model code: nothing here for PyTorch) and the card
+    assert files == sorted(["config.json", EXPORT_INFO_FILE_NAME, "model.onnx", "preprocessor_config.json", "README.md"])
+    card = (path.parent / "README.md").read_text()
+    assert "library_name: vitpose_hf" in card and "- onnx" in card and f"opset {opset}" in card
     graph = onnx.load(str(path))
     assert [o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")] == [opset]
     assert [i.name for i in graph.graph.input] == ["pixel_values"]
     info = json.loads((path.parent / EXPORT_INFO_FILE_NAME).read_text())
     assert info["opset"] == opset and info["quantized"] is False and info["external_data"] is None
     assert info["inputs"] == [{"name": "pixel_values", "dtype": "float32", "shape": ["batch", 3, 64, 48]}]
-    assert VitPoseImageProcessor.from_pretrained(path.parent).size == {"height": 64, "width": 48}
+    assert VitPoseTopDownImageProcessor.from_pretrained(path.parent).size == {"height": 64, "width": 48}
 
     onnx_model = OnnxPoseModel.from_pretrained(path.parent)
     assert not onnx_model.takes_dataset_index
@@ -215,7 +218,7 @@ def cli_export(tmp_path_factory):
     torch.manual_seed(1)
     model = _model(use_simple_decoder=True)
     model.save_pretrained(root / "ckpt")
-    VitPoseImageProcessor(size={"height": 64, "width": 48}).save_pretrained(root / "ckpt")
+    VitPoseTopDownImageProcessor(size={"height": 64, "width": 48}).save_pretrained(root / "ckpt")
     rc = main(["export", str(root / "ckpt"), str(root / "onnx"), "--format", "onnx", "--quantize", "int8", "--opset", "18"])
     assert rc == 0
     return root
@@ -300,7 +303,7 @@ def trained(shared_data, tmp_path_factory):
         optimizer.step()
     model.eval()
     root = tmp_path_factory.mktemp("trained")
-    processor = VitPoseImageProcessor(size={"height": 128, "width": 96})
+    processor = VitPoseTopDownImageProcessor(size={"height": 128, "width": 96})
     model.save_pretrained(root / "ckpt")
     processor.save_pretrained(root / "ckpt")
     export_onnx(model, root / "onnx", quantize="int8", image_processor=processor)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 
 import numpy as np
@@ -18,7 +19,7 @@ from vitpose_hf.pipeline_keypoint_detection import TASK, KeypointDetectionPipeli
 
 from conftest import tiny_config_kwargs
 
-VitPoseImageProcessor = pytest.importorskip("vitpose_hf.image_processing_vitpose").VitPoseImageProcessor
+VitPoseTopDownImageProcessor = pytest.importorskip("vitpose_hf.image_processing_vitpose").VitPoseTopDownImageProcessor
 
 
 def _randomize(model):
@@ -35,7 +36,7 @@ def _randomize(model):
 
 
 def _processor():
-    return VitPoseImageProcessor(size={"height": 64, "width": 48})
+    return VitPoseTopDownImageProcessor(size={"height": 64, "width": 48})
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +90,7 @@ def _as_arrays(persons):
 def test_registered_and_idempotent(pipe):
     assert isinstance(pipe, KeypointDetectionPipeline)
     assert isinstance(pipe.model, VitPoseForPoseEstimation)
-    assert isinstance(pipe.image_processor, VitPoseImageProcessor)
+    assert isinstance(pipe.image_processor, VitPoseTopDownImageProcessor)
     before = dict(transformers.pipelines.PIPELINE_REGISTRY.supported_tasks[TASK])
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -147,7 +148,11 @@ def test_dict_inputs_and_generators_stream(pipe, images):
 
 def test_save_pretrained_reloads_without_remote_code(pipe, images, tmp_path):
     pipe.save_pretrained(tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".py") == []
+    saved_code = sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".py")
+    # the model and processor code (for trust_remote_code without the package), not the pipeline's
+    assert "modeling_vitpose.py" in saved_code and "image_processing_vitpose.py" in saved_code
+    assert "pipeline_keypoint_detection.py" not in saved_code
+    assert "custom_pipelines" not in json.loads((tmp_path / "config.json").read_text())
     again = transformers.pipeline(TASK, model=str(tmp_path), device="cpu")
     np.testing.assert_allclose(
         _as_arrays(again(images[0], boxes=BOXES[0]))[0], _as_arrays(pipe(images[0], boxes=BOXES[0]))[0], atol=1e-5

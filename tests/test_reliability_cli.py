@@ -16,7 +16,7 @@ from vitpose_hf import VitPoseConfig, VitPoseForPoseEstimation
 from vitpose_hf.cli import main
 from vitpose_hf.keypoint_schemas import get_schema
 
-VitPoseImageProcessor = pytest.importorskip("vitpose_hf.image_processing_vitpose").VitPoseImageProcessor
+VitPoseTopDownImageProcessor = pytest.importorskip("vitpose_hf.image_processing_vitpose").VitPoseTopDownImageProcessor
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +24,7 @@ def model_dir(tmp_path_factory):
     path = tmp_path_factory.mktemp("rel_cli_model")
     torch.manual_seed(0)
     VitPoseForPoseEstimation(VitPoseConfig(**tiny_config_kwargs())).save_pretrained(path)
-    VitPoseImageProcessor(size={"height": 64, "width": 48}).save_pretrained(path)
+    VitPoseTopDownImageProcessor(size={"height": 64, "width": 48}).save_pretrained(path)
     return path
 
 

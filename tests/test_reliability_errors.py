@@ -174,9 +174,9 @@ def test_pipeline_with_corrupt_weights_shows_the_file_and_the_cause(tiny_checkpo
     transformers = pytest.importorskip("transformers")
     from safetensors import SafetensorError
 
-    from vitpose_hf import VitPoseImageProcessor
+    from vitpose_hf import VitPoseTopDownImageProcessor
 
-    VitPoseImageProcessor().save_pretrained(tiny_checkpoint)
+    VitPoseTopDownImageProcessor().save_pretrained(tiny_checkpoint)
     weights = _corrupt(tiny_checkpoint, "truncated")
     with pytest.raises(SafetensorError) as info:
         transformers.pipeline("keypoint-detection", model=str(tiny_checkpoint))

@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from vitpose_hf import VitPoseConfig, VitPoseForPoseEstimation, VitPoseImageProcessor, geometry
+from vitpose_hf import VitPoseConfig, VitPoseForPoseEstimation, VitPoseTopDownImageProcessor, geometry
 from vitpose_hf.geometry import box_xywh_to_center_scale, get_udp_warp_matrix, warp_affine_batch
 from vitpose_hf.image_processing_vitpose import decode_heatmaps, predict_heatmaps, to_rgb_tensor
 
@@ -27,7 +27,7 @@ STD = torch.tensor([0.229, 0.224, 0.225])
 
 @pytest.fixture(scope="module")
 def processor():
-    return VitPoseImageProcessor(size={"height": 64, "width": 48})
+    return VitPoseTopDownImageProcessor(size={"height": 64, "width": 48})
 
 
 @pytest.fixture(scope="module")
@@ -320,12 +320,12 @@ def test_thresholds_padding_and_factors_are_validated(processor, pipe):
         with pytest.raises(ValueError, match="padding must be a finite number > 0"):
             processor(img, box, padding=pad)
         with pytest.raises(ValueError, match="padding must be a finite number > 0"):
-            VitPoseImageProcessor(padding=pad)
+            VitPoseTopDownImageProcessor(padding=pad)
     for name in ("normalize_factor", "rescale_factor"):
         with pytest.raises(ValueError, match=name):
-            VitPoseImageProcessor(**{name: 0.0})
+            VitPoseTopDownImageProcessor(**{name: 0.0})
     with pytest.raises(ValueError, match=r"image_std\[1\]"):
-        VitPoseImageProcessor(image_std=[0.2, math.nan, 0.2])
+        VitPoseTopDownImageProcessor(image_std=[0.2, math.nan, 0.2])
 
 
 @pytest.mark.parametrize(

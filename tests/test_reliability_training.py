@@ -210,7 +210,7 @@ def test_resume_last_with_a_truncated_newest_checkpoint_resumes_from_the_previou
 def _tiny_trainer(out: Path, **arg_overrides):
     from transformers.trainer_callback import ExportableState, TrainerState
 
-    from vitpose_hf import VitPoseImageProcessor
+    from vitpose_hf import VitPoseTopDownImageProcessor
     from vitpose_hf.training.arguments import PoseTrainingArguments
     from vitpose_hf.training.trainer import VitPoseTrainer
 
@@ -220,7 +220,7 @@ def _tiny_trainer(out: Path, **arg_overrides):
                   disable_tqdm=True, eval_strategy="no")
     kwargs.update(arg_overrides)
     args = PoseTrainingArguments(**kwargs)
-    trainer = VitPoseTrainer(model=model, args=args, processing_class=VitPoseImageProcessor(size={"height": 64, "width": 48}))
+    trainer = VitPoseTrainer(model=model, args=args, processing_class=VitPoseTopDownImageProcessor(size={"height": 64, "width": 48}))
     trainer.create_optimizer_and_scheduler(num_training_steps=10)
     trainer.state = TrainerState(stateful_callbacks=[
         cb for cb in trainer.callback_handler.callbacks + [trainer.control] if isinstance(cb, ExportableState)

@@ -24,7 +24,7 @@ from .modeling_vitpose_mae import (
     VitPoseMaskedImageModelingOutput,
     load_mae_checkpoint_into_backbone,
 )
-from .image_processing_vitpose import VitPoseImageProcessor
+from .image_processing_vitpose import VitPoseImageProcessor, VitPoseTopDownImageProcessor
 from .keypoint_schemas import KeypointSchema, get_schema
 from .registration import register
 
@@ -47,6 +47,7 @@ __all__ = [
     "VitPoseForMaskedImageModeling",
     "VitPoseMaskedImageModelingOutput",
     "load_mae_checkpoint_into_backbone",
+    "VitPoseTopDownImageProcessor",
     "VitPoseImageProcessor",
     "KeypointSchema",
     "get_schema",

@@ -14,6 +14,8 @@ from typing import Callable, Literal
 import torch
 from torch import nn
 
+from .window_attention import make_windowed_attention
+
 AttentionKind = Literal["global", "window", "shifted_window", "pooled_window"]
 
 
@@ -108,6 +110,4 @@ def build_attention_mask_fn(
     """
     if kind == "global":
         return global_attention
-    from . import window_attention  # windowed layouts: see window_attention.py
-
-    return window_attention.make_windowed_attention(kind, grid, window_size, shift, num_prefix)
+    return make_windowed_attention(kind, grid, window_size, shift, num_prefix)

@@ -318,12 +318,12 @@ def _add_export_arguments(parser: argparse.ArgumentParser) -> None:
 def run_export(args: argparse.Namespace) -> int:
     """Run `export`: load the checkpoint, write the ONNX folder (checked against PyTorch); returns 0."""
     from .export import export_onnx
-    from .image_processing_vitpose import VitPoseImageProcessor
+    from .image_processing_vitpose import VitPoseTopDownImageProcessor
     from .modeling_vitpose import VitPoseForPoseEstimation
 
     model = VitPoseForPoseEstimation.from_pretrained(args.model)
     try:
-        processor = VitPoseImageProcessor.from_pretrained(args.model)
+        processor = VitPoseTopDownImageProcessor.from_pretrained(args.model)
     except (OSError, ValueError) as err:
         logger.info("no preprocessor config in %s (%s): the export gets a default one for the model size", args.model, err)
         processor = None

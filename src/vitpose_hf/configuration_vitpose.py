@@ -327,6 +327,11 @@ class VitPoseConfig(PretrainedConfig):
         ours (their `backbone_config` is lifted in `__init__`), so loading them logs no type warning."""
         config_dict, kwargs = super().get_config_dict(pretrained_model_name_or_path, **kwargs)
         if config_dict.get("model_type") == "vitpose":
+            logger.info(
+                "%s is a transformers VitPose checkpoint (model_type 'vitpose'): reading it as vitpose_hf's "
+                "VitPoseConfig (backbone_config lifted to the top level; the weights load under the same names)",
+                pretrained_model_name_or_path,
+            )
             config_dict = dict(config_dict)
             config_dict["model_type"] = MODEL_TYPE
             config_dict.setdefault("backbone_config", {})
@@ -577,3 +582,8 @@ class VitPoseConfig(PretrainedConfig):
             "label2id": {v: int(k) for k, v in self.id2label.items()},
             "edges": self.edges,
         }
+
+
+# transformers' custom-code saving: `save_pretrained` copies this module beside config.json and
+# names the class under `auto_map["AutoConfig"]`
+VitPoseConfig.register_for_auto_class()

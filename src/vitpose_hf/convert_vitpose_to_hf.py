@@ -503,9 +503,9 @@ def _save_processor(model, output: str | Path, transformers_format: bool) -> Non
         height, width = (int(v) for v in model.config.image_size)
         TransformersProcessor(size={"height": height, "width": width}).save_pretrained(output)
     else:
-        from .image_processing_vitpose import VitPoseImageProcessor
+        from .image_processing_vitpose import VitPoseTopDownImageProcessor
 
-        VitPoseImageProcessor.for_config(model.config).save_pretrained(output)
+        VitPoseTopDownImageProcessor.for_config(model.config).save_pretrained(output)
 
 
 def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
@@ -532,10 +532,10 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
         if args.to_transformers:
             export_to_transformers(model, args.output)
         _save_processor(model, args.output, args.to_transformers)
-        if not args.to_transformers:
-            from .modelcard import write_model_card
+        from .modelcard import write_model_card
 
-            write_model_card(args.output, model.config, source=f"converted from {Path(args.checkpoint).name}")
+        write_model_card(args.output, model.config, source=f"converted from {Path(args.checkpoint).name}",
+                         transformers_format=args.to_transformers)
     except (ValueError, OSError) as err:
         logger.error("conversion failed: %s", err)
         return 1

@@ -17,7 +17,7 @@ writes a directory that `vitpose_hf.onnx_backend.OnnxPoseModel`, the "keypoint-d
 | `model.onnx.data` | the weights of a larger model (ONNX external data, next to `model.onnx`) |
 | `model_quantized.onnx` | with `quantize="int8"`: weights of the MatMuls in int8 (Optimum's file name) |
 | `config.json` | the model's `VitPoseConfig` (heads, keypoint names, input size) |
-| `preprocessor_config.json` | the `VitPoseImageProcessor` (crop size, normalisation) |
+| `preprocessor_config.json` | the `VitPoseTopDownImageProcessor` (crop size, normalisation) |
 | `onnx_export.json` | how the graph was made: opset, inputs, outputs, versions, quantization, parity |
 
 The graph: `pixel_values` float32 `(B, 3, H, W)` (B dynamic, H x W the config's `image_size`) and,
@@ -303,7 +303,7 @@ def export_onnx(
             quantization (`quantize_dynamic`, QInt8 weights per output channel with a 7-bit range, for the op types in
             `QUANTIZED_OP_TYPES`: the MatMuls of the linear layers; activations are quantized at run
             time; convolutions and attention score products stay float32).
-        image_processor: the `VitPoseImageProcessor` to save beside the graph; default: one sized
+        image_processor: the `VitPoseTopDownImageProcessor` to save beside the graph; default: one sized
             from `config.image_size`.
         external_data_threshold: initializer bytes above which the weights are written to
             `model.onnx.data` beside `model.onnx` (default 1 GiB); below it `model.onnx` is
@@ -409,14 +409,24 @@ def export_onnx(
             "max_abs_diff_vs_pytorch": q_diff,
         }
 
-    # the config and processor beside the graph: heads, keypoint names, crop size and normalisation
-    config.save_pretrained(output_dir)
+    # the config and processor beside the graph: heads, keypoint names, crop size and normalisation.
+    # Written as JSON only: no PyTorch weights here, so no model code for trust_remote_code either.
+    config.to_json_file(output_dir / "config.json", use_diff=True)
     if image_processor is None:
-        from .image_processing_vitpose import VitPoseImageProcessor
+        from .image_processing_vitpose import VitPoseTopDownImageProcessor
 
-        image_processor = VitPoseImageProcessor.for_config(config)
-    image_processor.save_pretrained(output_dir)
+        image_processor = VitPoseTopDownImageProcessor.for_config(config)
+    image_processor.to_json_file(output_dir / "preprocessor_config.json")
     _write_info(output_dir, config, opset, with_index, tuple(reference.shape), external, size, max_diff, quantized_info)
+    from .modelcard import write_model_card
+
+    write_model_card(
+        output_dir, config, source=f"exported to ONNX (opset {opset}) by vitpose_hf.export",
+        extra_text=("The folder holds `model.onnx`" + (" and the int8 `model_quantized.onnx`" if quantized_info else "")
+                    + f" (checked against PyTorch with onnxruntime: max heatmap difference {max_diff:.2e}); "
+                    "vitpose_hf runs it with onnxruntime (`pip install vitpose_hf onnxruntime`)."),
+        tags=["onnx"],
+    )
     return onnx_path
 
 

@@ -46,6 +46,7 @@ from .geometry import (
     heatmap_coords_to_image,
     warp_affine_batch,
 )
+from .saved_code import stamp_saved_code
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ IMAGENET_DEFAULT_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_DEFAULT_STD = (0.229, 0.224, 0.225)
 
 __all__ = [
+    "VitPoseTopDownImageProcessor",
     "VitPoseImageProcessor",
     "decode_heatmaps",
     "gaussian_blur_heatmaps",
@@ -92,7 +94,10 @@ def _alpha_over_white(rgb: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
 
 def _open_image(path: str | os.PathLike | Any):
     """A PIL image from a file path (or a binary file object), EXIF orientation applied."""
-    from PIL import Image, ImageOps
+    try:  # a `try`: transformers' check of saved code skips optional imports in one
+        from PIL import Image, ImageOps
+    except ImportError as err:  # pragma: no cover - Pillow comes with transformers' vision extra
+        raise ImportError("reading image files needs Pillow (pip install pillow)") from err
 
     name = os.fspath(path) if isinstance(path, (str, os.PathLike)) else getattr(path, "name", "<bytes>")
     if isinstance(path, (str, os.PathLike)) and not os.path.isfile(name):
@@ -184,7 +189,7 @@ def _pil_to_rgb(image, name: str) -> torch.Tensor:
 
 def to_rgb_tensor(image: Any, name: str = "image") -> torch.Tensor:
     """Convert one image to an RGB `(3, H, W)` tensor with values in 0..255: the single conversion
-    used by `VitPoseImageProcessor` and the keypoint-detection pipeline.
+    used by `VitPoseTopDownImageProcessor` and the keypoint-detection pipeline.
 
     Rules:
         - File paths are opened with PIL (EXIF orientation applied), then as PIL images.
@@ -297,7 +302,7 @@ def _finite_number(value: Any, name: str, positive: bool = False) -> float:
 
 def _check_options(opts: dict) -> None:
     """ValueError naming the first invalid processor setting (size, factors, padding, mean / std)."""
-    VitPoseImageProcessor._size_dict(opts["size"])
+    VitPoseTopDownImageProcessor._size_dict(opts["size"])
     _finite_number(opts["padding"], "padding", positive=True)
     _finite_number(opts["normalize_factor"], "normalize_factor", positive=True)
     _finite_number(opts["rescale_factor"], "rescale_factor", positive=True)
@@ -674,7 +679,7 @@ def predict_heatmaps(
 
     Args:
         model: a `VitPoseForPoseEstimation` (anything returning `.heatmaps` or a tensor).
-        pixel_values: `(N, 3, H, W)` crops from `VitPoseImageProcessor`.
+        pixel_values: `(N, 3, H, W)` crops from `VitPoseTopDownImageProcessor`.
         flip_test: average with mirrored crops.
         flip_pairs: `(P, 2)` left/right keypoint pairs for all crops; None picks, per dataset index
             in the batch, the schema with that ViTPose++ index and head size, else
@@ -750,11 +755,17 @@ def predict_heatmaps(
 
 
 # ----------------------------------------------------------------------------- the processor
-class VitPoseImageProcessor(BaseImageProcessor):
+class VitPoseTopDownImageProcessor(BaseImageProcessor):
     r"""Top-down ViTPose image processor: crops every person box with the UDP affine warp (batched
     torch, cv2-exact), rescales and normalises; decodes heatmaps back to image keypoints.
 
-    Reads and writes the `preprocessor_config.json` of transformers' VitPose checkpoints.
+    Reads and writes the `preprocessor_config.json` of transformers' VitPose checkpoints. Its name
+    is its own (`image_processor_type` "VitPoseTopDownImageProcessor"): transformers resolves that
+    field by class name, registered classes first, so sharing the name of transformers'
+    `VitPoseImageProcessor` made `AutoImageProcessor` return this class for transformers' own
+    checkpoints once vitpose_hf was imported. Folders saved under the old name load with this class
+    through `from_pretrained`, the pipeline and the CLI; `VitPoseImageProcessor` stays importable
+    from vitpose_hf as an alias of this class.
 
     Args:
         do_affine_transform (`bool`, defaults to True): crop each box; if False, images are taken as
@@ -795,7 +806,7 @@ class VitPoseImageProcessor(BaseImageProcessor):
         _check_options(self._options({}))
 
     @classmethod
-    def for_config(cls, config, **kwargs) -> "VitPoseImageProcessor":
+    def for_config(cls, config, **kwargs) -> "VitPoseTopDownImageProcessor":
         """The default processor for a model config: crops of its `image_size` `(H, W)`, every
         other setting the official default (or `kwargs`)."""
         height, width = (int(v) for v in config.image_size)
@@ -1044,7 +1055,21 @@ class VitPoseImageProcessor(BaseImageProcessor):
         """See the module-level `predict_heatmaps` (the flip-test call path)."""
         return predict_heatmaps(model, pixel_values, flip_test, flip_pairs, dataset_index, batch_size)
 
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """`BaseImageProcessor.save_pretrained`, plus this module's code for `trust_remote_code=True`
+        (copied by transformers, stamped with the vitpose_hf version: `saved_code`)."""
+        result = super().save_pretrained(save_directory, *args, **kwargs)
+        stamp_saved_code(save_directory, __file__)
+        return result
+
     def to_dict(self) -> dict[str, Any]:
         out = super().to_dict()
         out["size"] = dict(self.size)
         return out
+
+
+# the class's name before 0.2 (transformers' processor has it too): the same class, for imports
+VitPoseImageProcessor = VitPoseTopDownImageProcessor
+# transformers' custom-code saving: `save_pretrained` copies this module and its siblings
+# (geometry, keypoint schemas, the model code) and names the class in `auto_map`
+VitPoseTopDownImageProcessor.register_for_auto_class("AutoImageProcessor")

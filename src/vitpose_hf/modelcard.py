@@ -44,6 +44,7 @@ def model_card_text(
     source: str = "vitpose_hf",
     extra_text: str | None = None,
     tags: Sequence[str] | None = None,
+    transformers_format: bool = False,
 ) -> str:
     """The card's markdown (front matter included).
 
@@ -55,6 +56,8 @@ def model_card_text(
         source: how the folder was made (e.g. "trained with examples/run_pose.py").
         extra_text: a paragraph appended before the usage.
         tags: extra Hub tags.
+        transformers_format: the folder is in transformers' own VitPose format (`convert
+            --to-transformers`): `library_name: transformers` and a snippet with transformers' classes.
     """
     from huggingface_hub import ModelCard, ModelCardData
 
@@ -66,7 +69,7 @@ def model_card_text(
         if name in _METRIC_NAMES and isinstance(value, (int, float)):
             clean[name] = float(value)
     data = ModelCardData(
-        library_name="vitpose_hf",
+        library_name="transformers" if transformers_format else "vitpose_hf",
         pipeline_tag="keypoint-detection",
         tags=["vitpose", "pose-estimation", "keypoint-detection", "vision"] + [t for t in (tags or []) if t],
         base_model=base_model,
@@ -83,9 +86,15 @@ def model_card_text(
         lines += ["| metric | value |", "|---|---|"] + [f"| {k} | {v:.4f} |" for k, v in clean.items()] + [""]
     if extra_text:
         lines += [extra_text, ""]
-    lines += [
-        "## Usage", "",
-        "Needs `pip install vitpose_hf` (the package registers the model with transformers).", "",
+    lines += ["## Usage", ""] + (_transformers_usage(target) if transformers_format else _usage(target))
+    return str(ModelCard("\n".join(lines)))
+
+
+def _usage(target: str) -> list[str]:
+    return [
+        "Needs `pip install vitpose_hf` (the package registers the model with transformers and provides the "
+        "pipeline). Without it, transformers alone loads the model and its image processor from the code saved "
+        "in the folder: `AutoModelForPoseEstimation.from_pretrained(..., trust_remote_code=True)`.", "",
         "```python",
         "import vitpose_hf  # registers the model and the \"keypoint-detection\" pipeline",
         "from transformers import pipeline",
@@ -98,7 +107,28 @@ def model_card_text(
         "```",
         "",
     ]
-    return str(ModelCard("\n".join(lines)))
+
+
+def _transformers_usage(target: str) -> list[str]:
+    return [
+        "In transformers' own VitPose format: transformers alone loads it.", "",
+        "```python",
+        "import torch",
+        "from PIL import Image",
+        "from transformers import VitPoseForPoseEstimation, VitPoseImageProcessor",
+        "",
+        f'processor = VitPoseImageProcessor.from_pretrained("{target}")',
+        f'model = VitPoseForPoseEstimation.from_pretrained("{target}").eval()',
+        'image = Image.new("RGB", (192, 256), "white")  # your image',
+        "boxes = [[[40, 30, 100, 200]]]  # per image, person boxes [x, y, w, h]",
+        'inputs = processor(image, boxes=boxes, return_tensors="pt")',
+        "with torch.no_grad():",
+        "    outputs = model(**inputs)",
+        "people = processor.post_process_pose_estimation(outputs, boxes=boxes)",
+        'print(people[0][0]["keypoints"][:3])',
+        "```",
+        "",
+    ]
 
 
 def write_model_card(folder: str | os.PathLike, config, **kwargs: Any) -> Path:

@@ -6,7 +6,12 @@ checkpoint written by transformers loads here as it is. The arithmetic follows t
 ViTPose code (DESIGN.md section 3): patch conv padding 2, the extra position-embedding slot added
 to every patch, pre-LN blocks, LayerNorm eps 1e-6, drop path linear in depth.
 
-Nothing here imports the processor, data or training code.
+Nothing here imports the processor, data or training code. This module and its siblings
+(``configuration_vitpose``, ``attention``, ``window_attention``, ``version``) import only torch,
+transformers, safetensors and the standard library, each other as ``from .x import y``: that is
+what transformers' custom-code saving copies beside the weights, so a saved folder also loads with
+``trust_remote_code=True`` where vitpose_hf is not installed (`save_pretrained`). The methods that
+need the rest of the package (`push_to_hub`, `save_pretrained_transformers`) import it by name.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import json
 import logging
 import math
 import os
+import sys
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -29,6 +35,7 @@ from transformers.utils import ModelOutput
 
 from .attention import AttentionKind, build_attention_mask_fn, sdpa_or_eager_attention
 from .configuration_vitpose import VitPoseConfig
+from .saved_code import package_attr, stamp_saved_code
 
 logger = logging.getLogger(__name__)
 
@@ -557,6 +564,10 @@ def _as_weight_dtype(x: torch.Tensor, layer: nn.Module) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------- pretrained base
+# `auto_map` entries of every saved folder beyond the saved class's own (added by transformers)
+_SAVED_AUTO_MAP = {"AutoConfig": "configuration_vitpose.VitPoseConfig", "AutoModel": "modeling_vitpose.VitPoseModel"}
+
+
 class VitPosePreTrainedModel(PreTrainedModel):
     """Weight init, hooks and shared helpers of the ViTPose models."""
 
@@ -569,6 +580,29 @@ class VitPosePreTrainedModel(PreTrainedModel):
     input_modalities = ("image",)
     # the loss is a plain mean over the local batch: Trainer must not rescale it by the process count
     accepts_loss_kwargs = False
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """`PreTrainedModel.save_pretrained`, plus the model code for `trust_remote_code=True`.
+
+        The defining module and its siblings are copied beside the weights (stamped with the
+        vitpose_hf version, `saved_code`) and `config.json` gets an `auto_map` for `AutoConfig`,
+        `AutoModel` and this class's Auto class, so the folder loads through transformers' Auto
+        classes with `trust_remote_code=True` where vitpose_hf is not installed. With the package
+        imported, its registered classes take precedence.
+        """
+        config = self.config
+        had = "auto_map" in config.__dict__
+        previous = config.__dict__.get("auto_map")
+        config.auto_map = {**(previous or {}), **_SAVED_AUTO_MAP}
+        try:
+            result = super().save_pretrained(save_directory, *args, **kwargs)
+        finally:
+            if had:
+                config.auto_map = previous
+            else:
+                del config.auto_map
+        stamp_saved_code(save_directory, sys.modules[type(self).__module__].__file__)
+        return result
 
     @classmethod
     def _can_set_attn_implementation(cls) -> bool:
@@ -672,6 +706,22 @@ def _check_dataset_index(dataset_index, batch_size: int, num_datasets: int, devi
             bad = low if low < 0 else high
             raise ValueError(f"dataset_index {bad} is out of range: this model serves indices 0..{num_datasets - 1}")
     return dataset_index
+
+
+def reject_unknown_kwargs(forward_name: str, kwargs: dict, accepted: Sequence[str]) -> None:
+    """A `TypeError` naming the unexpected keyword arguments of a forward (and the closest accepted
+    name): `**kwargs` stays in the signatures for transformers' callers, but a misspelling such as
+    `flip_pair=` must not be silently ignored."""
+    if not kwargs:
+        return
+    import difflib
+
+    parts = []
+    for name in sorted(kwargs):
+        close = difflib.get_close_matches(name, accepted, n=1)
+        parts.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    raise TypeError(f"{forward_name}() got unexpected keyword argument(s) {', '.join(parts)}; it accepts "
+                    f"{', '.join(accepted)}")
 
 
 _BACKBONE_KEY_PREFIXES = ("backbone.", "embeddings.", "encoder.", "layernorm.")
@@ -827,7 +877,11 @@ class VitPoseModel(VitPosePreTrainedModel):
 
         Returns:
             `VitPoseModelOutput` with `feature_map` `(B, C, h, w)`.
+
+        Raises:
+            TypeError: an unknown keyword argument (named, with the closest accepted one).
         """
+        reject_unknown_kwargs("VitPoseModel.forward", kwargs, _MODEL_FORWARD_ARGS)
         output_hidden_states = self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
         output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
         return_dict = self.config.return_dict if return_dict is None else return_dict
@@ -876,6 +930,12 @@ class VitPoseModel(VitPosePreTrainedModel):
         emb.position_embeddings = nn.Parameter(new)
         emb.grid = new_grid
         self.config.image_size = [h, w]
+
+
+_MODEL_FORWARD_ARGS = ("pixel_values", "dataset_index", "output_hidden_states", "output_attentions", "return_dict")
+_ESTIMATOR_FORWARD_ARGS = _MODEL_FORWARD_ARGS + (
+    "labels", "target_weight", "flip_pairs", "center", "scale", "bbox", "bbox_score", "image_id",
+)
 
 
 class VitPoseForPoseEstimation(VitPosePreTrainedModel):
@@ -927,6 +987,11 @@ class VitPoseForPoseEstimation(VitPosePreTrainedModel):
         output_hidden_states: bool | None = None,
         output_attentions: bool | None = None,
         return_dict: bool | None = None,
+        center: torch.Tensor | None = None,
+        scale: torch.Tensor | None = None,
+        bbox: torch.Tensor | None = None,
+        bbox_score: torch.Tensor | None = None,
+        image_id: torch.Tensor | None = None,
         **kwargs,
     ) -> VitPoseEstimatorOutput | tuple:
         r"""
@@ -937,10 +1002,17 @@ class VitPoseForPoseEstimation(VitPosePreTrainedModel):
             target_weight: `(B, K)` or `(B, K, 1)` joint weights for the loss (default all ones).
             flip_pairs: `(P, 2)` pairs; when given, the heatmaps are flipped back (`flip_heatmaps`):
                 use it for the mirrored half of a flip test.
+            center, scale, bbox, bbox_score, image_id: decoding metadata of each crop (`(B, 2)`,
+                `(B, 2)`, `(B, 4)`, `(B,)`, `(B,)`) that an evaluation collator passes through a plain
+                `transformers.Trainer` to its metrics; not used by the forward.
 
         Returns:
             `VitPoseEstimatorOutput` with `heatmaps` `(B, K, H/4, W/4)` and `loss` when `labels` is set.
+
+        Raises:
+            TypeError: an unknown keyword argument (named, with the closest accepted one).
         """
+        reject_unknown_kwargs("VitPoseForPoseEstimation.forward", kwargs, _ESTIMATOR_FORWARD_ARGS)
         return_dict = self.config.return_dict if return_dict is None else return_dict
         output_hidden_states = self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
         batch = pixel_values.shape[0] if isinstance(pixel_values, torch.Tensor) and pixel_values.ndim == 4 else None
@@ -1028,9 +1100,7 @@ class VitPoseForPoseEstimation(VitPosePreTrainedModel):
             ValueError: the model uses a feature transformers' VitPose lacks (extra dataset heads,
                 windowed attention, knowledge tokens, another patch stride/padding or head width).
         """
-        from .convert_vitpose_to_hf import export_to_transformers
-
-        export_to_transformers(self, save_directory)
+        package_attr("convert_vitpose_to_hf", "export_to_transformers")(self, save_directory)
 
     def push_to_hub(
         self,
@@ -1051,7 +1121,7 @@ class VitPoseForPoseEstimation(VitPosePreTrainedModel):
     ):
         """Upload the model, its image processor and a model card in one commit.
 
-        As `PreTrainedModel.push_to_hub`, plus: `processor` (a `VitPoseImageProcessor`; default one
+        As `PreTrainedModel.push_to_hub`, plus: `processor` (a `VitPoseTopDownImageProcessor`; default one
         of the model's input size) is uploaded beside the weights, and `README.md` is our card
         (`vitpose_hf.modelcard`: library_name vitpose_hf, pipeline_tag keypoint-detection, `metrics`,
         `base_model`, `datasets`, `tags`), so the repository loads with `pipeline(...)` as it is.
@@ -1063,13 +1133,12 @@ class VitPoseForPoseEstimation(VitPosePreTrainedModel):
 
         from huggingface_hub import HfApi
 
-        from .image_processing_vitpose import VitPoseImageProcessor
-        from .modelcard import write_model_card
+        write_model_card = package_attr("modelcard", "write_model_card")
 
         api = HfApi(token=token if isinstance(token, str) else None)
         repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
         if processor is None:
-            processor = VitPoseImageProcessor.for_config(self.config)
+            processor = package_attr("image_processing_vitpose", "VitPoseTopDownImageProcessor").for_config(self.config)
         with tempfile.TemporaryDirectory() as folder:
             self.save_pretrained(folder, max_shard_size=max_shard_size)
             processor.save_pretrained(folder)
@@ -1106,3 +1175,9 @@ class VitPoseForPoseEstimation(VitPosePreTrainedModel):
             model.backbone.resize_position_embeddings(image_size)
             model.config.image_size = list(model.backbone.config.image_size)
         return (model, info) if want_info else model
+
+
+# transformers' custom-code saving: `save_pretrained` copies this module (and its siblings) and names
+# these classes in `auto_map`
+VitPoseModel.register_for_auto_class("AutoModel")
+VitPoseForPoseEstimation.register_for_auto_class("AutoModelForPoseEstimation")

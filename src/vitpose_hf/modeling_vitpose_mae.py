@@ -54,6 +54,7 @@ from .modeling_vitpose import (
     VitPosePreTrainedModel,
     _check_dataset_index,
     _trunc_normal,
+    reject_unknown_kwargs,
     resample_position_embeddings,
 )
 
@@ -400,7 +401,14 @@ class VitPoseForMaskedImageModeling(VitPosePreTrainedModel):
 
         Returns:
             `VitPoseMaskedImageModelingOutput`.
+
+        Raises:
+            TypeError: an unknown keyword argument (named, with the closest accepted one).
         """
+        reject_unknown_kwargs("VitPoseForMaskedImageModeling.forward", kwargs, (
+            "pixel_values", "noise", "mask_ratio", "dataset_index", "output_hidden_states", "output_attentions",
+            "return_dict",
+        ))
         return_dict = self.config.return_dict if return_dict is None else return_dict
         output_hidden_states = self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
         output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
@@ -700,3 +708,8 @@ def _adapt_pos_embed(pos: torch.Tensor, backbone: VitPoseModel, report: MaeCheck
     if (side, side) != target_grid:
         report.notes.append(f"pos_embed grid {side}x{side} -> {target_grid[0]}x{target_grid[1]} (bicubic)")
     return out
+
+
+# transformers' custom-code saving (see modeling_vitpose): this module and its siblings go beside
+# the weights, `auto_map` names this class
+VitPoseForMaskedImageModeling.register_for_auto_class("AutoModelForMaskedImageModeling")

@@ -8,10 +8,10 @@ COCO evaluation make of a `VitPoseForPoseEstimation` (`model(pixel_values, datas
 
 ```python
 from vitpose_hf.onnx_backend import OnnxPoseModel
-from vitpose_hf.image_processing_vitpose import VitPoseImageProcessor, predict_heatmaps
+from vitpose_hf.image_processing_vitpose import VitPoseTopDownImageProcessor, predict_heatmaps
 
 model = OnnxPoseModel.from_pretrained("my-vitpose-onnx")            # or file_name="model_quantized.onnx"
-processor = VitPoseImageProcessor.from_pretrained("my-vitpose-onnx")
+processor = VitPoseTopDownImageProcessor.from_pretrained("my-vitpose-onnx")
 heatmaps = predict_heatmaps(model, processor(images, boxes=boxes)["pixel_values"])
 ```
 

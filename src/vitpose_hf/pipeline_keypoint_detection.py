@@ -9,7 +9,7 @@ people = pipe("photo.jpg", boxes=[[x, y, w, h], ...])
 
 works for vitpose_hf checkpoints and for transformers-format VitPose checkpoints (loaded into
 `vitpose_hf.VitPoseForPoseEstimation`). Flow per image: person boxes (given, from a detector, or
-the whole image) -> `VitPoseImageProcessor` crops -> model heatmaps (optionally with flip test)
+the whole image) -> `VitPoseTopDownImageProcessor` crops -> model heatmaps (optionally with flip test)
 -> decoding back to image coordinates.
 """
 
@@ -167,25 +167,38 @@ class KeypointDetectionPipeline(Pipeline):
     # ------------------------------------------------------------------------------ setup
 
     def _resolve_processor(self, processor):
-        from .image_processing_vitpose import VitPoseImageProcessor
+        """Our processor for the model: the one given, else the model folder's
+        `preprocessor_config.json` read by our class, else a default of the model's input size.
 
-        if isinstance(processor, VitPoseImageProcessor):
+        `pipeline(...)` hands over whatever `AutoImageProcessor` made of the folder: for a
+        transformers checkpoint that is transformers' `VitPoseImageProcessor`, and for one saved by
+        vitpose_hf < 0.2 too (its `image_processor_type` was that same name). Either way the
+        folder's file is read again by our class (same fields, plus our `padding`), logged once.
+        """
+        from .image_processing_vitpose import VitPoseTopDownImageProcessor
+
+        if isinstance(processor, VitPoseTopDownImageProcessor):
             return processor
-        if processor is not None and hasattr(processor, "to_dict"):
-            logger.info("converting %s to vitpose_hf's VitPoseImageProcessor", type(processor).__name__)
-            settings = {k: v for k, v in processor.to_dict().items() if not k.startswith("_")}
-            settings.pop("image_processor_type", None)
-            return VitPoseImageProcessor.from_dict(settings)
         source = getattr(self.model, "name_or_path", None) or getattr(self.model.config, "_name_or_path", None)
         if source and os.path.isfile(os.path.join(str(source), "preprocessor_config.json")):
-            return VitPoseImageProcessor.from_pretrained(source)
-        processor = VitPoseImageProcessor.for_config(self.model.config)
+            if processor is not None:
+                logger.info("reading %s/preprocessor_config.json with vitpose_hf's VitPoseTopDownImageProcessor "
+                            "(AutoImageProcessor gave %s)", source, type(processor).__name__)
+            return VitPoseTopDownImageProcessor.from_pretrained(source)
+        if processor is not None and hasattr(processor, "to_dict"):
+            logger.info("converting %s to vitpose_hf's VitPoseTopDownImageProcessor", type(processor).__name__)
+            settings = {k: v for k, v in processor.to_dict().items() if not k.startswith("_")}
+            settings.pop("image_processor_type", None)
+            settings.pop("auto_map", None)
+            return VitPoseTopDownImageProcessor.from_dict(settings)
+        processor = VitPoseTopDownImageProcessor.for_config(self.model.config)
         logger.info("no preprocessor config found; using a default processor for %s input", processor.crop_size)
         return processor
 
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs) -> None:
-        """Save the model and the image processor (no pipeline code: `import vitpose_hf` provides the
-        task, so the directory loads without `trust_remote_code`)."""
+        """Save the model and the image processor (with their code for `trust_remote_code=True`; not
+        the pipeline's: `import vitpose_hf` provides the task, so with the package installed the
+        directory loads without `trust_remote_code`)."""
         if os.path.isfile(save_directory):
             raise ValueError(f"save_directory {os.fspath(save_directory)!r} is a file, expected a directory")
         os.makedirs(save_directory, exist_ok=True)

@@ -34,7 +34,7 @@ def register() -> None:
     if "image_processor" not in _DONE:
         from transformers import AutoImageProcessor
 
-        from .image_processing_vitpose import VitPoseImageProcessor
+        from .image_processing_vitpose import VitPoseTopDownImageProcessor
 
         # registering walks transformers' own mapping, whose VitPose entry warns that torchvision is
         # missing: not our concern, so that logger is quietened for the duration of the call
@@ -42,9 +42,9 @@ def register() -> None:
         level = quiet.level
         quiet.setLevel(logging.ERROR)
         try:
-            AutoImageProcessor.register(VitPoseConfig, image_processor_classes={"pil": VitPoseImageProcessor}, exist_ok=True)
+            AutoImageProcessor.register(VitPoseConfig, image_processor_classes={"pil": VitPoseTopDownImageProcessor}, exist_ok=True)
         except TypeError:  # transformers releases before the backend-dict signature
-            AutoImageProcessor.register(VitPoseConfig, slow_image_processor_class=VitPoseImageProcessor, exist_ok=True)
+            AutoImageProcessor.register(VitPoseConfig, slow_image_processor_class=VitPoseTopDownImageProcessor, exist_ok=True)
         finally:
             quiet.setLevel(level)
         _DONE.add("image_processor")

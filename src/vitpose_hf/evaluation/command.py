@@ -58,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _load(model_id: str, device, fp16: bool, onnx_file: str | None = None):
     import torch
 
-    from ..image_processing_vitpose import VitPoseImageProcessor
+    from ..image_processing_vitpose import VitPoseTopDownImageProcessor
     from ..modeling_vitpose import VitPoseForPoseEstimation
     from ..onnx_backend import OnnxPoseModel, is_onnx_export_dir, onnx_providers_for_device
 
@@ -79,9 +79,9 @@ def _load(model_id: str, device, fp16: bool, onnx_file: str | None = None):
             model.to(torch.float16)
     model.eval()
     try:
-        processor = VitPoseImageProcessor.from_pretrained(model_id)
+        processor = VitPoseTopDownImageProcessor.from_pretrained(model_id)
     except (OSError, ValueError) as err:
-        processor = VitPoseImageProcessor.for_config(model.config)
+        processor = VitPoseTopDownImageProcessor.for_config(model.config)
         logger.info("no preprocessor config for %s (%s); default processor for %s", model_id, err, processor.crop_size)
     return model, processor
 

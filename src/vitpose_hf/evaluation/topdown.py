@@ -338,7 +338,7 @@ def evaluate_model(
 
     Args:
         model: a `VitPoseForPoseEstimation` (any device / dtype; put in eval mode for the run).
-        processor: a `VitPoseImageProcessor` (crops, `predict_heatmaps`, `post_process_pose_estimation`).
+        processor: a `VitPoseTopDownImageProcessor` (crops, `predict_heatmaps`, `post_process_pose_estimation`).
         annotation_file: COCO keypoint annotations (path, dict or pycocotools `COCO`).
         image_dir: folder holding the images' `file_name`s.
         detection_file: COCO-results person detections (path or list); None uses ground-truth boxes

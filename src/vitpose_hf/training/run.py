@@ -433,7 +433,7 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
     Returns:
         `{"train": train metrics, "eval": final COCO metrics or {}, "output_dir": path}`.
     """
-    from ..image_processing_vitpose import VitPoseImageProcessor
+    from ..image_processing_vitpose import VitPoseTopDownImageProcessor
     from .trainer import (
         PaddingPoseCollator,
         SetEpochCallback,
@@ -472,7 +472,7 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
     else:
         apply_trainable(model, model_args.trainable)
 
-    processor = VitPoseImageProcessor(size={"height": image_size[0], "width": image_size[1]})
+    processor = VitPoseTopDownImageProcessor(size={"height": image_size[0], "width": image_size[1]})
     training_args = _finalise_training_args(training_args, data.eval is not None, len(data.heads) > 1)
     coco_eval = None
     if data.eval_annotations is not None:

@@ -389,7 +389,7 @@ class VitPoseTrainer(Trainer):
 
     Args (beyond `Trainer`'s):
         coco_eval: optional dict for COCO AP evaluation with keys `annotation_file`, `image_dir`,
-            and optionally `processor` (a `VitPoseImageProcessor`), `detection_file`, `flip_test`,
+            and optionally `processor` (a `VitPoseTopDownImageProcessor`), `detection_file`, `flip_test`,
             `dataset_index`, `schema`; None: evaluation reports only the loss.
         layer_decay: layer-wise lr decay (None: the model size's official rate).
     """
