@@ -472,6 +472,13 @@ def test_evaluate_model_end_to_end(shared_data, tiny_model_and_processor, tmp_pa
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     predictions, references = to_metric_rows(gt_path, preds)
     assert evaluate.load(OKS_AP_METRIC_PATH).compute(predictions=predictions, references=references) == metrics
+    # by name, offline
+    from vitpose_hf.evaluation import load_metric
+
+    for name in ("oks_ap", "vitpose_hf/oks_ap"):
+        assert load_metric(name).compute(predictions=predictions, references=references) == metrics
+    with pytest.raises(ValueError, match=r"unknown vitpose_hf metric 'oks-ap'; known: \['oks_ap'\]"):
+        load_metric("oks-ap")
 
 
 def test_evaluate_model_batching_does_not_change_predictions(shared_data, trained_tiny_model, tmp_path):

@@ -285,6 +285,10 @@ def test_misspelled_forward_arguments_are_refused_and_metadata_keys_accepted():
                     bbox_score=torch.ones(2), image_id=torch.tensor([1, 2]))
     with torch.no_grad():
         assert torch.equal(model(pixels, **metadata).heatmaps, model(pixels).heatmaps)
+        # the processor's outputs go in as they are
+        inputs = VitPoseTopDownImageProcessor.for_config(model.config)(_peaked_image(), boxes=[[[5, 6, 40, 70]]])
+        assert set(inputs) == {"pixel_values", "center", "scale", "box_counts"}
+        assert torch.equal(model(**inputs).heatmaps, model(inputs["pixel_values"]).heatmaps)
 
 
 def test_convert_to_transformers_writes_a_transformers_card_whose_snippet_runs_without_vitpose_hf(tmp_path):

@@ -9,6 +9,7 @@ import re
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -46,6 +47,16 @@ def test_a_training_run_writes_a_card_with_its_metrics_and_a_snippet_that_runs(s
     ap = result["eval"]["eval_AP"]
     assert f"| AP | {ap:.4f} |" in text
     assert "trained for 4 steps on test_coco.json" in text
+    # the predictions picture: the first evaluation images side by side, with skeletons drawn
+    from PIL import Image
+
+    from vitpose_hf.training.run import PREDICTIONS_PICTURE
+
+    picture = np.asarray(Image.open(out / PREDICTIONS_PICTURE).convert("RGB"))
+    first = json.loads(Path(shared_data / "coco_sample" / "test_coco.json").read_text())["images"][0]
+    plain = np.asarray(Image.open(shared_data / "coco_sample" / first["file_name"]).convert("RGB"))
+    assert picture.shape[0] >= plain.shape[0] and picture.shape[1] > plain.shape[1]
+    assert (picture[: plain.shape[0], : plain.shape[1]] != plain).any()  # something was drawn on it
     _run_snippet(text, out, "path/to/this/folder")
 
 

@@ -934,7 +934,7 @@ class VitPoseModel(VitPosePreTrainedModel):
 
 _MODEL_FORWARD_ARGS = ("pixel_values", "dataset_index", "output_hidden_states", "output_attentions", "return_dict")
 _ESTIMATOR_FORWARD_ARGS = _MODEL_FORWARD_ARGS + (
-    "labels", "target_weight", "flip_pairs", "center", "scale", "bbox", "bbox_score", "image_id",
+    "labels", "target_weight", "flip_pairs", "center", "scale", "bbox", "bbox_score", "image_id", "box_counts",
 )
 
 
@@ -992,6 +992,7 @@ class VitPoseForPoseEstimation(VitPosePreTrainedModel):
         bbox: torch.Tensor | None = None,
         bbox_score: torch.Tensor | None = None,
         image_id: torch.Tensor | None = None,
+        box_counts: torch.Tensor | None = None,
         **kwargs,
     ) -> VitPoseEstimatorOutput | tuple:
         r"""
@@ -1002,9 +1003,10 @@ class VitPoseForPoseEstimation(VitPosePreTrainedModel):
             target_weight: `(B, K)` or `(B, K, 1)` joint weights for the loss (default all ones).
             flip_pairs: `(P, 2)` pairs; when given, the heatmaps are flipped back (`flip_heatmaps`):
                 use it for the mirrored half of a flip test.
-            center, scale, bbox, bbox_score, image_id: decoding metadata of each crop (`(B, 2)`,
-                `(B, 2)`, `(B, 4)`, `(B,)`, `(B,)`) that an evaluation collator passes through a plain
-                `transformers.Trainer` to its metrics; not used by the forward.
+            center, scale, bbox, bbox_score, image_id, box_counts: decoding metadata of the crops
+                (`(B, 2)`, `(B, 2)`, `(B, 4)`, `(B,)`, `(B,)`, `(num_images,)`) that the image processor
+                returns beside `pixel_values` (so `model(**processor(...))` works) and an evaluation
+                collator passes through a plain `transformers.Trainer`; not used by the forward.
 
         Returns:
             `VitPoseEstimatorOutput` with `heatmaps` `(B, K, H/4, W/4)` and `loss` when `labels` is set.

@@ -533,11 +533,47 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
         trainer.log_metrics("eval", eval_metrics)
         trainer.save_metrics("eval", eval_metrics)
     if training_args.process_index == 0:
+        if coco_eval is not None:
+            _write_predictions_picture(trainer, coco_eval, training_args.output_dir)
         _write_run_card(trainer, model_args, data_args, training_args, eval_metrics)
     global_step = trainer.state.global_step
     _finish_distributed(trainer)
     return {"train": train_metrics, "eval": eval_metrics, "output_dir": training_args.output_dir,
             "global_step": global_step}
+
+
+PREDICTIONS_PICTURE = "predictions.png"
+
+
+def _write_predictions_picture(trainer, coco_eval: dict, output_dir: str, num_images: int = 4) -> str | None:
+    """`output_dir/predictions.png`: the trained model's keypoints on the first `num_images`
+    evaluation images (ground-truth boxes, no flip test), side by side; returns its path."""
+    import numpy as np
+    import transformers
+    from PIL import Image
+
+    from ..evaluation import load_coco
+    from ..visualization import draw_keypoints
+
+    model = trainer.accelerator.unwrap_model(trainer.model).eval()
+    pipe = transformers.pipeline("keypoint-detection", model=model, image_processor=coco_eval["processor"],
+                                 device=model.device)
+    dataset = load_coco(coco_eval["annotation_file"]).dataset
+    tiles = []
+    for image_info in dataset["images"][:num_images]:
+        boxes = [a["bbox"] for a in dataset["annotations"]
+                 if a["image_id"] == image_info["id"] and not a.get("iscrowd", 0)]
+        path = os.path.join(coco_eval["image_dir"], image_info["file_name"])
+        persons = pipe(path, boxes=boxes, flip_test=False, dataset_index=coco_eval["dataset_index"]) if boxes else []
+        tiles.append(np.asarray(draw_keypoints(path, persons, schema=coco_eval["schema"])))
+    if not tiles:
+        return None
+    height = max(t.shape[0] for t in tiles)
+    tiles = [np.pad(t, ((0, height - t.shape[0]), (0, 4), (0, 0)), constant_values=255) for t in tiles]
+    out = os.path.join(output_dir, PREDICTIONS_PICTURE)
+    Image.fromarray(np.concatenate(tiles, axis=1)).save(out)
+    logger.info("wrote the predictions of %d evaluation images to %s", len(tiles), out)
+    return out
 
 
 def _write_run_card(trainer, model_args, data_args, training_args, eval_metrics) -> None:

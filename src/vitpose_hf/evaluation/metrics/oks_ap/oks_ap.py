@@ -1,6 +1,7 @@
 """OKS AP: COCO keypoint average precision (pycocotools) as a Hugging Face `evaluate` metric.
 
-Load it offline by path: ``evaluate.load(vitpose_hf.evaluation.OKS_AP_METRIC_PATH)``.
+Load it offline by name, ``vitpose_hf.evaluation.load_metric("oks_ap")``, or by path:
+``evaluate.load(vitpose_hf.evaluation.OKS_AP_METRIC_PATH)``.
 The numbers are those of `vitpose_hf.evaluation.coco_keypoint_eval` on the same data.
 """
 
