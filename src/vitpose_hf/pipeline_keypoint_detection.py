@@ -145,10 +145,13 @@ class KeypointDetectionPipeline(Pipeline):
 
     Returns:
         Per image, a list with one entry per person, sorted like the boxes:
-        `{"bbox": [x, y, w, h], "score": float, "keypoints": [{"label": str, "x": float,
-        "y": float, "score": float}, ...]}`. `score` is the box score times the mean score of the
-        keypoints scoring above 0.2 (ViTPose's rescoring). For a list of images, a list of such
-        lists.
+        `{"bbox": [x, y, w, h], "box": {"xmin", "ymin", "xmax", "ymax"}, "label": "person",
+        "score": float, "keypoints": [{"label": str, "x": float, "y": float, "score": float}, ...]}`
+        (`box` and `label` as transformers' object-detection pipeline gives them; `bbox` is COCO's
+        xywh). `score` is the box score times the mean score of the keypoints scoring above 0.2
+        (ViTPose's rescoring). For a list of images, a list of such lists. The persons feed
+        `vitpose_hf.evaluation.persons_to_coco_results(..., image_ids=...)` and
+        `vitpose_hf.visualization.draw_keypoints` as they are.
     """
 
     _load_processor = False
@@ -157,6 +160,7 @@ class KeypointDetectionPipeline(Pipeline):
     _load_tokenizer = False
 
     def __init__(self, model, image_processor=None, **kwargs):
+        _check_pose_model(model)
         self._detector_cache: dict[str, BaseDetector] = {}
         # the network runs as a swapped, weight-sharing copy (optimize_for_inference's fast paths),
         # rebuilt whenever self.model's weights change; self.model itself is never altered
@@ -386,7 +390,7 @@ class KeypointDetectionPipeline(Pipeline):
     def postprocess(
         self, model_outputs: dict, keypoint_threshold: float | None = None, clamp_to_heatmap: bool = False
     ) -> list[dict]:
-        """Heatmaps -> `[{"bbox", "score", "keypoints": [{"label", "x", "y", "score"}, ...]}, ...]`."""
+        """Heatmaps -> `[{"bbox", "box", "label", "score", "keypoints": [{"label", "x", "y", "score"}, ...]}, ...]`."""
         heatmaps = model_outputs.get("heatmaps")
         if heatmaps is None:
             return []
@@ -409,7 +413,11 @@ class KeypointDetectionPipeline(Pipeline):
                 if keypoint_threshold is not None and scores[k] < keypoint_threshold:
                     continue
                 keypoints.append({"label": name, "x": float(xy[k, 0]), "y": float(xy[k, 1]), "score": float(scores[k])})
-            results.append({"bbox": [float(v) for v in box], "score": float(person_score), "keypoints": keypoints})
+            x, y, w, h = (float(v) for v in box)
+            results.append({
+                "bbox": [x, y, w, h], "box": {"xmin": x, "ymin": y, "xmax": x + w, "ymax": y + h},
+                "label": "person", "score": float(person_score), "keypoints": keypoints,
+            })
         return results
 
     # ------------------------------------------------------------------------------ batching
@@ -419,6 +427,10 @@ class KeypointDetectionPipeline(Pipeline):
         images share one forward pass)."""
         if isinstance(inputs, tuple):
             inputs = list(inputs)
+        if _is_datasets_dataset(inputs):
+            # rows are dicts ({"image": ..., optional "boxes" / "box_scores"}): streamed like a
+            # generator, so the result is an iterator, as for transformers' other vision pipelines
+            inputs = (row for row in inputs)
         if not isinstance(inputs, list):
             return super().__call__(inputs, *args, **kwargs)
         if len(inputs) == 0:
@@ -463,6 +475,30 @@ class KeypointDetectionPipeline(Pipeline):
                 offset += n
                 results.append(self.postprocess(part, **post))
         return results
+
+
+def _is_datasets_dataset(value) -> bool:
+    """A `datasets.Dataset` / `IterableDataset` (checked without importing datasets)."""
+    module = type(value).__module__ or ""
+    return module.startswith("datasets.") and type(value).__name__ in ("Dataset", "IterableDataset")
+
+
+def _check_pose_model(model) -> None:
+    """A ValueError when the pipeline is built for a model that is not a top-down pose estimator
+    (e.g. SuperPoint, which transformers also tags "keypoint-detection")."""
+    from .onnx_backend import OnnxPoseModel
+
+    if isinstance(model, OnnxPoseModel):
+        return
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    if model_type in ("vitpose_hf", "vitpose"):
+        return
+    raise ValueError(
+        f"the keypoint-detection pipeline of vitpose_hf runs top-down pose estimators (ViTPose: model_type "
+        f"'vitpose_hf' or 'vitpose', or a vitpose_hf ONNX export); got {type(model).__name__} with model_type "
+        f"{model_type!r}. Interest-point models such as SuperPoint share the Hub tag but not the task: use "
+        "their transformers classes directly"
+    )
 
 
 def register_pipeline() -> None:

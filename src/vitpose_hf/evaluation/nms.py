@@ -235,8 +235,15 @@ def oks_nms(
 
 
 def _person_keypoints3(person: Mapping[str, Any], idx: int) -> np.ndarray:
-    """`(K, 3)` [x, y, score] of a person dict holding (K,2) keypoints + (K,) scores, or (K,3)."""
-    kp = _to_numpy(person["keypoints"], f"person {idx} keypoints")
+    """`(K, 3)` [x, y, score] of a person dict holding (K,2) keypoints + (K,) scores, (K,3), or
+    the pipeline's list of `{"label", "x", "y", "score"}` (in schema order)."""
+    entries = person["keypoints"]
+    if isinstance(entries, (list, tuple)) and entries and isinstance(entries[0], Mapping):
+        try:
+            return np.asarray([[float(e["x"]), float(e["y"]), float(e.get("score", 1.0))] for e in entries])
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"person {idx} keypoints: each entry needs numeric 'x' and 'y' ({err})") from err
+    kp = _to_numpy(entries, f"person {idx} keypoints")
     if kp.ndim == 1 and kp.shape[0] % 3 == 0:
         kp = kp.reshape(-1, 3)
     if kp.ndim != 2 or kp.shape[1] not in (2, 3):
