@@ -29,6 +29,7 @@ so runs are reproducible whatever the batch composition; with `seed=None` draws 
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any, Sequence
 
 import cv2
@@ -41,7 +42,7 @@ from .targets import generate_heatmaps
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TopDownTransform", "load_image", "IMAGENET_MEAN", "IMAGENET_STD"]
+__all__ = ["TopDownTransform", "load_image", "decode_image_entry", "IMAGENET_MEAN", "IMAGENET_STD"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -58,6 +59,32 @@ def load_image(path: str, annotation_id: Any = None) -> torch.Tensor:
         raise ValueError(f"cannot read image {path!r} (annotation id {annotation_id!r})")
     img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
     return torch.from_numpy(img).permute(2, 0, 1)
+
+
+def decode_image_entry(entry: Any, what: str = "image") -> torch.Tensor:
+    """An entry of a `datasets.Image` column -> `(3, H, W)` uint8 RGB: a PIL image (decoded
+    column), a `{"bytes", "path"}` dict (`decode=False`, or `images="embed"` rows), raw bytes or a path.
+
+    Raises:
+        ValueError: an entry of another type, or bytes / a file that cannot be decoded (naming `what`).
+    """
+    if isinstance(entry, dict):
+        if entry.get("bytes") is not None:
+            entry = entry["bytes"]
+        elif entry.get("path"):
+            entry = entry["path"]
+        else:
+            raise ValueError(f"{what}: an image entry with neither bytes nor path")
+    if isinstance(entry, (str, os.PathLike)):
+        return load_image(entry, what)
+    if isinstance(entry, (bytes, bytearray, memoryview)):
+        img = cv2.imdecode(np.frombuffer(entry, dtype=np.uint8), cv2.IMREAD_COLOR)
+        if img is None:
+            raise ValueError(f"{what}: the image bytes cannot be decoded")
+        return torch.from_numpy(cv2.cvtColor(img, cv2.COLOR_BGR2RGB)).permute(2, 0, 1)
+    if hasattr(entry, "convert") and hasattr(entry, "size"):  # PIL
+        return torch.from_numpy(np.asarray(entry.convert("RGB")).copy()).permute(2, 0, 1)
+    raise ValueError(f"{what}: unsupported image entry of type {type(entry).__name__}")
 
 
 def _mix_id(value: int) -> int:
@@ -83,8 +110,9 @@ class TopDownTransform:
         seed: integer for reproducible augmentation, or None.
         joint_weights: optional `(K,)` multipliers of the target weights.
 
-    Call with a dict of columns (lists), as `datasets` does, needing `image_path`, `bbox`,
-    `keypoints` and optionally `annotation_id`, `image_id`, `dataset_index`, `area`. Returns a dict
+    Call with a dict of columns (lists), as `datasets` does, needing `image_path` or `image` (a
+    `datasets.Image` column: PIL images or `{"bytes", "path"}`), `bbox`, `keypoints` and optionally
+    `annotation_id`, `image_id`, `dataset_index`, `area`. Returns a dict
     of lists (one entry per sample):
         `pixel_values` `(3, H, W)` float32, `labels` `(K, h, w)` float32, `target_weight` `(K,)`
         float32, `dataset_index` int, `center` `(2,)`, `scale` `(2,)` (float64, pixel_std 200),
@@ -232,13 +260,21 @@ class TopDownTransform:
 
     # ------------------------------------------------------------------ main entry
     def __call__(self, batch: dict[str, list]) -> dict[str, list]:
-        for key in ("image_path", "bbox", "keypoints"):
+        for key in ("bbox", "keypoints") + (() if "image" in batch else ("image_path",)):
             if key not in batch:
                 raise ValueError(
                     f"batch lacks column {key!r} (has {sorted(batch)}); with a Trainer set "
                     "remove_unused_columns=False so the raw columns reach the transform"
                 )
-        n = len(batch["image_path"])
+        n = len(batch["bbox"])
+        # the image of each row: an `image` column (datasets.Image: PIL, bytes) wins over `image_path`;
+        # rows of one image share one decode (keyed by image id, else by path, else by row)
+        if "image" in batch:
+            ids = batch.get("image_id")
+            image_keys = [("id", ids[i]) if ids else ("row", i) for i in range(n)]
+        else:
+            image_keys = list(batch["image_path"])
+        paths = batch.get("image_path") or [f"image of row {i}" for i in range(n)]
         k = self.schema.num_keypoints
         ann_ids = batch.get("annotation_id") or list(range(n))
         ds_index = batch.get("dataset_index") or [self.schema.dataset_index or 0] * n
@@ -252,7 +288,7 @@ class TopDownTransform:
             )
             box_centers, box_scales = c_all.numpy(), s_all.numpy()
         for i in range(n):
-            path = batch["image_path"][i]
+            path, key = paths[i], image_keys[i]
             kps = np.asarray(batch["keypoints"][i], dtype=np.float64)
             if kps.size != 3 * k:
                 raise ValueError(
@@ -263,9 +299,10 @@ class TopDownTransform:
             bbox = boxes[i]
             if bbox.shape != (4,) or not (bbox[2] > 0 and bbox[3] > 0):
                 raise ValueError(f"annotation id {ann_ids[i]!r} ({path}): box {bbox.tolist()} has zero size")
-            if path not in images:
-                images[path] = load_image(path, ann_ids[i])
-            img_w = images[path].shape[-1]
+            if key not in images:
+                images[key] = (decode_image_entry(batch["image"][i], f"{path} (annotation id {ann_ids[i]!r})")
+                               if "image" in batch else load_image(path, ann_ids[i]))
+            img_w = images[key].shape[-1]
             rng = self._sample_rng(ann_ids[i], ds_index[i]) if self.train else None
             vis = np.minimum(1.0, kps[:, 2]).clip(min=0.0)
             cs = (box_centers[i], box_scales[i]) if box_centers is not None else None
@@ -282,7 +319,7 @@ class TopDownTransform:
         warp = mats.clone()
         for i in range(n):
             if flips[i]:
-                img_w = images[batch["image_path"][i]].shape[-1]
+                img_w = images[image_keys[i]].shape[-1]
                 warp[i, :, 0] = -mats[i, :, 0]
                 warp[i, :, 2] = mats[i, :, 2] + mats[i, :, 0] * (img_w - 1.0)
         joints = torch.as_tensor(np.stack(joints_all), dtype=torch.float64)
@@ -293,13 +330,13 @@ class TopDownTransform:
         )
 
         pixel_values = [None] * n
-        by_image: dict[str, list[int]] = {}
+        by_image: dict[Any, list[int]] = {}
         for i in range(n):
-            by_image.setdefault(batch["image_path"][i], []).append(i)
-        for path, idx in by_image.items():
+            by_image.setdefault(image_keys[i], []).append(i)
+        for key, idx in by_image.items():
             # normalisation folded into the warp (applied once to the source region, not to every crop)
             crops = geometry.warp_affine_batch(
-                images[path], warp[idx], self.image_size, border_value=0.0,
+                images[key], warp[idx], self.image_size, border_value=0.0,
                 channel_scale=self._channel_scale, channel_offset=self._channel_offset,
             )
             for j, i in enumerate(idx):

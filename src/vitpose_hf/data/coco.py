@@ -38,6 +38,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "PERSON_FEATURES",
+    "embed_images",
     "load_coco_keypoints",
     "check_coco_bbox",
     "check_coco_keypoints",
@@ -272,6 +273,23 @@ def rows_to_dataset(rows: list[dict[str, Any]], source: str, schema: KeypointSch
     return ds
 
 
+def embed_images(ds: datasets.Dataset) -> datasets.Dataset:
+    """Add an `image` column (`datasets.Image`) with the encoded bytes of each row's `image_path`
+    (each file read once; rows of one image share its bytes)."""
+    cache: dict[str, bytes] = {}
+
+    def read(path: str) -> bytes:
+        if path not in cache:
+            try:
+                cache[path] = Path(path).read_bytes()
+            except OSError as err:
+                raise ValueError(f"cannot embed image {path!r}: {err}") from err
+        return cache[path]
+
+    column = [{"bytes": read(p), "path": os.path.basename(p)} for p in ds["image_path"]]
+    return ds.add_column("image", column, feature=datasets.Image())
+
+
 def _require(obj: dict, keys: tuple[str, ...], source: str, what: str) -> None:
     missing = [k for k in keys if k not in obj]
     if missing:
@@ -284,6 +302,7 @@ def load_coco_keypoints(
     schema: str | KeypointSchema | None = None,
     dataset_index: int | None = None,
     check_images: bool = True,
+    images: str = "path",
 ) -> datasets.Dataset:
     """Load COCO person-keypoint annotations as one row per kept person instance.
 
@@ -296,6 +315,10 @@ def load_coco_keypoints(
         dataset_index: value of the `dataset_index` column (ViTPose++ expert); None uses the
             schema's own index, or 0 when the schema has none.
         check_images: raise when an image file of a kept instance does not exist.
+        images: `"path"` (rows name their image file in `image_path`), or `"embed"`: an `image`
+            column (`datasets.Image`) holding each image's encoded bytes too, so the dataset is
+            self-contained: it survives `save_to_disk` / `load_from_disk` and `push_to_hub`
+            without the image folder, and `TopDownTransform` reads the column.
 
     Returns:
         `datasets.Dataset` with the `PERSON_FEATURES` columns: `image_path`, `image_id`,
@@ -309,6 +332,9 @@ def load_coco_keypoints(
             a non-finite keypoint or area, a bad image size, missing image files, or nothing left
             after filtering; the message names the file, the id and the field.
     """
+    if images not in ("path", "embed"):
+        raise ValueError(f"images must be 'path' or 'embed', got {images!r}")
+    embed = images == "embed"  # (the name `images` is reused below for the file's image table)
     path = Path(annotation_file)
     source = str(path)
     data = read_json(path, "annotation file")
@@ -409,4 +435,5 @@ def load_coco_keypoints(
         )
     else:
         logger.info("%s: kept all %d annotations", source, total)
-    return rows_to_dataset(rows, source, resolved)
+    ds = rows_to_dataset(rows, source, resolved)
+    return embed_images(ds) if embed else ds

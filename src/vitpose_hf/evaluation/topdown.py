@@ -294,20 +294,39 @@ def _select_persons(entry, found, schema, sigmas, aspect, padding, keypoint_thre
         raise ValueError(f"image {entry.image_id}: {len(found)} decoded persons for {len(entry.boxes)} boxes")
     keypoints = np.stack([np.asarray(_numpy(p["keypoints"]), dtype=np.float64) for p in found])  # (P, K, 2)
     kp_scores = np.stack([np.asarray(_numpy(p["scores"]), dtype=np.float64).reshape(-1) for p in found])  # (P, K)
+    return select_persons(entry.image_id, entry.boxes, entry.scores, keypoints, kp_scores, schema, sigmas, aspect,
+                          padding, keypoint_threshold, oks_threshold)
+
+
+def select_persons(image_id, boxes, box_scores, keypoints, kp_scores, schema, sigmas, aspect, padding,
+                   keypoint_threshold=0.2, oks_threshold=0.9) -> list[dict]:
+    """The persons of one image, as the official evaluation keeps them: ViTPose's rescoring, then
+    OKS-NMS (areas of the padded crop boxes) -> COCO results, best first.
+
+    Args:
+        image_id: the COCO image id.
+        boxes: `(P, 4)` xywh person boxes; box_scores: `(P,)`.
+        keypoints: `(P, K, 2)` image coordinates; kp_scores: `(P, K)` heatmap maxima.
+        schema: the `KeypointSchema`; sigmas: its OKS sigmas (None with `oks_threshold=None`).
+        aspect: crop width / height; padding: box padding (1.25).
+        keypoint_threshold: rescoring threshold; oks_threshold: OKS-NMS threshold or None (keep all).
+    """
+    keypoints = np.asarray(keypoints, dtype=np.float64)
+    kp_scores = np.asarray(kp_scores, dtype=np.float64)
     if keypoints.shape[1] != schema.num_keypoints:
         raise ValueError(
             f"the model predicts {keypoints.shape[1]} keypoints but schema {schema.name!r} has {schema.num_keypoints}"
         )
     if not (np.all(np.isfinite(keypoints)) and np.all(np.isfinite(kp_scores))):
-        raise ValueError(f"image {entry.image_id}: non-finite keypoints decoded")
-    scores = rescore_scores(entry.scores, kp_scores, keypoint_threshold)
-    areas = crop_box_areas(entry.boxes, aspect_ratio=aspect, padding=padding)
+        raise ValueError(f"image {image_id}: non-finite keypoints decoded")
+    scores = rescore_scores(box_scores, kp_scores, keypoint_threshold)
+    areas = crop_box_areas(boxes, aspect_ratio=aspect, padding=padding)
     kpts3 = np.concatenate([keypoints, kp_scores[..., None]], axis=-1)  # (P, K, 3)
     if oks_threshold is None:
         keep = np.argsort(scores)[::-1]
     else:
         keep = oks_nms_arrays(kpts3, scores, areas, threshold=oks_threshold, sigmas=sigmas)
-    persons = [{"image_id": entry.image_id, "keypoints": kpts3[i], "score": float(scores[i])} for i in keep]
+    persons = [{"image_id": image_id, "keypoints": kpts3[i], "score": float(scores[i])} for i in keep]
     return persons_to_coco_results(persons)
 
 

@@ -74,6 +74,11 @@ class DataArguments:
     )
     train_annotations: str | None = field(default=None, metadata={"help": "Training annotation file."})
     train_images: str | None = field(default=None, metadata={"help": "Training image folder."})
+    train_dataset_dir: str | None = field(
+        default=None,
+        metadata={"help": "A `datasets` folder (save_to_disk) of person rows, e.g. load_coco_keypoints(..., "
+                  "images='embed'): trained from as it is (its `image` column or `image_path`)."},
+    )
     eval_annotations: str | None = field(default=None, metadata={"help": "Evaluation annotation file (COCO format)."})
     eval_images: str | None = field(default=None, metadata={"help": "Evaluation image folder."})
     eval_detections: str | None = field(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from typing import Sequence
 
@@ -109,6 +110,15 @@ def report_metrics(result: dict) -> None:
     ap = {k[len("eval_"):]: v for k, v in metrics.items() if k.startswith("eval_A")}
     line = ", ".join(f"{k}={v:.4f}" for k, v in sorted(ap.items())) if ap else "no evaluation data"
     sys.stdout.write(f"steps={result.get('global_step')} output_dir={result.get('output_dir')} COCO keypoint metrics: {line}\n")
+    if ap:
+        from ..evaluation.coco import format_metrics_table
+
+        sys.stdout.write(format_metrics_table(ap) + "\n")
+    from .run import PREDICTIONS_PICTURE
+
+    picture = os.path.join(str(result.get("output_dir") or ""), PREDICTIONS_PICTURE)
+    if ap and os.path.isfile(picture):
+        sys.stdout.write(f"predictions on the first evaluation images: {picture}\n")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -114,6 +114,37 @@ def _load_dataset(spec: DatasetSpec, keypoint_schema: str | None = None):
     return ds
 
 
+def _load_saved_dataset(folder: str):
+    """`datasets.load_from_disk(folder)`, checked for the person columns `TopDownTransform` reads."""
+    import datasets
+
+    try:
+        ds = datasets.load_from_disk(folder)
+    except (FileNotFoundError, OSError, ValueError) as err:
+        raise ValueError(f"--train_dataset_dir {folder!r}: not a dataset saved with save_to_disk ({err})") from err
+    if isinstance(ds, datasets.DatasetDict):
+        if "train" not in ds:
+            raise ValueError(f"--train_dataset_dir {folder!r}: a DatasetDict without a 'train' split ({sorted(ds)})")
+        ds = ds["train"]
+    missing = [c for c in ("bbox", "keypoints") if c not in ds.column_names]
+    if not ("image" in ds.column_names or "image_path" in ds.column_names):
+        missing.append("image or image_path")
+    if missing:
+        raise ValueError(f"--train_dataset_dir {folder!r}: missing column(s) {missing} (has {ds.column_names})")
+    if len(ds) == 0:
+        raise ValueError(f"--train_dataset_dir {folder!r}: the dataset is empty")
+    return ds
+
+
+def _saved_schema(ds, data_args) -> KeypointSchema:
+    """`--keypoint_schema`, else the known schema with the rows' keypoint count."""
+    from ..keypoint_schemas import schema_for_num_keypoints
+
+    if data_args.keypoint_schema:
+        return get_schema(data_args.keypoint_schema)
+    return schema_for_num_keypoints(len(ds[0]["keypoints"]) // 3)
+
+
 def _schema_of(ds, spec: DatasetSpec) -> KeypointSchema:
     """Schema of a loaded dataset: the known one with its keypoint count, or from the categories."""
     from ..data import schema_from_category
@@ -187,7 +218,13 @@ def build_train_eval_data(data_args: DataArguments, image_size, heatmap_size, tr
 
     seed = int(training_args.seed)
     eval_ann, eval_img = data_args.eval_annotations, data_args.eval_images
-    if data_args.datasets:
+    saved = None
+    if data_args.train_dataset_dir:
+        if data_args.datasets or data_args.train_annotations or data_args.dataset:
+            raise ValueError("give either --train_dataset_dir or --datasets / --train_annotations / --dataset, not both")
+        saved = _load_saved_dataset(data_args.train_dataset_dir)
+        specs = [DatasetSpec("saved", None, data_args.train_dataset_dir, 1.0, 0, _saved_schema(saved, data_args))]
+    elif data_args.datasets:
         if data_args.train_annotations or data_args.dataset:
             raise ValueError("give either --datasets or --train_annotations / --dataset, not both")
         specs = parse_datasets_arg(data_args.datasets)
@@ -216,7 +253,8 @@ def build_train_eval_data(data_args: DataArguments, image_size, heatmap_size, tr
 
     if len(specs) == 1:
         specs[0].dataset_index = 0  # a single dataset is the main head whatever its ViTPose++ index
-    loaded = [_load_dataset(s, data_args.keypoint_schema if len(specs) == 1 else None) for s in specs]
+    loaded = ([saved] if saved is not None else
+              [_load_dataset(s, data_args.keypoint_schema if len(specs) == 1 else None) for s in specs])
     for s, d in zip(specs, loaded):
         logger.info("dataset %s (index %d, %d keypoints, ratio %.3g): %d persons", s.name, s.dataset_index,
                     s.schema.num_keypoints, s.ratio, len(d))
@@ -533,9 +571,12 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
         trainer.log_metrics("eval", eval_metrics)
         trainer.save_metrics("eval", eval_metrics)
     if training_args.process_index == 0:
-        if coco_eval is not None:
-            _write_predictions_picture(trainer, coco_eval, training_args.output_dir)
         _write_run_card(trainer, model_args, data_args, training_args, eval_metrics)
+        if coco_eval is not None:
+            try:  # the trained model is saved by now: a picture that cannot be drawn loses nothing
+                _write_predictions_picture(trainer, coco_eval, training_args.output_dir)
+            except (OSError, ValueError) as err:
+                logger.warning("could not draw %s: %s", PREDICTIONS_PICTURE, err)
     global_step = trainer.state.global_step
     _finish_distributed(trainer)
     return {"train": train_metrics, "eval": eval_metrics, "output_dir": training_args.output_dir,
@@ -582,7 +623,9 @@ def _write_run_card(trainer, model_args, data_args, training_args, eval_metrics)
 
     model = trainer.accelerator.unwrap_model(trainer.model)
     base = model_args.model_name_or_path
-    if data_args.datasets:
+    if data_args.train_dataset_dir:
+        data = f"the saved dataset {os.path.basename(os.path.normpath(data_args.train_dataset_dir))}"
+    elif data_args.datasets:
         data = f"the datasets {data_args.datasets}"
     elif data_args.train_annotations:
         data = f"{os.path.basename(data_args.train_annotations)}"
@@ -759,6 +802,8 @@ def _finish_distributed(trainer=None) -> None:
 
 def _probe_heads(data_args: DataArguments) -> list[tuple[int, KeypointSchema]]:
     """Head layout `(dataset_index, schema)` implied by the data arguments, without loading images."""
+    if data_args.train_dataset_dir:
+        return [(0, _saved_schema(_load_saved_dataset(data_args.train_dataset_dir), data_args))]
     if data_args.datasets:
         specs = parse_datasets_arg(data_args.datasets)
         out = []
