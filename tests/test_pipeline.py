@@ -104,7 +104,7 @@ def test_output_structure_and_values_match_manual(pipe, images):
     out = pipe(image, boxes=boxes)
     assert isinstance(out, list) and len(out) == 2
     for person, box in zip(out, boxes):
-        assert set(person) == {"bbox", "score", "keypoints"}
+        assert set(person) == {"bbox", "box", "label", "score", "keypoints"}
         assert person["bbox"] == box
         assert isinstance(person["score"], float)
         assert [k["label"] for k in person["keypoints"]] == list(COCO.keypoints)

@@ -56,3 +56,16 @@ def test_a_datasets_dataset_and_a_key_dataset_stream(pipe, images):  # noqa: F81
     whole = list(pipe(KeyDataset(table, "image")))
     assert [len(r) for r in whole] == [1, 1, 1]
     assert whole[0][0]["bbox"] == pytest.approx([0.0, 0.0, images[0].width, images[0].height])
+
+
+def test_without_boxes_or_detector_the_whole_image_fallback_warns_once(tiny_dir, images, caplog):  # noqa: F811
+    import logging
+
+    pipe = transformers.pipeline(TASK, model=str(tiny_dir), device="cpu")  # a fresh pipeline: its own warning
+    with caplog.at_level(logging.WARNING, logger="vitpose_hf"):
+        first = pipe(images[0])
+        pipe(images[1])
+        pipe(images[0], boxes=BOXES[0])
+    warned = [r for r in caplog.records if "no boxes and no detector" in r.getMessage()]
+    assert len(warned) == 1 and "ONE person" in warned[0].getMessage()
+    assert len(first) == 1 and first[0]["bbox"] == pytest.approx([0, 0, images[0].width, images[0].height])

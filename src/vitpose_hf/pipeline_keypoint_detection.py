@@ -161,6 +161,7 @@ class KeypointDetectionPipeline(Pipeline):
 
     def __init__(self, model, image_processor=None, **kwargs):
         _check_pose_model(model)
+        self._warned_whole_image = False  # the whole-image fallback warns once per pipeline
         self._detector_cache: dict[str, BaseDetector] = {}
         # the network runs as a swapped, weight-sharing copy (optimize_for_inference's fast paths),
         # rebuilt whenever self.model's weights change; self.model itself is never altered
@@ -358,6 +359,13 @@ class KeypointDetectionPipeline(Pipeline):
             if len(arr) == 0:
                 logger.info("the detector found no person")
         else:
+            if not self._warned_whole_image:
+                self._warned_whole_image = True
+                logger.warning(
+                    "no boxes and no detector: each image is taken as ONE person covering the whole frame "
+                    "(a crowd becomes one person); pass boxes=[[x, y, w, h], ...] or a person detector, "
+                    "e.g. detector='path/to/yolox_nano.onnx' or a transformers object-detection model id"
+                )
             arr, scores = np.asarray([[0.0, 0.0, float(width), float(height)]]), np.ones(1)
         if max_persons is not None and len(arr) > max_persons:
             order = np.argsort(-scores, kind="stable")[:max_persons]
