@@ -355,3 +355,20 @@ def test_cli_evaluate_an_onnx_folder_gives_pytorchs_ap(trained, tmp_path):
     # (keypoint-level parity is test_trained_model_keypoints_on_real_images_match_pytorch)
     assert metrics["onnx"]["AP"] == pytest.approx(metrics["torch"]["AP"], abs=0.01)
     assert metrics["int8"]["AP"] == pytest.approx(metrics["torch"]["AP"], abs=0.05)
+
+
+def test_an_export_of_a_model_loaded_from_a_folder_with_saved_code_has_no_auto_map(tmp_path):
+    """A model and processor loaded from a folder with saved code carry `auto_map`; the ONNX folder
+    holds no code, so its JSON files must not point to any (trust_remote_code would fail)."""
+    from vitpose_hf import VitPoseTopDownImageProcessor
+
+    _model().save_pretrained(tmp_path / "src")
+    VitPoseTopDownImageProcessor(size={"height": 64, "width": 48}).save_pretrained(tmp_path / "src")
+    model = VitPoseForPoseEstimation.from_pretrained(tmp_path / "src")
+    processor = VitPoseTopDownImageProcessor.from_pretrained(tmp_path / "src")
+    assert "auto_map" in json.loads((tmp_path / "src" / "config.json").read_text())
+    out = export_onnx(model, tmp_path / "onnx", image_processor=processor).parent
+    for name in ("config.json", "preprocessor_config.json"):
+        assert "auto_map" not in json.loads((out / name).read_text()), name
+    assert not list(out.glob("*.py"))
+    assert "onnxruntime" in (out / "README.md").read_text()

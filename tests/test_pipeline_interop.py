@@ -52,6 +52,12 @@ def test_a_datasets_dataset_and_a_key_dataset_stream(pipe, images):  # noqa: F81
     for mine, ref in zip(got, reference):
         for a, b in zip(mine, ref):
             assert [k["x"] for k in a["keypoints"]] == pytest.approx([k["x"] for k in b["keypoints"]], abs=1e-3)
+    # batch_size on a stream: chunks share forward passes, still one result per row, same values
+    chunked = list(pipe(table, batch_size=2))
+    assert [len(r) for r in chunked] == [2, 1, 3]
+    for mine, ref in zip(chunked, reference):
+        for a, b in zip(mine, ref):
+            assert [k["x"] for k in a["keypoints"]] == pytest.approx([k["x"] for k in b["keypoints"]], abs=1e-3)
     # KeyDataset: images only, so each image is one whole-image person
     whole = list(pipe(KeyDataset(table, "image")))
     assert [len(r) for r in whole] == [1, 1, 1]

@@ -411,12 +411,14 @@ def export_onnx(
 
     # the config and processor beside the graph: heads, keypoint names, crop size and normalisation.
     # Written as JSON only: no PyTorch weights here, so no model code for trust_remote_code either.
-    config.to_json_file(output_dir / "config.json", use_diff=True)
+    # An `auto_map` (a model or processor loaded from a folder with saved code) is dropped: it would
+    # point to code this folder does not hold.
+    _write_json_without_auto_map(output_dir / "config.json", config.to_json_string(use_diff=True))
     if image_processor is None:
         from .image_processing_vitpose import VitPoseTopDownImageProcessor
 
         image_processor = VitPoseTopDownImageProcessor.for_config(config)
-    image_processor.to_json_file(output_dir / "preprocessor_config.json")
+    _write_json_without_auto_map(output_dir / "preprocessor_config.json", image_processor.to_json_string())
     _write_info(output_dir, config, opset, with_index, tuple(reference.shape), external, size, max_diff, quantized_info)
     from .modelcard import write_model_card
 
@@ -425,7 +427,7 @@ def export_onnx(
         extra_text=("The folder holds `model.onnx`" + (" and the int8 `model_quantized.onnx`" if quantized_info else "")
                     + f" (checked against PyTorch with onnxruntime: max heatmap difference {max_diff:.2e}); "
                     "vitpose_hf runs it with onnxruntime (`pip install vitpose_hf onnxruntime`)."),
-        tags=["onnx"],
+        tags=["onnx"], usage="onnx",
     )
     return onnx_path
 
@@ -474,3 +476,9 @@ def copy_export_dir(source: str | os.PathLike, target: str | os.PathLike) -> Non
                  EXPORT_INFO_FILE_NAME, "config.json", "preprocessor_config.json"):
         if (source / name).is_file() and (source / name).resolve() != (target / name).resolve():
             shutil.copy2(source / name, target / name)
+
+
+def _write_json_without_auto_map(path: Path, text: str) -> None:
+    data = json.loads(text)
+    data.pop("auto_map", None)
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")

@@ -45,6 +45,7 @@ def model_card_text(
     extra_text: str | None = None,
     tags: Sequence[str] | None = None,
     transformers_format: bool = False,
+    usage: str = "pytorch",
 ) -> str:
     """The card's markdown (front matter included).
 
@@ -58,6 +59,8 @@ def model_card_text(
         tags: extra Hub tags.
         transformers_format: the folder is in transformers' own VitPose format (`convert
             --to-transformers`): `library_name: transformers` and a snippet with transformers' classes.
+        usage: `"pytorch"` (the default snippet) or `"onnx"` (an ONNX export: the pipeline runs it
+            with onnxruntime; no PyTorch weights, no code for trust_remote_code).
     """
     from huggingface_hub import ModelCard, ModelCardData
 
@@ -86,7 +89,13 @@ def model_card_text(
         lines += ["| metric | value |", "|---|---|"] + [f"| {k} | {v:.4f} |" for k, v in clean.items()] + [""]
     if extra_text:
         lines += [extra_text, ""]
-    lines += ["## Usage", ""] + (_transformers_usage(target) if transformers_format else _usage(target))
+    if transformers_format:
+        snippet = _transformers_usage(target)
+    elif usage == "onnx":
+        snippet = _onnx_usage(target)
+    else:
+        snippet = _usage(target)
+    lines += ["## Usage", ""] + snippet
     return str(ModelCard("\n".join(lines)))
 
 
@@ -107,6 +116,13 @@ def _usage(target: str) -> list[str]:
         "```",
         "",
     ]
+
+
+def _onnx_usage(target: str) -> list[str]:
+    lines = _usage(target)
+    lines[0] = ("Needs `pip install vitpose_hf onnxruntime`: the \"keypoint-detection\" pipeline runs `model.onnx` "
+                "with onnxruntime (the folder holds no PyTorch weights and no model code).")
+    return lines
 
 
 def _transformers_usage(target: str) -> list[str]:

@@ -593,7 +593,7 @@ class VitPosePreTrainedModel(PreTrainedModel):
         config = self.config
         had = "auto_map" in config.__dict__
         previous = config.__dict__.get("auto_map")
-        config.auto_map = {**(previous or {}), **_SAVED_AUTO_MAP}
+        config.auto_map = dict(_SAVED_AUTO_MAP)  # earlier entries may name files or repositories not saved here
         try:
             result = super().save_pretrained(save_directory, *args, **kwargs)
         finally:
@@ -601,7 +601,8 @@ class VitPosePreTrainedModel(PreTrainedModel):
                 config.auto_map = previous
             else:
                 del config.auto_map
-        stamp_saved_code(save_directory, sys.modules[type(self).__module__].__file__)
+        if kwargs.get("is_main_process", True):
+            stamp_saved_code(save_directory, sys.modules[type(self).__module__].__file__)
         return result
 
     @classmethod

@@ -172,33 +172,40 @@ class KeypointDetectionPipeline(Pipeline):
     # ------------------------------------------------------------------------------ setup
 
     def _resolve_processor(self, processor):
-        """Our processor for the model: the one given, else the model folder's
-        `preprocessor_config.json` read by our class, else a default of the model's input size.
-
-        `pipeline(...)` hands over whatever `AutoImageProcessor` made of the folder: for a
-        transformers checkpoint that is transformers' `VitPoseImageProcessor`, and for one saved by
-        vitpose_hf < 0.2 too (its `image_processor_type` was that same name). Either way the
-        folder's file is read again by our class (same fields, plus our `padding`), logged once.
+        """Our processor for the model: the one given (another class, e.g. transformers'
+        `VitPoseImageProcessor`, is converted, logged), else the model folder's
+        `preprocessor_config.json` read by our class (also a file written by vitpose_hf < 0.2,
+        whose `image_processor_type` is transformers' class name; a hub id's file is fetched like
+        any hub file), else a default of the model's input size.
         """
         from .image_processing_vitpose import VitPoseTopDownImageProcessor
 
         if isinstance(processor, VitPoseTopDownImageProcessor):
             return processor
-        source = getattr(self.model, "name_or_path", None) or getattr(self.model.config, "_name_or_path", None)
-        if source and os.path.isfile(os.path.join(str(source), "preprocessor_config.json")):
-            if processor is not None:
-                logger.info("reading %s/preprocessor_config.json with vitpose_hf's VitPoseTopDownImageProcessor "
-                            "(AutoImageProcessor gave %s)", source, type(processor).__name__)
-            return VitPoseTopDownImageProcessor.from_pretrained(source)
         if processor is not None and hasattr(processor, "to_dict"):
             logger.info("converting %s to vitpose_hf's VitPoseTopDownImageProcessor", type(processor).__name__)
             settings = {k: v for k, v in processor.to_dict().items() if not k.startswith("_")}
             settings.pop("image_processor_type", None)
             settings.pop("auto_map", None)
             return VitPoseTopDownImageProcessor.from_dict(settings)
+        source = getattr(self.model, "name_or_path", None) or getattr(self.model.config, "_name_or_path", None)
+        if source:
+            source = str(source)
+            if os.path.isdir(source):
+                if os.path.isfile(os.path.join(source, "preprocessor_config.json")):
+                    return VitPoseTopDownImageProcessor.from_pretrained(source)
+            else:
+                try:  # a hub id: its file when the repository has one (cached or downloadable)
+                    return VitPoseTopDownImageProcessor.from_pretrained(source)
+                except (OSError, ValueError) as err:
+                    logger.info("no preprocessor config for %s (%s)", source, err)
         processor = VitPoseTopDownImageProcessor.for_config(self.model.config)
         logger.info("no preprocessor config found; using a default processor for %s input", processor.crop_size)
         return processor
+
+    def _stream_in_chunks(self, inputs, batch_size: int, args, kwargs):
+        for chunk in _chunks(inputs, batch_size):
+            yield from self(chunk, *args, batch_size=batch_size, **kwargs)
 
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs) -> None:
         """Save the model and the image processor (with their code for `trust_remote_code=True`; not
@@ -440,6 +447,10 @@ class KeypointDetectionPipeline(Pipeline):
             # generator, so the result is an iterator, as for transformers' other vision pipelines
             inputs = (row for row in inputs)
         if not isinstance(inputs, list):
+            if batch_size is not None and int(batch_size) > 1 and not isinstance(inputs, (str, os.PathLike, dict)) \
+                    and hasattr(inputs, "__iter__") and not hasattr(inputs, "shape") and not hasattr(inputs, "size"):
+                # a stream with batch_size: chunks of images share forward passes, results one per image
+                return self._stream_in_chunks(inputs, int(batch_size), args, kwargs)
             return super().__call__(inputs, *args, **kwargs)
         if len(inputs) == 0:
             raise ValueError("got an empty list of images")
@@ -483,6 +494,17 @@ class KeypointDetectionPipeline(Pipeline):
                 offset += n
                 results.append(self.postprocess(part, **post))
         return results
+
+
+def _chunks(items, size: int):
+    chunk = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def _is_datasets_dataset(value) -> bool:

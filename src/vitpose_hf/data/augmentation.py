@@ -268,12 +268,16 @@ class TopDownTransform:
                 )
         n = len(batch["bbox"])
         # the image of each row: an `image` column (datasets.Image: PIL, bytes) wins over `image_path`;
-        # rows of one image share one decode (keyed by image id, else by path, else by row)
-        if "image" in batch:
-            ids = batch.get("image_id")
-            image_keys = [("id", ids[i]) if ids else ("row", i) for i in range(n)]
-        else:
+        # rows of one image share one decode (keyed by path, else by image id and file name, else by row)
+        if "image_path" in batch:
             image_keys = list(batch["image_path"])
+        else:
+            ids = batch.get("image_id") or [None] * n
+            image_keys = []
+            for i in range(n):
+                entry = batch["image"][i]
+                name = entry.get("path") if isinstance(entry, dict) else getattr(entry, "filename", None)
+                image_keys.append(("id", ids[i], name) if ids[i] is not None and ids[i] != -1 else ("row", i))
         paths = batch.get("image_path") or [f"image of row {i}" for i in range(n)]
         k = self.schema.num_keypoints
         ann_ids = batch.get("annotation_id") or list(range(n))

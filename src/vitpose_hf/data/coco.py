@@ -274,8 +274,11 @@ def rows_to_dataset(rows: list[dict[str, Any]], source: str, schema: KeypointSch
 
 
 def embed_images(ds: datasets.Dataset) -> datasets.Dataset:
-    """Add an `image` column (`datasets.Image`) with the encoded bytes of each row's `image_path`
-    (each file read once; rows of one image share its bytes)."""
+    """Add an `image` column (`datasets.Image`) with the encoded bytes of each row's `image_path`.
+
+    Each file is read once, but arrow stores the bytes once per person row, and the column is built
+    in memory: about (persons / images) x the images' size. Meant for evaluation sets and small
+    training sets."""
     cache: dict[str, bytes] = {}
 
     def read(path: str) -> bytes:

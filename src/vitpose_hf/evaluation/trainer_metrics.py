@@ -92,6 +92,9 @@ class CocoKeypointMetrics:
         for key in ("center", "scale", "bbox"):
             batch[key] = torch.as_tensor(np.stack([np.asarray(f[key], dtype=np.float64).reshape(-1) for f in features]))
         batch["image_id"] = torch.as_tensor([int(f["image_id"]) for f in features], dtype=torch.long)
+        if bool((batch["image_id"] < 0).any()):
+            raise ValueError("a sample has image_id -1 (rows without an image_id column): the metrics match "
+                             "predictions to the annotation file by image id")
         return batch
 
     def preprocess_logits_for_metrics(self, logits, labels) -> torch.Tensor:

@@ -137,12 +137,29 @@ def _load_saved_dataset(folder: str):
 
 
 def _saved_schema(ds, data_args) -> KeypointSchema:
-    """`--keypoint_schema`, else the known schema with the rows' keypoint count."""
-    from ..keypoint_schemas import schema_for_num_keypoints
+    """`--keypoint_schema`, else the schema `load_coco_keypoints` recorded in the dataset's
+    description, else the human schema with the rows' keypoint count (17 COCO, 16 MPII, ...); a
+    count two human schemas share (14: AIC and CrowdPose) needs `--keypoint_schema`."""
+    import re
+
+    from ..keypoint_schemas import SCHEMAS, schema_for_num_keypoints
 
     if data_args.keypoint_schema:
         return get_schema(data_args.keypoint_schema)
-    return schema_for_num_keypoints(len(ds[0]["keypoints"]) // 3)
+    count = len(ds[0]["keypoints"]) // 3
+    found = re.search(r"keypoint schema: (\S+)", ds.info.description or "")
+    if found:
+        try:
+            schema = get_schema(found.group(1))
+        except ValueError:
+            schema = None
+        if schema is not None and schema.num_keypoints == count:
+            return schema
+    human = sorted({s.name for s in SCHEMAS.values() if s.num_keypoints == count and s.name not in ("ap10k", "apt36k")})
+    if len(human) > 1 and "coco" not in human:
+        raise ValueError(f"--train_dataset_dir: rows with {count} keypoints match the schemas {human}; "
+                         "pass --keypoint_schema")
+    return schema_for_num_keypoints(count)
 
 
 def _schema_of(ds, spec: DatasetSpec) -> KeypointSchema:
@@ -224,6 +241,9 @@ def build_train_eval_data(data_args: DataArguments, image_size, heatmap_size, tr
             raise ValueError("give either --train_dataset_dir or --datasets / --train_annotations / --dataset, not both")
         saved = _load_saved_dataset(data_args.train_dataset_dir)
         specs = [DatasetSpec("saved", None, data_args.train_dataset_dir, 1.0, 0, _saved_schema(saved, data_args))]
+        if "dataset_index" in saved.column_names:  # one dataset is the main head, whatever the rows say
+            saved = saved.remove_columns("dataset_index")
+        saved = saved.add_column("dataset_index", [0] * len(saved))
     elif data_args.datasets:
         if data_args.train_annotations or data_args.dataset:
             raise ValueError("give either --datasets or --train_annotations / --dataset, not both")
@@ -575,7 +595,7 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
         if coco_eval is not None:
             try:  # the trained model is saved by now: a picture that cannot be drawn loses nothing
                 _write_predictions_picture(trainer, coco_eval, training_args.output_dir)
-            except (OSError, ValueError) as err:
+            except Exception as err:  # noqa: BLE001 - optional output; the run's results are saved
                 logger.warning("could not draw %s: %s", PREDICTIONS_PICTURE, err)
     global_step = trainer.state.global_step
     _finish_distributed(trainer)

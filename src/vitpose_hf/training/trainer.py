@@ -148,7 +148,7 @@ class MultiSchemaTransform:
                 t.set_epoch(epoch)
 
     def __call__(self, batch: dict[str, list]) -> dict[str, list]:
-        n = len(batch["image_path"])
+        n = len(next(iter(batch.values()))) if batch else 0  # any column: rows may lack image_path
         indices = [int(d) for d in batch.get("dataset_index", [0] * n)]
         groups: dict[int, list[int]] = {}
         for row, d in enumerate(indices):
