@@ -48,7 +48,7 @@ def test_predict_folder_writes_json_and_drawings(model_dir, image_dir, tmp_path)
     out = tmp_path / "out" / "pred.json"
     vis = tmp_path / "vis"
     rc = main(["predict", str(image_dir), "--model", str(model_dir), "--output", str(out), "--visualize", str(vis),
-               "--batch-size", "2", "--quiet"])  # fmt: skip
+               "--batch-size", "2", "--quiet", "--whole-image"])  # fmt: skip
     assert rc == 0
     payload = json.loads(out.read_text())
     assert payload["schema"] == "coco" and payload["keypoint_names"] == list(COCO.keypoints)
@@ -58,7 +58,7 @@ def test_predict_folder_writes_json_and_drawings(model_dir, image_dir, tmp_path)
     for rec in payload["images"]:
         with Image.open(rec["image"]) as im:
             w, h = im.size
-        assert len(rec["persons"]) == 1  # no boxes, no detector: the whole image
+        assert len(rec["persons"]) == 1  # --whole-image: the whole image is one person
         person = rec["persons"][0]
         assert person["bbox"] == [0.0, 0.0, float(w), float(h)]
         assert len(person["keypoints"]) == 17
@@ -98,7 +98,8 @@ def test_predict_matches_pipeline_and_no_flip(model_dir, image_dir, tmp_path):
 def test_predict_keeps_going_after_a_corrupt_image(model_dir, image_dir, tmp_path):
     (image_dir / "000000000004.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
     out = tmp_path / "pred.json"
-    rc = main(["predict", str(image_dir), "--model", str(model_dir), "--output", str(out), "--quiet", "--no-flip"])
+    rc = main(["predict", str(image_dir), "--model", str(model_dir), "--output", str(out), "--quiet", "--no-flip",
+               "--whole-image"])  # fmt: skip
     assert rc == 1
     records = json.loads(out.read_text())["images"]
     assert len(records) == 4

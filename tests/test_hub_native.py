@@ -309,3 +309,17 @@ def test_convert_to_transformers_writes_a_transformers_card_whose_snippet_runs_w
     code = re.search(r"```python\n(.*?)```", text, re.S).group(1).replace("path/to/this/folder", str(out))
     result = _run_without_vitpose_hf(code + "\nassert len(people[0][0]['keypoints']) == 17\n", tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_with_vitpose_hf_installed_no_loader_asks_to_run_the_folders_code(saved, monkeypatch, capsys):
+    """Before: transformers 5.25's pipeline() also looked for a video processor, derived
+    `VitPoseTopDownVideoProcessor` from the processor's auto_map and asked "Do you wish to run the
+    custom code? [y/N]" (a terminal user was prompted on every `vitpose-hf predict`)."""
+    folder = saved[0] / "pose"
+    monkeypatch.setattr("builtins.input", lambda *args: pytest.fail(f"asked to trust the folder's code: {args}"))
+    pipe = transformers.pipeline("keypoint-detection", model=str(folder))
+    assert isinstance(pipe.model, VitPoseForPoseEstimation) and pipe.image_processor.padding == pytest.approx(1.3)
+    assert isinstance(transformers.AutoModelForPoseEstimation.from_pretrained(folder), VitPoseForPoseEstimation)
+    assert isinstance(transformers.AutoImageProcessor.from_pretrained(folder), VitPoseTopDownImageProcessor)
+    assert isinstance(transformers.AutoProcessor.from_pretrained(folder), VitPoseTopDownImageProcessor)
+    assert "custom code" not in capsys.readouterr().out

@@ -251,7 +251,7 @@ def test_cli_predict_with_an_onnx_folder(cli_export, images, tmp_path):
     for name, extra in {"torch": ["--model", str(cli_export / "ckpt")], "onnx": ["--model", str(cli_export / "onnx")],
                         "int8": ["--model", str(cli_export / "onnx"), "--onnx-file", QUANTIZED_FILE_NAME]}.items():
         outs[name] = tmp_path / f"{name}.json"
-        assert main(["predict", *images, *extra, "--output", str(outs[name]), "--quiet"]) == 0
+        assert main(["predict", *images, *extra, "--output", str(outs[name]), "--quiet", "--whole-image"]) == 0
     torch_p, onnx_p, int8_p = (_persons(outs[n]) for n in ("torch", "onnx", "int8"))
     assert len(torch_p) == len(onnx_p) == len(int8_p) == 2
     for a, b in zip(torch_p, onnx_p):

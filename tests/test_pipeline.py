@@ -182,9 +182,9 @@ def test_keypoint_threshold(pipe, images):
     assert 0 < sum(len(p["keypoints"]) for p in cut) < scores.size
 
 
-def test_without_boxes_uses_whole_image(pipe, images):
+def test_whole_image_mode_takes_the_frame_as_one_person(pipe, images):
     image = images[1]
-    out = pipe(image)
+    out = pipe(image, whole_image=True)
     assert len(out) == 1 and out[0]["bbox"] == [0.0, 0.0, float(image.width), float(image.height)]
     expected = _by_hand(pipe.model, pipe.image_processor, image, [[0.0, 0.0, float(image.width), float(image.height)]])
     np.testing.assert_allclose(_as_arrays(out)[0][0], np.asarray(expected[0]["keypoints"]), atol=1e-4)
@@ -345,9 +345,9 @@ def test_random_boxes_never_give_nan(pipe):
 
 @pytest.mark.slow
 def test_huge_image(pipe):
-    """A 10000x10000 image: a person box and the whole-image fallback give finite keypoints."""
+    """A 10000x10000 image: a person box and whole-image mode give finite keypoints."""
     image = Image.fromarray(np.full((10000, 10000, 3), 100, np.uint8))
-    for boxes in ([[100.0, 200.0, 3000.0, 6000.0]], None):
-        out = pipe(image, boxes=boxes, flip_test=False)
+    for extra in ({"boxes": [[100.0, 200.0, 3000.0, 6000.0]]}, {"whole_image": True}):
+        out = pipe(image, **extra, flip_test=False)
         xy, scores = _as_arrays(out)
         assert xy.shape == (1, 17, 2) and np.all(np.isfinite(xy)) and np.all(np.isfinite(scores))

@@ -58,20 +58,20 @@ def test_a_datasets_dataset_and_a_key_dataset_stream(pipe, images):  # noqa: F81
     for mine, ref in zip(chunked, reference):
         for a, b in zip(mine, ref):
             assert [k["x"] for k in a["keypoints"]] == pytest.approx([k["x"] for k in b["keypoints"]], abs=1e-3)
-    # KeyDataset: images only, so each image is one whole-image person
-    whole = list(pipe(KeyDataset(table, "image")))
+    # KeyDataset: images only; in whole-image mode each image is one person
+    whole = list(pipe(KeyDataset(table, "image"), whole_image=True))
     assert [len(r) for r in whole] == [1, 1, 1]
     assert whole[0][0]["bbox"] == pytest.approx([0.0, 0.0, images[0].width, images[0].height])
 
 
-def test_without_boxes_or_detector_the_whole_image_fallback_warns_once(tiny_dir, images, caplog):  # noqa: F811
+def test_whole_image_mode_warns_once_per_pipeline(tiny_dir, images, caplog):  # noqa: F811
     import logging
 
     pipe = transformers.pipeline(TASK, model=str(tiny_dir), device="cpu")  # a fresh pipeline: its own warning
     with caplog.at_level(logging.WARNING, logger="vitpose_hf"):
-        first = pipe(images[0])
-        pipe(images[1])
+        first = pipe(images[0], whole_image=True)
+        pipe(images[1], whole_image=True)
         pipe(images[0], boxes=BOXES[0])
-    warned = [r for r in caplog.records if "no boxes and no detector" in r.getMessage()]
+    warned = [r for r in caplog.records if "whole_image=True" in r.getMessage()]
     assert len(warned) == 1 and "ONE person" in warned[0].getMessage()
     assert len(first) == 1 and first[0]["bbox"] == pytest.approx([0, 0, images[0].width, images[0].height])

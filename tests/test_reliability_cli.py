@@ -119,7 +119,7 @@ def test_predict_failure_midway_keeps_finished_images(model_dir, data, tmp_path,
 
     monkeypatch.setattr(visualization, "draw_keypoints", draw_then_fail)
     argv = ["predict", str(folder), "--model", str(model_dir), "--output", str(out), "--visualize", str(tmp_path / "vis"),
-            "--batch-size", "1", "--quiet", "--device", "cpu"]  # fmt: skip
+            "--batch-size", "1", "--quiet", "--device", "cpu", "--whole-image"]  # fmt: skip
     with pytest.raises(RuntimeError, match="2nd image"):
         main(argv)
     assert not out.exists()  # the final JSON is written whole or not at all

@@ -144,8 +144,14 @@ def _add_predict_arguments(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--boxes", help="person boxes JSON (COCO results, COCO annotations, or per-image lists)")
     source.add_argument(
-        "--detector", help="person detector: a YOLOX .onnx file or a transformers object-detection model id"
+        "--detector",
+        help="person detector: a YOLOX .onnx file or a transformers object-detection model id or folder "
+        "(default without --boxes: RT-DETR PekingU/rtdetr_r50vd_coco_o365, downloaded once into the Hugging Face cache)",
     )
+    source.add_argument(
+        "--whole-image", action="store_true",
+        help="no detector: each image is one person covering the whole frame (for images holding one person)",
+    )  # fmt: skip
     parser.add_argument("--detection-threshold", type=float, default=None, help="minimum person box score")
     parser.add_argument("--max-persons", type=int, default=None, help="at most this many persons per image")
     parser.add_argument(
@@ -236,6 +242,10 @@ def run_predict(args: argparse.Namespace) -> int:
     call_kwargs: dict[str, Any] = {"flip_test": not args.no_flip}
     if args.detector:
         call_kwargs["detector"] = args.detector
+    elif args.whole_image:
+        call_kwargs["whole_image"] = True
+    elif not args.boxes:
+        pipe.default_detector()  # loaded before the first image: offline, this stops here with the way out
     if args.detection_threshold is not None and not args.boxes:
         call_kwargs["detection_threshold"] = args.detection_threshold
     for key in ("max_persons", "keypoint_threshold", "dataset_index", "schema"):

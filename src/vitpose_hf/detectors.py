@@ -9,7 +9,9 @@ by decreasing score. Two implementations are provided:
 - `HFDetector`: a transformers "object-detection" pipeline (DETR, RT-DETR, ...), keeping the
   detections labelled "person".
 
-`build_detector(spec)` turns a path to a `.onnx` file, a transformers pipeline, a model id or an
+`load_default_detector()` loads the person detector the pipeline uses when it is given neither boxes
+nor a detector: `DEFAULT_DETECTOR`, the RT-DETR model transformers' VitPose documentation pairs with
+ViTPose. `build_detector(spec)` turns a path to a `.onnx` file, a transformers pipeline, a model id or an
 existing detector into a detector. `load_rgb_image` is the image loader shared by the pipeline,
 the CLI and the detectors (paths, URLs, PIL images and numpy arrays of any common mode).
 """
@@ -28,7 +30,29 @@ logger = logging.getLogger(__name__)
 
 Detection = dict  # {"bbox": [x, y, w, h], "score": float}
 
+#: The default person detector: RT-DETR R50-vd trained on COCO + Objects365 (80 COCO classes, label 0 is
+#: "person"), the detector transformers' VitPose documentation runs before ViTPose. Its cost and the
+#: light alternative (a YOLOX-nano ONNX file) are compared in docs/inference.md.
+DEFAULT_DETECTOR = "PekingU/rtdetr_r50vd_coco_o365"
+#: The hub revision of `DEFAULT_DETECTOR` that is loaded. Set `VITPOSE_HF_DETECTOR_REVISION` (a branch,
+#: tag or commit hash) to pin another one; the default follows the repository's main branch.
+DEFAULT_DETECTOR_REVISION = os.environ.get("VITPOSE_HF_DETECTOR_REVISION", "main")
+#: Minimum person score of the default detector (transformers' VitPose example uses 0.3).
+DEFAULT_DETECTOR_THRESHOLD = 0.3
+
+
+class DetectorUnavailableError(ValueError, OSError):
+    """The default person detector could not be loaded (offline, no cached copy, or its files are
+    damaged). The message says how to go on without it: `boxes=`, `detector=` or `whole_image=True`.
+    A `ValueError` (like the library's other input errors) and an `OSError` (like transformers'
+    "could not connect" errors)."""
+
 __all__ = [
+    "DEFAULT_DETECTOR",
+    "DEFAULT_DETECTOR_REVISION",
+    "DEFAULT_DETECTOR_THRESHOLD",
+    "DetectorUnavailableError",
+    "load_default_detector",
     "BaseDetector",
     "YoloxOnnxDetector",
     "HFDetector",
@@ -395,15 +419,13 @@ class HFDetector(BaseDetector):
         device: Any = None,
     ):
         if isinstance(detector, (str, os.PathLike)):
-            from transformers import pipeline
-
             name = os.fspath(detector)
             if _detector_location_kind(name) != "transformers":
                 raise ValueError(f"HFDetector needs a model folder or hub id, got the ONNX file {name!r}; "
                                  "use YoloxOnnxDetector (or build_detector) for it")
             kwargs = {} if device is None else {"device": device}
             try:
-                detector = pipeline("object-detection", model=name, **kwargs)
+                detector = _object_detection_pipeline(name, **kwargs)
             except (OSError, ValueError) as err:
                 raise ValueError(f"could not build an object-detection pipeline from {name!r}: {err}") from err
         if not callable(detector):
@@ -443,6 +465,60 @@ class HFDetector(BaseDetector):
         if not boxes:
             return []
         return _finish(np.asarray(boxes, dtype=np.float64), np.asarray(scores), image.width, image.height, None)
+
+
+def _object_detection_pipeline(model: str, **kwargs) -> Any:
+    """transformers' object-detection pipeline for a model id or folder (the one place both
+    `HFDetector` and `load_default_detector` build it)."""
+    from transformers import pipeline
+
+    return pipeline("object-detection", model=model, **kwargs)
+
+
+def load_default_detector(
+    model: str | os.PathLike | None = None,
+    revision: str | None = None,
+    device: Any = None,
+    score_threshold: float = DEFAULT_DETECTOR_THRESHOLD,
+    max_detections: int | None = None,
+) -> HFDetector:
+    """Load the default person detector (`DEFAULT_DETECTOR` at `DEFAULT_DETECTOR_REVISION`).
+
+    The weights are downloaded on first use and then read from the Hugging Face cache like any hub
+    model (about 170 MB). The person class is the model's label 0 (its `id2label[0]`).
+
+    Args:
+        model: another model id or folder to load instead (an RT-DETR or any object-detection model
+            whose label 0 is the person class).
+        revision: hub revision (default `DEFAULT_DETECTOR_REVISION`).
+        device: device of the detector (default: CPU).
+        score_threshold: minimum person score (default 0.3).
+        max_detections: keep at most this many persons.
+
+    Raises:
+        DetectorUnavailableError: the model cannot be loaded (offline with no cached copy, a missing
+            folder, damaged files); the message names the model and says how to pass `boxes=`,
+            `detector=` or `whole_image=True` instead.
+    """
+    name = os.fspath(model) if model is not None else DEFAULT_DETECTOR
+    revision = DEFAULT_DETECTOR_REVISION if revision is None else revision
+    kwargs: dict[str, Any] = {} if device is None else {"device": device}
+    if not os.path.isdir(name):
+        kwargs["revision"] = revision
+    try:
+        pipe = _object_detection_pipeline(name, **kwargs)
+    except (OSError, ValueError, ImportError) as err:
+        where = f"{name!r}" + (f" (revision {revision!r})" if "revision" in kwargs else "")
+        raise DetectorUnavailableError(
+            f"the default person detector {where} could not be loaded: {err}\n"
+            "Without it, pass person boxes (boxes=[[x, y, w, h], ...]; CLI: --boxes FILE), another detector "
+            "(detector='path/to/yolox_nano.onnx', a local object-detection model folder or a function; CLI: "
+            "--detector), or take each image as one person with whole_image=True (CLI: --whole-image). Once "
+            "it has been downloaded (online, or copied into the Hugging Face cache) it loads offline."
+        ) from err
+    label0 = str(pipe.model.config.id2label.get(0, "person"))
+    logger.info("loaded the default person detector %s (person label %r, score >= %.2f)", name, label0, score_threshold)
+    return HFDetector(pipe, score_threshold=score_threshold, max_detections=max_detections, person_labels=(label0,))
 
 
 class CallableDetector(BaseDetector):

@@ -8,8 +8,9 @@ people = pipe("photo.jpg", boxes=[[x, y, w, h], ...])
 ```
 
 works for vitpose_hf checkpoints and for transformers-format VitPose checkpoints (loaded into
-`vitpose_hf.VitPoseForPoseEstimation`). Flow per image: person boxes (given, from a detector, or
-the whole image) -> `VitPoseTopDownImageProcessor` crops -> model heatmaps (optionally with flip test)
+`vitpose_hf.VitPoseForPoseEstimation`). Flow per image: person boxes (given; from the detector
+passed; else from the default RT-DETR detector; or the whole image with `whole_image=True`) ->
+`VitPoseTopDownImageProcessor` crops -> model heatmaps (optionally with flip test)
 -> decoding back to image coordinates.
 """
 
@@ -24,7 +25,7 @@ import numpy as np
 import torch
 from transformers import Pipeline
 
-from .detectors import BaseDetector, build_detector
+from .detectors import DEFAULT_DETECTOR, BaseDetector, build_detector, load_default_detector
 from .keypoint_schemas import SCHEMAS, KeypointSchema, get_schema
 from .inference import InferenceModelCache
 
@@ -129,8 +130,16 @@ class KeypointDetectionPipeline(Pipeline):
             list means "nobody here" and gives `[]`.
         box_scores: optional detection score per box (same nesting as `boxes`); default 1.0.
         detector: used when `boxes` is not given: a transformers object-detection pipeline, a model
-            id, a path to a YOLOX `.onnx` file, or a `vitpose_hf.detectors.BaseDetector`. Without
-            a detector the whole image is one box.
+            id, a path to a YOLOX `.onnx` file, a `vitpose_hf.detectors.BaseDetector` or a function
+            image -> detections. With neither `boxes` nor `detector` (nor `whole_image`), the
+            default person detector `vitpose_hf.detectors.DEFAULT_DETECTOR` (RT-DETR R50-vd,
+            COCO + Objects365, person score >= 0.3) is loaded on first use, kept by the pipeline
+            and read from the Hugging Face cache after its first download. Offline without a cached
+            copy that raises `vitpose_hf.detectors.DetectorUnavailableError` (a `ValueError`)
+            saying how to pass `boxes=`, `detector=` or `whole_image=True`.
+        whole_image (`bool`, default False): take each image as ONE person covering the whole frame
+            (no detector; for crops that already hold one person). Warns once per pipeline, as a
+            crowd would become one person.
         detection_threshold: minimum person detection score (default: the detector's own).
         max_persons: keep at most this many detections per image (highest scores first).
         flip_test (`bool`, default True): average the heatmaps of each crop and its mirror image.
@@ -158,11 +167,15 @@ class KeypointDetectionPipeline(Pipeline):
     _load_image_processor = False
     _load_feature_extractor = False
     _load_tokenizer = False
+    # transformers >= 5.25 otherwise tries a video processor, derives its class from our processor's
+    # auto_map (a class that does not exist) and asks whether to run the folder's custom code
+    _load_video_processor = False
 
     def __init__(self, model, image_processor=None, **kwargs):
         _check_pose_model(model)
-        self._warned_whole_image = False  # the whole-image fallback warns once per pipeline
+        self._warned_whole_image = False  # whole-image mode warns once per pipeline
         self._detector_cache: dict[str, BaseDetector] = {}
+        self._default_detector: BaseDetector | None = None
         # the network runs as a swapped, weight-sharing copy (optimize_for_inference's fast paths),
         # rebuilt whenever self.model's weights change; self.model itself is never altered
         self._inference_models = InferenceModelCache()
@@ -219,6 +232,15 @@ class KeypointDetectionPipeline(Pipeline):
         self.model.save_pretrained(save_directory, **kwargs)
         self.image_processor.save_pretrained(save_directory, **kwargs)
 
+    def default_detector(self) -> BaseDetector:
+        """The default person detector (`vitpose_hf.detectors.DEFAULT_DETECTOR`), loaded on the first
+        call and then kept; `DetectorUnavailableError` when it cannot be loaded (offline, not cached)."""
+        if self._default_detector is None:
+            logger.info("no boxes and no detector given: loading the default person detector %s", DEFAULT_DETECTOR)
+            device = self.device if getattr(self.device, "type", "cpu") != "meta" else None
+            self._default_detector = load_default_detector(device=device)
+        return self._default_detector
+
     def _get_detector(self, spec):
         if spec is None or isinstance(spec, BaseDetector):
             return spec
@@ -234,6 +256,7 @@ class KeypointDetectionPipeline(Pipeline):
         boxes=None,
         box_scores=None,
         detector=None,
+        whole_image=None,
         detection_threshold=None,
         max_persons=None,
         flip_test=None,
@@ -253,6 +276,13 @@ class KeypointDetectionPipeline(Pipeline):
             pre["box_scores"] = box_scores
         if detector is not None:
             pre["detector"] = self._get_detector(detector)
+        if whole_image is not None:
+            if not isinstance(whole_image, (bool, np.bool_)):
+                raise ValueError(f"whole_image must be True or False, got {whole_image!r}")
+            if whole_image and (boxes is not None or detector is not None):
+                given = "boxes" if boxes is not None else "detector"
+                raise ValueError(f"whole_image=True takes each image as one person: it cannot be combined with {given}=")
+            pre["whole_image"] = bool(whole_image)
         if detection_threshold is not None:
             if not 0.0 <= float(detection_threshold) <= 1.0:
                 raise ValueError(f"detection_threshold must be in [0, 1], got {detection_threshold}")
@@ -334,6 +364,7 @@ class KeypointDetectionPipeline(Pipeline):
         boxes=None,
         box_scores=None,
         detector=None,
+        whole_image=False,
         detection_threshold=None,
         max_persons=None,
         timeout=None,
@@ -359,7 +390,9 @@ class KeypointDetectionPipeline(Pipeline):
                 scores = np.asarray(box_scores, dtype=np.float64).reshape(-1)
                 if scores.shape[0] != arr.shape[0]:
                     raise ValueError(f"{arr.shape[0]} boxes but {scores.shape[0]} box_scores")
-        elif detector is not None:
+        elif detector is not None or not whole_image:
+            if detector is None:
+                detector = self.default_detector()
             dets = detector(_rgb_to_pil(rgb), score_threshold=detection_threshold, max_detections=max_persons)
             arr = np.asarray([d["bbox"] for d in dets], dtype=np.float64).reshape(-1, 4)
             scores = np.asarray([d["score"] for d in dets], dtype=np.float64)
@@ -369,9 +402,9 @@ class KeypointDetectionPipeline(Pipeline):
             if not self._warned_whole_image:
                 self._warned_whole_image = True
                 logger.warning(
-                    "no boxes and no detector: each image is taken as ONE person covering the whole frame "
-                    "(a crowd becomes one person); pass boxes=[[x, y, w, h], ...] or a person detector, "
-                    "e.g. detector='path/to/yolox_nano.onnx' or a transformers object-detection model id"
+                    "whole_image=True: each image is taken as ONE person covering the whole frame (a crowd "
+                    "becomes one person); for images of several people pass boxes=[[x, y, w, h], ...] or leave "
+                    "the person detector on"
                 )
             arr, scores = np.asarray([[0.0, 0.0, float(width), float(height)]]), np.ones(1)
         if max_persons is not None and len(arr) > max_persons:
@@ -459,6 +492,8 @@ class KeypointDetectionPipeline(Pipeline):
         for name, value in (("boxes", boxes), ("box_scores", box_scores)):
             if value is not None and len(value) != len(inputs):
                 raise ValueError(f"{name} must hold one entry per image: {len(inputs)} images, {len(value)} entries")
+        if boxes is not None and kwargs.get("whole_image"):
+            raise ValueError("whole_image=True takes each image as one person: it cannot be combined with boxes=")
         pre, fwd, post = self._sanitize_parameters(**kwargs)
         pre = {**self._preprocess_params, **pre}
         fwd = {**self._forward_params, **fwd}
