@@ -37,22 +37,26 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
 from vitpose_hf import VitPoseConfig
-from vitpose_hf.modeling_vitpose_mae import VitPoseForMaskedImageModeling, load_mae_checkpoint_into_backbone
+from vitpose_hf.configuration_vitpose import PRESETS
+from vitpose_hf.modeling_vitpose_mae import (
+    MAE_CONFIG_DEFAULTS,
+    VitPoseForMaskedImageModeling,
+    load_mae_checkpoint_into_backbone,
+)
 from vitpose_hf.training.param_groups import make_adamw
 
 logger = logging.getLogger("run_mae")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
-STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
-# name -> (hidden, layers, heads, decoder hidden, decoder layers, decoder heads); "tiny" is for CPU runs
-MODEL_SIZES = {
-    "tiny": (64, 4, 4, 64, 2, 4),
-    "small": (384, 12, 12, 256, 4, 8),
-    "base": (768, 12, 12, 512, 8, 16),
-    "large": (1024, 24, 16, 512, 8, 16),
-    "huge": (1280, 32, 16, 512, 8, 16),
-}
+MEAN = np.array(IMAGENET_DEFAULT_MEAN, dtype=np.float32)
+STD = np.array(IMAGENET_DEFAULT_STD, dtype=np.float32)
+# Encoders: the presets of VitPoseConfig (PRESETS), plus "tiny" for CPU runs. Decoders: the MAE
+# defaults (MAE_CONFIG_DEFAULTS, 512 wide, 8 layers, 16 heads) except for the two small encoders.
+TINY_ENCODER = (64, 4, 4)  # hidden, layers, heads
+SMALL_DECODERS = {"tiny": (64, 2, 4), "small": (256, 4, 8)}  # hidden, layers, heads
+MODEL_SIZES = ("tiny", *PRESETS)
 
 
 # ----------------------------------------------------------------------------- data
@@ -216,7 +220,11 @@ def build_items(args, is_main_process: bool = True) -> list:
 
 # ----------------------------------------------------------------------------- model
 def build_config(args) -> VitPoseConfig:
-    hidden, layers, heads, dec_hidden, dec_layers, dec_heads = MODEL_SIZES[args.model_size]
+    hidden, layers, heads = TINY_ENCODER if args.model_size == "tiny" else PRESETS[args.model_size][:3]
+    dec_hidden, dec_layers, dec_heads = SMALL_DECODERS.get(args.model_size, (
+        MAE_CONFIG_DEFAULTS["mae_decoder_hidden_size"], MAE_CONFIG_DEFAULTS["mae_decoder_num_hidden_layers"],
+        MAE_CONFIG_DEFAULTS["mae_decoder_num_attention_heads"],
+    ))  # fmt: skip
     return VitPoseConfig(
         image_size=args.image_size, patch_size=args.patch_size, hidden_size=hidden, num_hidden_layers=layers,
         num_attention_heads=heads, drop_path_rate=0.0,
@@ -274,7 +282,7 @@ def parse_args(argv=None):
     data.add_argument("--min_crop_scale", type=float, default=0.2)
     data.add_argument("--num_workers", type=int, default=4)
     model = p.add_argument_group("model")
-    model.add_argument("--model_size", choices=sorted(MODEL_SIZES), default="base")
+    model.add_argument("--model_size", choices=MODEL_SIZES, default="base")
     model.add_argument("--patch_size", type=int, default=16)
     model.add_argument("--decoder_hidden_size", type=int, default=None)
     model.add_argument("--decoder_num_layers", type=int, default=None)

@@ -16,15 +16,13 @@ from typing import Any
 
 from transformers import PretrainedConfig
 
+from .keypoint_schemas import COCO
+
 logger = logging.getLogger(__name__)
 
 MODEL_TYPE = "vitpose_hf"
 
-COCO_KEYPOINT_NAMES = (
-    "nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
-    "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip", "left_knee",
-    "right_knee", "left_ankle", "right_ankle",
-)  # fmt: skip
+COCO_KEYPOINT_NAMES = COCO.keypoints
 
 # Defaults of transformers' VitPoseBackboneConfig / VitPoseConfig. A config.json written by
 # transformers only stores values that differ from these, so they fill the gaps when we read one.

@@ -136,27 +136,16 @@ CROWDPOSE = KeypointSchema(
 )  # fmt: skip
 
 
+# OCHuman annotates COCO's 17 keypoints; only the name (and the dataset) differ.
 OCHUMAN = KeypointSchema(
     name="ochuman",
-    keypoints=(
-        "nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
-        "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip", "left_knee",
-        "right_knee", "left_ankle", "right_ankle",
-    ),
-    flip_pairs=(
-        (1, 2), (3, 4), (5, 6), (7, 8), (9, 10), (11, 12), (13, 14), (15, 16),
-    ),
-    skeleton=(
-        (15, 13), (13, 11), (16, 14), (14, 12), (11, 12), (5, 11), (6, 12), (5, 6), (5, 7), (6, 8), (7, 9),
-        (8, 10), (1, 2), (0, 1), (0, 2), (1, 3), (2, 4), (3, 5), (4, 6),
-    ),
-    sigmas=(
-        0.026, 0.025, 0.025, 0.035, 0.035, 0.079, 0.079, 0.072, 0.072, 0.062, 0.062, 0.107, 0.107, 0.087,
-        0.087, 0.089, 0.089,
-    ),
+    keypoints=COCO.keypoints,
+    flip_pairs=COCO.flip_pairs,
+    skeleton=COCO.skeleton,
+    sigmas=COCO.sigmas,
     dataset_index=None,
-    upper_body=(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10),
-)  # fmt: skip
+    upper_body=COCO.upper_body,
+)
 
 
 AP10K = KeypointSchema(
@@ -185,10 +174,8 @@ AP10K = KeypointSchema(
 
 COCO_WHOLEBODY = KeypointSchema(
     name="coco_wholebody",
-    keypoints=(
-        "nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
-        "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip", "left_knee",
-        "right_knee", "left_ankle", "right_ankle", "left_big_toe", "left_small_toe", "left_heel",
+    keypoints=COCO.keypoints + (
+        "left_big_toe", "left_small_toe", "left_heel",
         "right_big_toe", "right_small_toe", "right_heel", "face-0", "face-1", "face-2", "face-3", "face-4",
         "face-5", "face-6", "face-7", "face-8", "face-9", "face-10", "face-11", "face-12", "face-13",
         "face-14", "face-15", "face-16", "face-17", "face-18", "face-19", "face-20", "face-21", "face-22",

@@ -35,6 +35,7 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 import torch
+from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 from .. import geometry
 from ..keypoint_schemas import KeypointSchema, get_schema
@@ -44,8 +45,9 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["TopDownTransform", "load_image", "decode_image_entry", "IMAGENET_MEAN", "IMAGENET_STD"]
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+# the normalisation of ImageNet-pre-trained backbones, as transformers defines it (the processor's default too)
+IMAGENET_MEAN = tuple(IMAGENET_DEFAULT_MEAN)
+IMAGENET_STD = tuple(IMAGENET_DEFAULT_STD)
 
 
 def load_image(path: str, annotation_id: Any = None) -> torch.Tensor:
