@@ -45,3 +45,54 @@ def test_the_mae_example_sizes_its_encoders_with_the_presets():
         preset = VitPoseConfig.from_preset(size)
         assert (config.hidden_size, config.num_hidden_layers, config.num_attention_heads) == (
             preset.hidden_size, preset.num_hidden_layers, preset.num_attention_heads)
+
+
+def test_one_joints_mse_loss_serves_the_model_and_both_trainers(tmp_path):
+    """Before: the model, VitPoseTrainer and DistillationTrainer computed it in two functions, and
+    DistillationTrainer raised on a padded mixed-dataset batch (and ran the model's loss for nothing)."""
+    import torch
+    from conftest import TINY_PLUS, tiny_config_kwargs
+    from transformers import TrainingArguments
+
+    from vitpose_hf import VitPoseConfig, VitPoseForPoseEstimation, losses, modeling_vitpose
+    from vitpose_hf.distillation import DistillationTrainer
+    from vitpose_hf.training.trainer import VitPoseTrainer, batch_keypoint_counts
+
+    assert modeling_vitpose.joints_mse_loss is losses.joints_mse_loss
+    assert _files_matching(r"def joints_mse_loss|def heatmap_distillation_loss") == ["src/vitpose_hf/losses.py"]
+
+    torch.manual_seed(0)
+    config = tiny_config_kwargs(**TINY_PLUS)
+    student = VitPoseForPoseEstimation(VitPoseConfig(**config)).train()
+    teacher = VitPoseForPoseEstimation(VitPoseConfig(**config)).eval()
+    pixels = torch.rand(3, 3, 64, 48)
+    index = torch.tensor([0, 1, 2])  # heads of 17, 14 and 16 keypoints in one batch
+    h, w = student(pixels[:1]).heatmaps.shape[2:]
+    labels = torch.rand(3, 17, h, w)
+    weight = torch.ones(3, 17)
+    for row, k in ((1, 14), (2, 16)):
+        labels[row, k:] = 0
+        weight[row, k:] = 0
+    inputs = {"pixel_values": pixels, "dataset_index": index, "labels": labels, "target_weight": weight}
+    counts = batch_keypoint_counts(student, index)
+    assert counts.tolist() == [17, 14, 16]
+
+    args = TrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True)
+    with torch.no_grad():
+        heat = student(pixel_values=pixels, dataset_index=index).heatmaps
+        teacher_heat = teacher(pixel_values=pixels, dataset_index=index).heatmaps
+        own = [((heat[b, :k] - labels[b, :k]) ** 2).mean() for b, k in enumerate((17, 14, 16))]
+        distilled = [((heat[b, :k] - teacher_heat[b, :k]) ** 2).mean() for b, k in enumerate((17, 14, 16))]
+        expected_gt = torch.stack(own).mean()
+        expected_distill = torch.stack(distilled).mean()
+        pose_trainer = VitPoseTrainer(model=student, args=args)
+        torch.testing.assert_close(pose_trainer.compute_loss(student, inputs), expected_gt, rtol=1e-6, atol=0)
+        distill_trainer = DistillationTrainer(model=student, args=args, teacher_model=teacher, alpha=0.5)
+        torch.testing.assert_close(distill_trainer.compute_loss(student, inputs), expected_gt + 0.5 * expected_distill,
+                                   rtol=1e-6, atol=0)
+    # one head, all samples 17 keypoints: the per-sample mean equals the model's own loss within 1e-6
+    single = {"pixel_values": pixels, "labels": labels[:, :17].clone(), "target_weight": torch.ones(3, 17)}
+    with torch.no_grad():
+        own_loss = student(**single).loss
+        merged = losses.joints_mse_loss(student(pixels).heatmaps, single["labels"], single["target_weight"], [17, 17, 17])
+    torch.testing.assert_close(merged, own_loss, rtol=1e-6, atol=0)

@@ -24,7 +24,9 @@ from torch import nn
 from transformers import Trainer
 
 from .configuration_vitpose import VitPoseConfig
-from .modeling_vitpose import VitPoseForPoseEstimation, joints_mse_loss
+from .losses import DistillationLosses, distillation_loss, heatmap_distillation_loss
+from .modeling_vitpose import VitPoseForPoseEstimation
+from .training.trainer import batch_keypoint_counts
 
 logger = logging.getLogger(__name__)
 
@@ -41,62 +43,6 @@ __all__ = [
 ]
 
 
-# ----------------------------------------------------------------------------- losses
-def heatmap_distillation_loss(
-    student_heatmaps: torch.Tensor, teacher_heatmaps: torch.Tensor, target_weight: torch.Tensor | None = None
-) -> torch.Tensor:
-    """Output distillation: JointsMSE between the student's and the (detached) teacher's heatmaps.
-
-    Args:
-        student_heatmaps: `(B, K, h, w)`.
-        teacher_heatmaps: `(B, K, h, w)`; no gradient flows into it.
-        target_weight: optional `(B, K)` or `(B, K, 1)` joint weights (default: every joint counts,
-            the teacher has an opinion on unlabeled joints too).
-
-    Returns:
-        scalar: `mean((w * (student - teacher))^2)`.
-    """
-    if student_heatmaps.shape != teacher_heatmaps.shape:
-        raise ValueError(
-            f"student heatmaps {tuple(student_heatmaps.shape)} and teacher heatmaps "
-            f"{tuple(teacher_heatmaps.shape)} must have the same shape"
-        )
-    return joints_mse_loss(student_heatmaps, teacher_heatmaps.detach(), target_weight)
-
-
-class DistillationLosses(NamedTuple):
-    """`total = ground_truth + alpha * distillation` (`ground_truth` is None without labels)."""
-
-    total: torch.Tensor
-    ground_truth: torch.Tensor | None
-    distillation: torch.Tensor
-
-
-def distillation_loss(
-    student_heatmaps: torch.Tensor,
-    teacher_heatmaps: torch.Tensor,
-    labels: torch.Tensor | None = None,
-    target_weight: torch.Tensor | None = None,
-    alpha: float = 1.0,
-    weight_distillation: bool = False,
-) -> DistillationLosses:
-    """Ground-truth JointsMSE plus `alpha` times the heatmap distillation term.
-
-    Args:
-        student_heatmaps, teacher_heatmaps: `(B, K, h, w)`.
-        labels: `(B, K, h, w)` ground-truth heatmaps, or None (pure distillation, e.g. unlabeled data).
-        target_weight: `(B, K)` joint weights of the ground-truth term.
-        alpha: weight of the distillation term (>= 0).
-        weight_distillation: also apply `target_weight` to the distillation term.
-    """
-    if alpha < 0:
-        raise ValueError(f"alpha must be >= 0, got {alpha}")
-    distill = heatmap_distillation_loss(
-        student_heatmaps, teacher_heatmaps, target_weight if weight_distillation else None
-    )
-    gt = joints_mse_loss(student_heatmaps, labels.to(student_heatmaps.dtype), target_weight) if labels is not None else None
-    total = alpha * distill if gt is None else gt + alpha * distill
-    return DistillationLosses(total, gt, distill)
 
 
 # ----------------------------------------------------------------------------- knowledge tokens
@@ -271,8 +217,8 @@ def _repeat(loader: Iterable) -> Iterable:
 class DistillationTrainer(Trainer):
     """`transformers.Trainer` adding heatmap distillation from a teacher to the student's loss.
 
-    `loss = gt_loss + alpha * MSE(student_heatmaps, teacher_heatmaps)` (the ground-truth term is
-    the model's own loss when the batch has `labels`). The teacher runs in eval mode without
+    `loss = gt_loss + alpha * MSE(student_heatmaps, teacher_heatmaps)` (the ground-truth term
+    when the batch has `labels`: `vitpose_hf.losses.joints_mse_loss`, as `VitPoseTrainer` computes it). The teacher runs in eval mode without
     gradients, on the student's device; the student's knowledge tokens stay frozen unless
     `freeze_student_tokens=False`.
 
@@ -297,7 +243,11 @@ class DistillationTrainer(Trainer):
         self.alpha = float(alpha)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        """Student forward, teacher forward (no grad), `gt + alpha * distillation`; logs both terms."""
+        """Student forward, teacher forward (no grad), `gt + alpha * distillation`; logs both terms.
+        The ground-truth term counts each sample's own keypoints in mixed-dataset batches."""
+        inputs = dict(inputs)
+        labels = inputs.pop("labels", None)  # the loss is computed here, not (again) in the forward
+        target_weight = inputs.pop("target_weight", None)
         outputs = model(**inputs)
         pixel_values = inputs["pixel_values"]
         teacher_param = next(self.teacher_model.parameters())
@@ -308,8 +258,8 @@ class DistillationTrainer(Trainer):
                 pixel_values=pixel_values, dataset_index=inputs.get("dataset_index")
             ).heatmaps
         losses = distillation_loss(
-            outputs.heatmaps, teacher_heatmaps.to(outputs.heatmaps.dtype), inputs.get("labels"),
-            inputs.get("target_weight"), alpha=self.alpha,
+            outputs.heatmaps, teacher_heatmaps.to(outputs.heatmaps.dtype), labels, target_weight, alpha=self.alpha,
+            num_keypoints=batch_keypoint_counts(model, inputs.get("dataset_index")),
         )
         if model.training and self.state.global_step % max(self.args.logging_steps, 1) == 0:
             logs = {"distillation_loss": float(losses.distillation.detach())}

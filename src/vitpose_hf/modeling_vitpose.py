@@ -35,6 +35,7 @@ from transformers.utils import ModelOutput
 
 from .attention import AttentionKind, build_attention_mask_fn, sdpa_or_eager_attention
 from .configuration_vitpose import VitPoseConfig
+from .losses import joints_mse_loss
 from .saved_code import package_attr, stamp_saved_code
 
 logger = logging.getLogger(__name__)
@@ -158,38 +159,6 @@ def flip_heatmaps(
     if shift:
         out = torch.cat([out[..., :1], out[..., :-1]], dim=-1)
     return out
-
-
-def joints_mse_loss(
-    heatmaps: torch.Tensor, labels: torch.Tensor, target_weight: torch.Tensor | None = None
-) -> torch.Tensor:
-    """The official JointsMSELoss with target weight: mean over joints of MSE(pred * w, gt * w).
-
-    Args:
-        heatmaps: `(B, K, h, w)` predictions.
-        labels: `(B, K, h, w)` target heatmaps.
-        target_weight: `(B, K)` or `(B, K, 1)` per-joint weights (0 for unlabeled joints), or None.
-
-    Returns:
-        scalar loss. Each joint's MSE is a mean over B*h*w values, so the mean over joints equals the
-        mean over all elements. A batch of 0 crops has loss 0 (still connected to the graph, so
-        `backward()` gives zero gradients), not the NaN of an empty mean.
-    """
-    if labels.shape != heatmaps.shape:
-        raise ValueError(f"labels must have the heatmaps' shape {tuple(heatmaps.shape)}, got {tuple(labels.shape)}")
-    diff = heatmaps.float() - labels.float()
-    if target_weight is not None:
-        weight = target_weight.float()
-        if weight.ndim == 3 and weight.shape[-1] == 1:
-            weight = weight[..., 0]
-        if weight.shape != heatmaps.shape[:2]:
-            raise ValueError(
-                f"target_weight must be (B, K) = {tuple(heatmaps.shape[:2])} or (B, K, 1), got {tuple(target_weight.shape)}"
-            )
-        diff = diff * weight[:, :, None, None]
-    if diff.numel() == 0:
-        return diff.sum()
-    return diff.pow(2).mean()
 
 
 def drop_path(x: torch.Tensor, drop_prob: float, training: bool) -> torch.Tensor:

@@ -29,9 +29,11 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import torch
+from torch import nn
 from transformers import Trainer, TrainerCallback
 
 from ..data import PoseDataCollator
+from ..losses import joints_mse_loss
 from .param_groups import build_param_groups, unwrap_vitpose
 from .schedule import official_lr_lambda
 
@@ -42,6 +44,7 @@ __all__ = [
     "PaddingPoseCollator",
     "MultiSchemaTransform",
     "multi_dataset_pose_loss",
+    "batch_keypoint_counts",
     "SetEpochCallback",
     "StepDelayCallback",
     "state_dict_digest",
@@ -59,47 +62,26 @@ def multi_dataset_pose_loss(
     target_weight: torch.Tensor | None,
     num_keypoints: torch.Tensor | Sequence[int] | None = None,
 ) -> torch.Tensor:
-    """JointsMSELoss where sample `b` only counts its first `num_keypoints[b]` channels.
-
-    Per sample: `sum_k<K_b w_bk^2 * sum_hw (pred - gt)^2 / (K_b * h * w)`; the loss is the mean over
-    the batch. With every `K_b = K` this is exactly `joints_mse_loss` (mean over all elements).
+    """`vitpose_hf.losses.joints_mse_loss` with per-sample keypoint counts, which default to the
+    channels the heatmaps and the labels share (the name training code used before the merge).
 
     Args:
-        heatmaps: `(B, Kp, h, w)` predictions (Kp may be smaller than the labels' K when the whole
-            batch comes from one smaller head; the cut channels must have zero weight).
-        labels: `(B, K, h, w)` targets, padded with zeros past each sample's own K.
-        target_weight: `(B, K)` or `(B, K, 1)` joint weights (zeros on padding), or None (ones).
-        num_keypoints: `(B,)` own keypoint count of each sample; None: all channels count.
-
-    Returns:
-        scalar loss.
+        heatmaps: `(B, Kp, h, w)`; labels: `(B, K, h, w)` padded with zeros past each sample's K;
+        target_weight: `(B, K)` / `(B, K, 1)` or None; num_keypoints: `(B,)` or None.
     """
-    if heatmaps.ndim != 4 or labels.ndim != 4:
-        raise ValueError(f"heatmaps and labels must be (B, K, h, w), got {tuple(heatmaps.shape)} and {tuple(labels.shape)}")
-    batch, k_pred = heatmaps.shape[:2]
-    if labels.shape[0] != batch or labels.shape[2:] != heatmaps.shape[2:]:
-        raise ValueError(f"labels {tuple(labels.shape)} do not match heatmaps {tuple(heatmaps.shape)}")
-    k_lab = labels.shape[1]
-    weight = torch.ones(labels.shape[:2], device=labels.device) if target_weight is None else target_weight.float()
-    if weight.ndim == 3:
-        weight = weight[..., 0]
-    if weight.shape != labels.shape[:2]:
-        raise ValueError(f"target_weight {tuple(weight.shape)} does not match labels {tuple(labels.shape[:2])}")
     if num_keypoints is None:
-        own = torch.full((batch,), min(k_pred, k_lab), device=labels.device, dtype=torch.long)
-    else:
-        own = torch.as_tensor(num_keypoints, device=labels.device, dtype=torch.long).reshape(batch)
-    if own.numel() and int(own.max()) > min(k_pred, k_lab):
-        raise ValueError(
-            f"a sample needs {int(own.max())} keypoint channels but heatmaps have {k_pred} and labels {k_lab}"
-        )
-    k = min(k_pred, k_lab)
-    channel = torch.arange(k, device=labels.device)
-    mask = (channel[None, :] < own[:, None]).float()  # (B, k)
-    w = weight[:, :k] * mask
-    diff = (heatmaps[:, :k].float() - labels[:, :k].float()) * w[:, :, None, None]
-    per_sample = diff.pow(2).flatten(1).sum(1) / (own.float() * heatmaps.shape[2] * heatmaps.shape[3])
-    return per_sample.sum() if batch == 0 else per_sample.mean()
+        num_keypoints = [min(heatmaps.shape[1], labels.shape[1])] * heatmaps.shape[0]
+    return joints_mse_loss(heatmaps, labels, target_weight, num_keypoints)
+
+
+def batch_keypoint_counts(model: nn.Module, dataset_index: torch.Tensor | None) -> torch.Tensor | None:
+    """`(B,)` keypoint count of each sample's head for a model with several heads, else None (every
+    sample uses all channels). `model` may be wrapped (DDP, compiled)."""
+    vitpose = unwrap_vitpose(model)
+    if dataset_index is None or not len(getattr(vitpose, "extra_heads", ())):
+        return None
+    table = {int(h["dataset_index"]): int(h["num_labels"]) for h in vitpose.config.head_specs()}
+    return torch.tensor([table.get(int(d), vitpose.config.num_labels) for d in dataset_index.reshape(-1).tolist()])
 
 
 # ----------------------------------------------------------------------------- data plumbing
@@ -597,12 +579,7 @@ class VitPoseTrainer(Trainer):
         if labels is None:
             raise ValueError("training batches need 'labels' (target heatmaps)")
         heatmaps = outputs["heatmaps"] if isinstance(outputs, dict) else outputs[0]
-        num_k = None
-        vitpose = unwrap_vitpose(model)
-        if len(getattr(vitpose, "extra_heads", ())) and "dataset_index" in inputs:
-            table = {int(h["dataset_index"]): int(h["num_labels"]) for h in vitpose.config.head_specs()}
-            num_k = torch.tensor([table.get(int(d), vitpose.config.num_labels) for d in inputs["dataset_index"].tolist()])
-        loss = multi_dataset_pose_loss(heatmaps, labels, target_weight, num_k)
+        loss = joints_mse_loss(heatmaps, labels, target_weight, batch_keypoint_counts(model, inputs.get("dataset_index")))
         return (loss, outputs) if return_outputs else loss
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
