@@ -237,8 +237,7 @@ class KeypointDetectionPipeline(Pipeline):
         call and then kept; `DetectorUnavailableError` when it cannot be loaded (offline, not cached)."""
         if self._default_detector is None:
             logger.info("no boxes and no detector given: loading the default person detector %s", DEFAULT_DETECTOR)
-            device = self.device if getattr(self.device, "type", "cpu") != "meta" else None
-            self._default_detector = load_default_detector(device=device)
+            self._default_detector = load_default_detector(device=self.device)
         return self._default_detector
 
     def _get_detector(self, spec):
@@ -492,13 +491,11 @@ class KeypointDetectionPipeline(Pipeline):
         for name, value in (("boxes", boxes), ("box_scores", box_scores)):
             if value is not None and len(value) != len(inputs):
                 raise ValueError(f"{name} must hold one entry per image: {len(inputs)} images, {len(value)} entries")
-        if boxes is not None and kwargs.get("whole_image"):
-            raise ValueError("whole_image=True takes each image as one person: it cannot be combined with boxes=")
-        pre, fwd, post = self._sanitize_parameters(**kwargs)
+        pre, fwd, post = self._sanitize_parameters(boxes=boxes, **kwargs)  # boxes: checked, then passed per image
         pre = {**self._preprocess_params, **pre}
         fwd = {**self._forward_params, **fwd}
         post = {**self._postprocess_params, **post}
-        if "boxes" in pre and boxes is None:
+        if "boxes" in self._preprocess_params and boxes is None:
             raise ValueError("with a list of images, pass `boxes` per call as one list per image")
         pre.pop("boxes", None)
         pre.pop("box_scores", None)

@@ -80,8 +80,13 @@ def batch_keypoint_counts(model: nn.Module, dataset_index: torch.Tensor | None) 
     vitpose = unwrap_vitpose(model)
     if dataset_index is None or not len(getattr(vitpose, "extra_heads", ())):
         return None
-    table = {int(h["dataset_index"]): int(h["num_labels"]) for h in vitpose.config.head_specs()}
-    return torch.tensor([table.get(int(d), vitpose.config.num_labels) for d in dataset_index.reshape(-1).tolist()])
+    index = dataset_index.reshape(-1).long()
+    specs = vitpose.config.head_specs()
+    size = max([int(h["dataset_index"]) for h in specs] + ([int(index.max())] if index.numel() else [])) + 1
+    lookup = torch.full((size,), int(vitpose.config.num_labels), dtype=torch.long, device=index.device)
+    for head in specs:  # one entry per head; an index without its own head uses the main one
+        lookup[int(head["dataset_index"])] = int(head["num_labels"])
+    return lookup[index]
 
 
 # ----------------------------------------------------------------------------- data plumbing
