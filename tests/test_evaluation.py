@@ -570,7 +570,7 @@ class _RenderingModel:
     def __new__(cls, targets, flip_pairs):
         import torch
 
-        from vitpose_hf.modeling_vitpose import flip_heatmaps
+        from vitpose_hf.heatmaps import flip_heatmaps
 
         class Model(torch.nn.Module):
             def __init__(self):

@@ -52,7 +52,7 @@ def test_cv2_backend_is_skipped_for_float64_and_validated():
 
 
 def test_numpy_argmax_matches_torch_max_with_ties():
-    from vitpose_hf.image_processing_vitpose import _argmax
+    from vitpose_hf.heatmaps import _argmax
 
     heat = torch.rand(6, 5, 16, 12)
     heat[0, 0] = 0.5  # all tied: first index

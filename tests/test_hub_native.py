@@ -159,9 +159,9 @@ def test_the_saved_code_is_stamped_and_imports_only_what_transformers_needs(save
     folder = tmp_path / "pose"
     copied = sorted(p.name for p in folder.glob("*.py"))
     assert copied == sorted([
-        "attention.py", "configuration_vitpose.py", "geometry.py", "image_processing_vitpose.py",
-        "keypoint_schemas.py", "losses.py", "modeling_vitpose.py", "saved_code.py", "version.py",
-        "window_attention.py",
+        "attention.py", "configuration_vitpose.py", "geometry.py", "heatmaps.py",
+        "image_processing_vitpose.py", "keypoint_schemas.py", "losses.py", "modeling_vitpose.py",
+        "saved_code.py", "version.py", "window_attention.py",
     ])  # fmt: skip
     # transformers and what it installs itself (numpy, safetensors, huggingface_hub)
     allowed = {"torch", "numpy", "transformers", "safetensors", "huggingface_hub"} | set(sys.stdlib_module_names)

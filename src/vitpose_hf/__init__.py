@@ -14,10 +14,10 @@ from .modeling_vitpose import (
     VitPoseModelOutput,
     VitPosePreTrainedModel,
     UnreadableWeightsError,
-    flip_heatmaps,
-    joints_mse_loss,
     resample_position_embeddings,
 )
+from .heatmaps import decode_heatmaps, flip_heatmaps, predict_heatmaps
+from .losses import joints_mse_loss
 from .inference import inference_model, optimize_for_inference
 from .modeling_vitpose_mae import (
     VitPoseForMaskedImageModeling,
@@ -25,7 +25,7 @@ from .modeling_vitpose_mae import (
     load_mae_checkpoint_into_backbone,
 )
 from .image_processing_vitpose import VitPoseImageProcessor, VitPoseTopDownImageProcessor
-from .keypoint_schemas import KeypointSchema, get_schema
+from .keypoint_schemas import KeypointSchema, get_schema, resolve_schema
 from .registration import register
 
 register()
@@ -40,6 +40,8 @@ __all__ = [
     "VitPoseEstimatorOutput",
     "UnreadableWeightsError",
     "flip_heatmaps",
+    "decode_heatmaps",
+    "predict_heatmaps",
     "joints_mse_loss",
     "resample_position_embeddings",
     "optimize_for_inference",
@@ -51,5 +53,6 @@ __all__ = [
     "VitPoseImageProcessor",
     "KeypointSchema",
     "get_schema",
+    "resolve_schema",
     "register",
 ]

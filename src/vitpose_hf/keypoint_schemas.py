@@ -1,11 +1,16 @@
 """Keypoint schemas: names, flip pairs, skeleton edges and OKS sigmas of each dataset, in one table.
 
-Every part of the package (flip test, evaluation, training targets, drawing) reads them from here.
+Every part of the package (flip test, evaluation, training targets, drawing) reads them from here,
+and `resolve_schema` / `head_spec` are the one answer to "which head and which schema serve this
+`dataset_index` of this model". The module imports only the standard library: it is copied beside
+saved checkpoints, and it reads a model config by duck typing (vitpose_hf's or transformers' own).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
 
 
 @dataclass(frozen=True)
@@ -277,3 +282,167 @@ def schema_for_num_keypoints(num_keypoints: int) -> KeypointSchema:
             f"no keypoint schema with {num_keypoints} keypoints; known counts: {sorted(defaults)}"
         )
     return defaults[k]
+
+
+def normalize_keypoint_name(name: Any) -> str:
+    """Keypoint name in the form names are compared in: stripped, lower-case, `_` for spaces and `-`."""
+    return str(name).strip().lower().replace(" ", "_").replace("-", "_")
+
+
+def infer_flip_pairs(names: Sequence[str]) -> tuple[tuple[int, int], ...]:
+    """Index pairs of names that differ only by a left/right token (`left_x` <-> `right_x`,
+    `l_x` <-> `r_x`); names are compared normalised (see `normalize_keypoint_name`)."""
+    normed = [normalize_keypoint_name(n) for n in names]
+    index = {n: i for i, n in enumerate(normed)}
+    pairs: list[tuple[int, int]] = []
+    for i, n in enumerate(normed):
+        tokens = n.split("_")
+        for a, b in (("left", "right"), ("l", "r")):
+            if a in tokens:
+                j = index.get("_".join(b if t == a else t for t in tokens))
+                if j is not None and (i, j) not in pairs and (j, i) not in pairs:
+                    pairs.append((i, j))
+    return tuple(pairs)
+
+
+def known_schema_for_names(names: Sequence[str]) -> KeypointSchema | None:
+    """The first schema of `SCHEMAS` whose keypoint names equal `names` (compared normalised), else None.
+
+    COCO and OCHuman share their names; COCO comes first."""
+    normed = [normalize_keypoint_name(n) for n in names]
+    for schema in SCHEMAS.values():
+        if [normalize_keypoint_name(n) for n in schema.keypoints] == normed:
+            return schema
+    return None
+
+
+def schema_from_names(
+    names: Sequence[str], name: str = "custom", skeleton: Sequence[Sequence[int]] = ()
+) -> KeypointSchema:
+    """A known schema when `names` match one (`known_schema_for_names`), else a custom schema named
+    `name` with flip pairs inferred from left/right names, the given 0-based `skeleton` (pairs
+    outside `0..K-1` are dropped), no OKS sigmas and no ViTPose++ dataset index."""
+    if not names:
+        raise ValueError("a keypoint schema needs at least one keypoint name")
+    known = known_schema_for_names(names)
+    if known is not None:
+        return known
+    k = len(names)
+    edges = tuple((int(a), int(b)) for a, b in skeleton if 0 <= int(a) < k and 0 <= int(b) < k)
+    return KeypointSchema(
+        name=normalize_keypoint_name(name), keypoints=tuple(str(n) for n in names),
+        flip_pairs=infer_flip_pairs(names), skeleton=edges,
+    )
+
+
+# ----------------------------------------------------------------------------- heads of a model
+# names transformers (LABEL_i) and the converter (keypoint_i) write when a head's keypoints are unnamed
+_GENERIC_NAME = re.compile(r"(LABEL|keypoint)_\d+")
+
+
+def _main_index(config: Any) -> int:
+    # transformers' own VitPoseConfig has no main_dataset_index: its single head serves index 0
+    return int(getattr(config, "main_dataset_index", 0) or 0)
+
+
+def _labels_in_order(id2label: Mapping | None, count: int) -> list[str] | None:
+    """The `count` names of an `id2label` mapping (int or str keys) in channel order, else None."""
+    if not id2label or len(id2label) != count:
+        return None
+    by_int = {int(k): str(v) for k, v in id2label.items()}
+    if sorted(by_int) != list(range(count)):
+        return None
+    return [by_int[i] for i in range(count)]
+
+
+def head_spec(config: Any, dataset_index: int | None = None) -> dict:
+    """The head serving `dataset_index` of a pose-model config, as a dict.
+
+    Keys: `dataset_index` (the index asked for; None means the main head's, `main_dataset_index`,
+    0 for transformers' configs), `num_labels` (K, the head's channels), `own_head` (False when the
+    index has no head of its own and the main head serves it, e.g. a ViTPose++ expert index of a
+    single-head model), `name` (the schema name the config states for that head, or None) and
+    `labels` (its K keypoint names in channel order, or None). Works on vitpose_hf's `VitPoseConfig`
+    (`head_specs()`, `keypoint_schema`) and on transformers' own VitPose config (one head)."""
+    main = _main_index(config)
+    index = main if dataset_index is None else int(dataset_index)
+    main_k = int(config.num_labels)
+    main_spec = {
+        "dataset_index": index, "num_labels": main_k, "own_head": index == main,
+        "name": getattr(config, "keypoint_schema", None) or None,
+        "labels": _labels_in_order(getattr(config, "id2label", None), main_k),
+    }
+    if index == main:
+        return main_spec
+    for spec in getattr(config, "dataset_heads", None) or ():
+        if int(spec["dataset_index"]) == index:
+            k = int(spec["num_labels"])
+            return {
+                "dataset_index": index, "num_labels": k, "own_head": True, "name": spec.get("name") or None,
+                "labels": _labels_in_order(spec.get("id2label"), k),
+            }
+    return main_spec
+
+
+def head_num_keypoints(config: Any, dataset_index: int | None = None) -> int:
+    """K of the head serving `dataset_index` (None = the main head); see `head_spec`."""
+    return int(head_spec(config, dataset_index)["num_labels"])
+
+
+def resolve_schema(config: Any, dataset_index: int | None = None, schema: Any = None) -> KeypointSchema:
+    """The keypoint schema that names, flips and draws the output of the head serving `dataset_index`.
+
+    The one rule used by the image processor's flip test, the pipeline, the evaluation and the CLI:
+      1. `schema` when given (a name or a `KeypointSchema`); it must have the head's K, else ValueError;
+      2. for an index with a head of its own: the schema name the config states for that head (the
+         main head's `keypoint_schema`, an extra head's `name`) when it is known and has K keypoints;
+         then the known schema whose names equal the head's `id2label`; then, when those are real
+         names that match no known schema, a custom schema from them (`schema_from_names`: flip
+         pairs from left/right names, the config's `edges` as skeleton for the main head);
+      3. the known schema with that ViTPose++ dataset index and K keypoints (an expert index without
+         its own head, e.g. 3 -> AP-10K);
+      4. for an index without a head of its own: the main head's stated name or names, as in 2;
+      5. the default schema for K keypoints (`schema_for_num_keypoints`);
+      6. a custom schema of generic names `keypoint_i` without flip pairs.
+    """
+    spec = head_spec(config, dataset_index)
+    k = int(spec["num_labels"])
+    if schema is not None:
+        found = get_schema(schema)
+        if found.num_keypoints != k:
+            head = "main head" if dataset_index is None else f"head of dataset_index {spec['dataset_index']}"
+            raise ValueError(
+                f"schema {found.name!r} has {found.num_keypoints} keypoints, the model's {head} has {k}"
+            )
+        return found
+
+    def stated(s: dict) -> KeypointSchema | None:
+        name = s["name"]
+        if name and name != "main":
+            key = _ALIASES.get(normalize_keypoint_name(name), normalize_keypoint_name(name))
+            if key in SCHEMAS and SCHEMAS[key].num_keypoints == k:
+                return SCHEMAS[key]
+        if s["labels"] is not None:
+            return known_schema_for_names(s["labels"])
+        return None
+
+    is_main = spec["dataset_index"] == _main_index(config)
+    edges = (getattr(config, "edges", None) or ()) if is_main else ()
+    if spec["own_head"]:
+        found = stated(spec)
+        if found is not None:
+            return found
+        if spec["labels"] is not None and not all(_GENERIC_NAME.fullmatch(n) for n in spec["labels"]):
+            return schema_from_names(spec["labels"], name=spec["name"] or "custom", skeleton=edges)
+    for candidate in SCHEMAS.values():
+        if candidate.dataset_index == spec["dataset_index"] and candidate.num_keypoints == k:
+            return candidate
+    if not spec["own_head"]:
+        found = stated(spec)
+        if found is not None:
+            return found
+    try:
+        return schema_for_num_keypoints(k)
+    except ValueError:
+        pass
+    return schema_from_names([f"keypoint_{i}" for i in range(k)], name=spec["name"] or "custom", skeleton=edges)

@@ -35,6 +35,8 @@ from transformers.utils import ModelOutput
 
 from .attention import AttentionKind, build_attention_mask_fn, sdpa_or_eager_attention
 from .configuration_vitpose import VitPoseConfig
+from .heatmaps import flip_heatmaps
+from .keypoint_schemas import head_num_keypoints
 from .losses import joints_mse_loss
 from .saved_code import package_attr, stamp_saved_code
 
@@ -46,8 +48,7 @@ __all__ = [
     "VitPosePreTrainedModel",
     "VitPoseModelOutput",
     "VitPoseEstimatorOutput",
-    "flip_heatmaps",
-    "joints_mse_loss",
+    "check_dataset_index",
     "resample_position_embeddings",
     "is_tracing",
 ]
@@ -123,42 +124,6 @@ def resample_position_embeddings(
     grid = F.interpolate(grid, size=(h1, w1), mode="bicubic", align_corners=False)
     grid = grid.permute(0, 2, 3, 1).reshape(1, h1 * w1, dim).to(pos_embed.dtype)
     return torch.cat([prefix, grid], dim=1)
-
-
-def flip_heatmaps(
-    heatmaps: torch.Tensor, flip_pairs: torch.Tensor | Sequence[Sequence[int]] | None, shift: bool = False
-) -> torch.Tensor:
-    """Map heatmaps predicted on horizontally mirrored crops back to the original orientation.
-
-    Swaps the channels of every left/right pair, then mirrors the width axis. This is the official
-    `flip_back`; with UDP (ViTPose's default) no shift is applied, `shift=True` gives the legacy
-    one-pixel shift used without UDP.
-
-    Args:
-        heatmaps: `(B, K, h, w)` heatmaps of the flipped crops.
-        flip_pairs: `(P, 2)` keypoint index pairs (tensor or nested sequence), or None (no swap).
-        shift: shift the result one pixel to the right (non-UDP flip test).
-
-    Returns:
-        `(B, K, h, w)` heatmaps aligned with the unflipped crops (a new tensor).
-    """
-    if heatmaps.ndim != 4:
-        raise ValueError(f"heatmaps must be (B, K, h, w), got shape {tuple(heatmaps.shape)}")
-    num_keypoints = heatmaps.shape[1]
-    order = list(range(num_keypoints))
-    if flip_pairs is not None:
-        pairs = flip_pairs.tolist() if isinstance(flip_pairs, torch.Tensor) else [list(p) for p in flip_pairs]
-        for pair in pairs:
-            if len(pair) != 2:
-                raise ValueError(f"flip pairs must be (left, right) index pairs, got {pair}")
-            left, right = int(pair[0]), int(pair[1])
-            if not (0 <= left < num_keypoints and 0 <= right < num_keypoints):
-                raise ValueError(f"flip pair {pair} is out of range for {num_keypoints} keypoints")
-            order[left], order[right] = right, left
-    out = heatmaps[:, order].flip(-1)
-    if shift:
-        out = torch.cat([out[..., :1], out[..., :-1]], dim=-1)
-    return out
 
 
 def drop_path(x: torch.Tensor, drop_prob: float, training: bool) -> torch.Tensor:
@@ -650,15 +615,16 @@ def _ones(t):
     _init_fn("ones_")(t)
 
 
-def _check_dataset_index(dataset_index, batch_size: int, num_datasets: int, device) -> torch.Tensor:
-    """Normalise `dataset_index` to a `(B,)` long tensor (default 0; one value is broadcast).
+def check_dataset_index(dataset_index, batch_size: int, num_datasets: int, device, default: int = 0) -> torch.Tensor:
+    """Normalise `dataset_index` to a `(B,)` long tensor (None -> `default`, the config's
+    `main_dataset_index`, so that None always means the main head; one value is broadcast).
 
     The value range is checked in eager mode only (a ValueError naming the bad index): reading a
     tensor's values would put a data-dependent guard into a traced graph, so under torch.compile /
     torch.export the caller (processor, pipeline, onnxruntime backend) is trusted with the range.
     """
     if dataset_index is None:
-        return torch.zeros(batch_size, dtype=torch.long, device=device)
+        return torch.full((batch_size,), int(default), dtype=torch.long, device=device)
     if not isinstance(dataset_index, torch.Tensor):
         dataset_index = torch.as_tensor(dataset_index)
     if dataset_index.is_floating_point():
@@ -842,7 +808,8 @@ class VitPoseModel(VitPosePreTrainedModel):
         r"""
         Args:
             pixel_values: `(B, 3, H, W)` normalized crops.
-            dataset_index: `(B,)` ints selecting the ViTPose++ experts (0 = COCO); default 0.
+            dataset_index: `(B,)` ints selecting the ViTPose++ experts (0 = COCO); default
+                `config.main_dataset_index` (0 unless the main head serves another dataset).
             output_hidden_states / output_attentions / return_dict: as in transformers.
 
         Returns:
@@ -857,7 +824,9 @@ class VitPoseModel(VitPosePreTrainedModel):
         return_dict = self.config.return_dict if return_dict is None else return_dict
         tokens, grid = self.embeddings(pixel_values)
         limit = self.config.num_experts if self.config.num_experts > 1 else self.config.num_datasets
-        dataset_index = _check_dataset_index(dataset_index, tokens.shape[0], limit, tokens.device)
+        dataset_index = check_dataset_index(
+            dataset_index, tokens.shape[0], limit, tokens.device, self.config.main_dataset_index
+        )
         num_prefix = self.config.num_knowledge_tokens
         hidden, all_hidden, all_attn = self.encoder(
             tokens, dataset_index, grid, num_prefix, output_hidden_states, output_attentions
@@ -940,12 +909,9 @@ class VitPoseForPoseEstimation(VitPosePreTrainedModel):
             return self.extra_heads[key]
         return self.head
 
-    def num_keypoints_for(self, dataset_index: int) -> int:
-        """Number of keypoints of the head serving `dataset_index`."""
-        for spec in self.config.head_specs():
-            if spec["dataset_index"] == dataset_index:
-                return int(spec["num_labels"])
-        return self.config.num_labels
+    def num_keypoints_for(self, dataset_index: int | None = None) -> int:
+        """Number of keypoints of the head serving `dataset_index` (None = the main head)."""
+        return head_num_keypoints(self.config, dataset_index)
 
     def forward(
         self,
@@ -968,7 +934,8 @@ class VitPoseForPoseEstimation(VitPosePreTrainedModel):
         r"""
         Args:
             pixel_values: `(B, 3, H, W)` normalized crops, H and W multiples of the patch stride.
-            dataset_index: `(B,)` ints: ViTPose++ expert and head of each sample; default 0 (COCO).
+            dataset_index: `(B,)` ints: ViTPose++ expert and head of each sample; default
+                `config.main_dataset_index`, the main head (0, COCO, for converted checkpoints).
             labels: `(B, K, H/4, W/4)` target heatmaps; when given, `loss` is the JointsMSELoss.
             target_weight: `(B, K)` or `(B, K, 1)` joint weights for the loss (default all ones).
             flip_pairs: `(P, 2)` pairs; when given, the heatmaps are flipped back (`flip_heatmaps`):
@@ -991,7 +958,9 @@ class VitPoseForPoseEstimation(VitPosePreTrainedModel):
         if batch is None:
             raise ValueError(f"pixel_values must be a (B, C, H, W) tensor, got {type(pixel_values).__name__} "
                              f"{tuple(getattr(pixel_values, 'shape', ()))}")
-        dataset_index = _check_dataset_index(dataset_index, batch, self.config.num_datasets, pixel_values.device)
+        dataset_index = check_dataset_index(
+            dataset_index, batch, self.config.num_datasets, pixel_values.device, self.config.main_dataset_index
+        )
         outputs = self.backbone(
             pixel_values, dataset_index=dataset_index, output_hidden_states=output_hidden_states,
             output_attentions=output_attentions, return_dict=True,

@@ -52,7 +52,7 @@ from .modeling_vitpose import (
     VitPoseEncoder,
     VitPoseModel,
     VitPosePreTrainedModel,
-    _check_dataset_index,
+    check_dataset_index,
     _trunc_normal,
     reject_unknown_kwargs,
     resample_position_embeddings,
@@ -397,7 +397,7 @@ class VitPoseForMaskedImageModeling(VitPosePreTrainedModel):
             noise: `(B, N)` masking noise, N = (H / p_h) * (W / p_w); the patches with the smallest
                 noise are kept. Random uniform when None (inject it for deterministic tests).
             mask_ratio: overrides `config.mae_mask_ratio` for this call; must be in (0, 1).
-            dataset_index: `(B,)` ViTPose++ expert of each sample (default 0).
+            dataset_index: `(B,)` ViTPose++ expert of each sample (default `config.main_dataset_index`).
 
         Returns:
             `VitPoseMaskedImageModelingOutput`.
@@ -437,7 +437,7 @@ class VitPoseForMaskedImageModeling(VitPosePreTrainedModel):
         hidden = torch.cat([prefix, kept], dim=1)
 
         limit = self.config.num_experts if self.config.num_experts > 1 else self.config.num_datasets
-        dataset_index = _check_dataset_index(dataset_index, b, limit, pixel_values.device)
+        dataset_index = check_dataset_index(dataset_index, b, limit, pixel_values.device, self.config.main_dataset_index)
         hidden, all_hidden, all_attn = self.backbone.encoder(
             hidden, dataset_index, grid, num_prefix, output_hidden_states, output_attentions
         )

@@ -30,6 +30,9 @@ import numpy as np
 import torch
 
 from .export import EXPORT_INFO_FILE_NAME, ONNX_FILE_NAME, QUANTIZED_FILE_NAME, copy_export_dir
+from .keypoint_schemas import head_num_keypoints
+from .heatmaps import flip_heatmaps
+from .modeling_vitpose import VitPoseEstimatorOutput, check_dataset_index
 
 logger = logging.getLogger(__name__)
 
@@ -196,12 +199,10 @@ class OnnxPoseModel:
     def is_quantized(self) -> bool:
         return self.file_name == QUANTIZED_FILE_NAME
 
-    def num_keypoints_for(self, dataset_index: int) -> int:
-        """Number of keypoints of the head serving `dataset_index` (the valid channels of its rows)."""
-        for spec in self.config.head_specs():
-            if int(spec["dataset_index"]) == int(dataset_index):
-                return int(spec["num_labels"])
-        return int(self.config.num_labels)
+    def num_keypoints_for(self, dataset_index: int | None = None) -> int:
+        """Number of keypoints of the head serving `dataset_index` (None = the main head): the valid
+        channels of its rows."""
+        return head_num_keypoints(self.config, dataset_index)
 
     def export_info(self) -> dict | None:
         """The export record (`onnx_export.json`) of the folder, or None when absent."""
@@ -230,31 +231,6 @@ class OnnxPoseModel:
             )
         return np.ascontiguousarray(array)
 
-    def _check_dataset_index(self, dataset_index, batch: int) -> np.ndarray:
-        if dataset_index is None:
-            return np.zeros(batch, dtype=np.int64)
-        if isinstance(dataset_index, torch.Tensor):
-            if dataset_index.is_floating_point():
-                raise ValueError(f"dataset_index must hold integers, got dtype {dataset_index.dtype}")
-            values = dataset_index.detach().cpu().numpy()
-        else:
-            values = np.asarray(dataset_index)
-            if values.dtype.kind not in "iu":
-                raise ValueError(f"dataset_index must hold integers, got {dataset_index!r:.60}")
-        values = values.astype(np.int64).reshape(-1)
-        if values.size == 1 and batch != 1:
-            values = np.full(batch, int(values[0]), dtype=np.int64)
-        if values.size != batch:
-            raise ValueError(f"dataset_index must have shape ({batch},), got {values.size} values")
-        if values.size:
-            low, high = int(values.min()), int(values.max())
-            if low < 0 or high >= self._num_datasets:
-                bad = low if low < 0 else high
-                raise ValueError(
-                    f"dataset_index {bad} is out of range: this model serves indices 0..{self._num_datasets - 1}"
-                )
-        return values
-
     def __call__(
         self,
         pixel_values,
@@ -268,7 +244,8 @@ class OnnxPoseModel:
         Args:
             pixel_values: `(B, 3, H, W)` normalized crops (torch tensor or numpy array), H x W the
                 exported input size.
-            dataset_index: `(B,)` ints, one int, or None (0): the ViTPose++ expert / head per sample.
+            dataset_index: `(B,)` ints, one int, or None (the main head, `config.main_dataset_index`):
+                the ViTPose++ expert / head per sample.
             flip_pairs: `(P, 2)` pairs; when given, the heatmaps are flipped back (`flip_heatmaps`),
                 as the PyTorch model does.
             return_dict: False gives a tuple `(heatmaps,)`.
@@ -281,12 +258,12 @@ class OnnxPoseModel:
             PyTorch model); a mixed batch is padded to the largest head's K (zeros past a row's own
             K, `num_keypoints_for(i)`).
         """
-        from .modeling_vitpose import VitPoseEstimatorOutput, flip_heatmaps
-
         out_device = pixel_values.device if isinstance(pixel_values, torch.Tensor) else torch.device("cpu")
         array = self._check_pixel_values(pixel_values)
         batch = array.shape[0]
-        index = self._check_dataset_index(dataset_index, batch)
+        index = check_dataset_index(
+            dataset_index, batch, self._num_datasets, "cpu", int(getattr(self.config, "main_dataset_index", 0))
+        ).numpy()
         if batch == 0:
             dims = tuple(d or 0 for d in self._out_dims)
             heatmaps = torch.zeros((0,) + dims, dtype=torch.float32)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -26,7 +25,7 @@ import torch
 from transformers import Pipeline
 
 from .detectors import DEFAULT_DETECTOR, BaseDetector, build_detector, load_default_detector
-from .keypoint_schemas import SCHEMAS, KeypointSchema, get_schema
+from .keypoint_schemas import KeypointSchema, get_schema, head_num_keypoints, resolve_schema
 from .inference import InferenceModelCache
 
 logger = logging.getLogger(__name__)
@@ -35,27 +34,6 @@ TASK = "keypoint-detection"
 DEFAULT_IMAGE_BATCH = 8
 
 __all__ = ["KeypointDetectionPipeline", "register_pipeline", "TASK"]
-
-
-def _schema_for_count(num_keypoints: int) -> KeypointSchema:
-    from . import keypoint_schemas
-
-    finder = getattr(keypoint_schemas, "schema_for_num_keypoints", None)
-    if finder is not None:
-        return finder(num_keypoints)
-    for schema in SCHEMAS.values():
-        if schema.num_keypoints == num_keypoints:
-            return schema
-    raise ValueError(f"no keypoint schema with {num_keypoints} keypoints")
-
-
-def _schema_from_labels(labels: Sequence[str]) -> KeypointSchema | None:
-    """The known schema whose keypoint names are exactly `labels`, if any (prefers the first match)."""
-    labels = tuple(str(label) for label in labels)
-    for schema in SCHEMAS.values():
-        if schema.keypoints == labels:
-            return schema
-    return None
 
 
 def _load_rgb(image: Any, timeout: float | None = None) -> torch.Tensor:
@@ -310,50 +288,12 @@ class KeypointDetectionPipeline(Pipeline):
 
     def head_num_keypoints(self, dataset_index: int | None = None) -> int:
         """Keypoint count of the head serving `dataset_index` (None = the main head)."""
-        config = self.model.config
-        specs = config.head_specs() if hasattr(config, "head_specs") else [{"dataset_index": 0, "num_labels": config.num_labels}]
-        if dataset_index is None:
-            return int(specs[0]["num_labels"])
-        for spec in specs:
-            if int(spec["dataset_index"]) == int(dataset_index):
-                return int(spec["num_labels"])
-        return int(specs[0]["num_labels"])  # shared head for every dataset index (MoE backbone only)
+        return head_num_keypoints(self.model.config, dataset_index)
 
     def schema_for(self, dataset_index: int | None = None, schema: Any = None) -> KeypointSchema:
-        """The keypoint schema used to name, flip and draw the keypoints of a head."""
-        k = self.head_num_keypoints(dataset_index)
-        if schema is not None:
-            schema = get_schema(schema)
-            if schema.num_keypoints != k:
-                raise ValueError(f"schema {schema.name!r} has {schema.num_keypoints} keypoints, the model head has {k}")
-            return schema
-        config = self.model.config
-        specs = config.head_specs() if hasattr(config, "head_specs") else []
-        main_index = getattr(config, "main_dataset_index", 0)
-        if dataset_index is None or int(dataset_index) == int(main_index):
-            found = _schema_from_labels([config.id2label[i] for i in range(len(config.id2label))])
-            if found is not None and found.num_keypoints == k:
-                return found
-        else:
-            for spec in specs[1:]:
-                if int(spec["dataset_index"]) == int(dataset_index):
-                    if spec.get("id2label"):
-                        labels = [spec["id2label"][key] for key in sorted(spec["id2label"], key=int)]
-                        found = _schema_from_labels(labels)
-                        if found is not None:
-                            return found
-                    name = spec.get("name")
-                    if name:
-                        try:
-                            found = get_schema(name)
-                            if found.num_keypoints == k:
-                                return found
-                        except ValueError:
-                            pass
-            for candidate in SCHEMAS.values():
-                if candidate.dataset_index == int(dataset_index) and candidate.num_keypoints == k:
-                    return candidate
-        return _schema_for_count(k)
+        """The keypoint schema used to name, flip and draw the keypoints of a head
+        (`keypoint_schemas.resolve_schema`: None = the main head)."""
+        return resolve_schema(self.model.config, dataset_index, schema)
 
     # ------------------------------------------------------------------------------ steps
 

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .keypoint_schemas import KeypointSchema, get_schema
+from .keypoint_schemas import KeypointSchema, get_schema, schema_for_num_keypoints
 
 logger = logging.getLogger(__name__)
 
@@ -119,14 +119,7 @@ def person_to_arrays(person: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray | 
 
 def _resolve_schema(schema: Any, num_keypoints: int) -> KeypointSchema:
     if schema is None:
-        from . import keypoint_schemas
-
-        finder = getattr(keypoint_schemas, "schema_for_num_keypoints", None)
-        if finder is not None:
-            return finder(num_keypoints)
-        if num_keypoints == keypoint_schemas.COCO.num_keypoints:
-            return keypoint_schemas.COCO
-        raise ValueError(f"no keypoint schema known for {num_keypoints} keypoints; pass schema=")
+        return schema_for_num_keypoints(num_keypoints)
     schema = get_schema(schema)
     if schema.num_keypoints != num_keypoints:
         raise ValueError(

@@ -32,7 +32,7 @@ from typing import Any, Iterable
 import datasets
 
 from ..jsonio import read_json
-from ..keypoint_schemas import SCHEMAS, KeypointSchema, get_schema
+from ..keypoint_schemas import KeypointSchema, get_schema, known_schema_for_names, schema_from_names
 
 logger = logging.getLogger(__name__)
 
@@ -64,10 +64,6 @@ PERSON_FEATURES = datasets.Features(
         "dataset_index": datasets.Value("int32"),
     }
 )
-
-
-def _norm_name(name: str) -> str:
-    return str(name).strip().lower().replace(" ", "_").replace("-", "_")
 
 
 def _as_float(value: Any, where: str, field: str, index: int | None = None) -> float:
@@ -207,21 +203,6 @@ def _image_size(img: dict, source: str, what: str) -> tuple[float, float]:
     return size[0], size[1]
 
 
-def _infer_flip_pairs(names: list[str]) -> tuple[tuple[int, int], ...]:
-    """Pairs of names that differ only by a left/right token (`left_x` <-> `right_x`, `l_x` <-> `r_x`)."""
-    index = {n: i for i, n in enumerate(names)}
-    pairs = []
-    for i, n in enumerate(names):
-        tokens = n.split("_")
-        for a, b in (("left", "right"), ("l", "r")):
-            if a in tokens:
-                other = "_".join(b if t == a else t for t in tokens)
-                j = index.get(other)
-                if j is not None and (i, j) not in pairs and (j, i) not in pairs:
-                    pairs.append((i, j))
-    return tuple(pairs)
-
-
 def schema_from_category(category: dict, source: str = "<category>") -> KeypointSchema:
     """The schema of a COCO category: a known one when the keypoint names match one of
     `keypoint_schemas.SCHEMAS` (names compared lower-case, spaces as underscores), else a custom
@@ -229,29 +210,20 @@ def schema_from_category(category: dict, source: str = "<category>") -> Keypoint
     names = category.get("keypoints")
     if not names:
         raise ValueError(f"{source}: category {category.get('id')!r} has no 'keypoints' names")
-    normed = [_norm_name(n) for n in names]
-    for schema in SCHEMAS.values():
-        if [_norm_name(n) for n in schema.keypoints] == normed:
-            return schema
-    skeleton = tuple(
+    known = known_schema_for_names(names)
+    if known is not None:
+        return known
+    skeleton = [
         (int(a) - 1, int(b) - 1)
         for a, b in category.get("skeleton", [])
         if 1 <= int(a) <= len(names) and 1 <= int(b) <= len(names)
-    )
-    pairs = _infer_flip_pairs(normed)
+    ]
+    schema = schema_from_names(names, name=category.get("name", "custom"), skeleton=skeleton)
     logger.info(
         "%s: keypoint names match no known schema; using a custom %d-keypoint schema with %d flip pairs",
-        source, len(names), len(pairs),
+        source, len(names), len(schema.flip_pairs),
     )
-    return KeypointSchema(
-        name=_norm_name(category.get("name", "custom")),
-        keypoints=tuple(names),
-        flip_pairs=pairs,
-        skeleton=skeleton,
-        sigmas=None,
-        dataset_index=None,
-        upper_body=tuple(),
-    )
+    return schema
 
 
 def rows_to_dataset(rows: list[dict[str, Any]], source: str, schema: KeypointSchema | None = None) -> datasets.Dataset:

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..jsonio import JsonLinesWriter, check_output_file, read_json, write_json_atomic
-from ..keypoint_schemas import get_schema
+from ..keypoint_schemas import get_schema, head_num_keypoints
 from .coco import coco_keypoint_eval, load_coco, persons_to_coco_results
 from .nms import crop_box_areas, oks_nms_arrays, rescore_scores, resolve_sigmas
 
@@ -135,19 +135,11 @@ def _crop_size(model, processor) -> tuple[int, int]:
 
 
 def _head_num_keypoints(model, dataset_index) -> int | None:
-    """Keypoint count of the head serving `dataset_index` (None when the config does not say)."""
+    """Keypoint count of the head serving `dataset_index` (None when the model has no config)."""
     config = getattr(model, "config", None)
-    if config is None:
+    if config is None or getattr(config, "num_labels", None) is None:
         return None
-    if hasattr(config, "head_specs"):
-        specs = config.head_specs()
-    else:
-        specs = [{"num_labels": getattr(config, "num_labels", None)}]
-    if dataset_index is not None:
-        for spec in specs:
-            if int(spec.get("dataset_index", -1)) == int(dataset_index):
-                return spec.get("num_labels")
-    return specs[0].get("num_labels")
+    return head_num_keypoints(config, dataset_index)
 
 
 def _processor_padding(processor) -> float:

@@ -31,7 +31,7 @@ import torch
 
 from ..data.collator import PoseDataCollator
 from ..geometry import heatmap_coords_to_image
-from ..image_processing_vitpose import decode_heatmaps
+from ..heatmaps import decode_heatmaps
 from ..keypoint_schemas import get_schema
 from .coco import coco_keypoint_eval, load_coco
 from .nms import resolve_sigmas

@@ -497,7 +497,6 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
         SetEpochCallback,
         StepDelayCallback,
         VitPoseTrainer,
-        find_last_complete_checkpoint,
         write_weights_digest,
     )
 

@@ -33,6 +33,7 @@ from torch import nn
 from transformers import Trainer, TrainerCallback
 
 from ..data import PoseDataCollator
+from ..keypoint_schemas import head_num_keypoints
 from ..losses import joints_mse_loss
 from .param_groups import build_param_groups, unwrap_vitpose
 from .schedule import official_lr_lambda
@@ -81,11 +82,10 @@ def batch_keypoint_counts(model: nn.Module, dataset_index: torch.Tensor | None) 
     if dataset_index is None or not len(getattr(vitpose, "extra_heads", ())):
         return None
     index = dataset_index.reshape(-1).long()
-    specs = vitpose.config.head_specs()
-    size = max([int(h["dataset_index"]) for h in specs] + ([int(index.max())] if index.numel() else [])) + 1
-    lookup = torch.full((size,), int(vitpose.config.num_labels), dtype=torch.long, device=index.device)
-    for head in specs:  # one entry per head; an index without its own head uses the main one
-        lookup[int(head["dataset_index"])] = int(head["num_labels"])
+    config = vitpose.config
+    size = max([int(h["dataset_index"]) for h in config.head_specs()] + ([int(index.max())] if index.numel() else [])) + 1
+    # one entry per index; an index without its own head gets the main head's count
+    lookup = torch.tensor([head_num_keypoints(config, i) for i in range(size)], dtype=torch.long, device=index.device)
     return lookup[index]
 
 
