@@ -51,8 +51,10 @@ setup(
     long_description=(ROOT / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     license="Apache-2.0",
-    package_dir={"": "src"},
-    packages=find_packages("src"),
+    # examples/ is installed as the package vitpose_hf.recipes: the example scripts are the recipes
+    # that `vitpose-hf train` runs, one file for both (see docs/architecture.md)
+    package_dir={"": "src", "vitpose_hf.recipes": "examples"},
+    packages=[*find_packages("src"), "vitpose_hf.recipes"],
     include_package_data=True,
     python_requires=">=3.10",
     install_requires=install_requires,

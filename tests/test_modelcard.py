@@ -50,7 +50,7 @@ def test_a_training_run_writes_a_card_with_its_metrics_and_a_snippet_that_runs(s
     # the predictions picture: the first evaluation images side by side, with skeletons drawn
     from PIL import Image
 
-    from vitpose_hf.training.run import PREDICTIONS_PICTURE
+    from vitpose_hf.training.outputs import PREDICTIONS_PICTURE
 
     picture = np.asarray(Image.open(out / PREDICTIONS_PICTURE).convert("RGB"))
     first = json.loads(Path(shared_data / "coco_sample" / "test_coco.json").read_text())["images"][0]

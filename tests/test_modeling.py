@@ -416,3 +416,15 @@ def test_corrupt_safetensors(tmp_path):
     (tmp_path / "model.safetensors").write_bytes(b"\x00garbage" * 64)
     with pytest.raises(ValueError, match="cannot read the weights"):
         VitPoseForPoseEstimation.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("overrides", [
+    {}, {"num_deconv_layers": 1}, {"use_simple_decoder": True}, {"use_simple_decoder": True, "scale_factor": 2},
+    {"image_size": (72, 56)}, {"patch_size": 16, "patch_stride": 8, "patch_padding": 4, "image_size": (64, 48)},
+])
+def test_heatmap_size_matches_the_forward_without_running_it(overrides):
+    model = VitPoseForPoseEstimation(VitPoseConfig(**tiny_config_kwargs(**overrides))).eval()
+    height, width = model.config.image_size
+    with torch.no_grad():
+        heatmaps = model(torch.zeros(1, 3, height, width)).heatmaps
+    assert model.heatmap_size() == tuple(heatmaps.shape[-2:])

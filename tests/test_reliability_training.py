@@ -26,7 +26,7 @@ MARKER = "vitpose_complete.json"
 
 
 def _parse(argv):
-    from vitpose_hf.training.command import parse_training_args
+    from vitpose_hf.training.arguments import parse_training_args
 
     return parse_training_args(argv)
 
@@ -43,7 +43,7 @@ def _args(shared_data, out, *extra, eval_data=True):
 
 
 def _run(argv):
-    from vitpose_hf.training.run import run_training
+    from vitpose_hf.recipes.run_pose import run_training
 
     return run_training(*_parse(argv))
 
@@ -377,7 +377,7 @@ def test_backbone_init_accepts_a_full_official_checkpoint(tmp_path):
     sys.path.insert(0, str(Path(__file__).parent))
     from test_convert import _random_model, _to_official
 
-    from vitpose_hf.training.run import load_backbone_init
+    from vitpose_hf.training.build import load_backbone_init
 
     source = _random_model()
     official = _to_official(source)  # backbone.patch_embed..., backbone.blocks.N..., keypoint_head...

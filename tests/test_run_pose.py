@@ -1,4 +1,4 @@
-"""The training run (`examples/run_pose.py`, `vitpose_hf.training.run`): schedule, multi-dataset loss and
+"""The training recipe (`examples/run_pose.py` = `vitpose_hf.recipes.run_pose`): schedule, multi-dataset loss and
 routing, data plumbing, end-to-end runs (single process, 2 CPU processes, kill-and-resume, LoRA,
 backbone init, several datasets) and the opt-in learning checks."""
 
@@ -19,6 +19,7 @@ import torch
 
 from conftest import ROOT, tiny_config_kwargs
 from launch import run_launcher
+from training_hooks import state_dict_digest
 from vitpose_hf import VitPoseConfig, VitPoseForPoseEstimation, joints_mse_loss
 from vitpose_hf.training.schedule import effective_warmup_steps, official_lr_lambda
 from vitpose_hf.training.trainer import (
@@ -29,6 +30,8 @@ from vitpose_hf.training.trainer import (
 )
 
 SCRIPT = ROOT / "examples" / "run_pose.py"
+# the recipe with the test-side callbacks (tests/training_hooks.py)
+HOOKED_SCRIPT = ROOT / "tests" / "training_hooks.py"
 PYTHON = sys.executable
 # the tiny model of the tests, as run_pose.py options (64x48 input, patch 8, hidden 32, 2 layers)
 TINY = json.dumps(
@@ -148,7 +151,7 @@ def test_padding_collator_and_multi_schema_transform():
 
 
 def test_parse_datasets_arg():
-    from vitpose_hf.training.run import parse_datasets_arg
+    from vitpose_hf.training.build import parse_datasets_arg
 
     specs = parse_datasets_arg("coco:a.json:imgs:1.0,aic:b.json:i2:0.5,mpii:c.json:i3")
     assert [(s.name, s.dataset_index, s.ratio) for s in specs] == [("coco", 0, 1.0), ("aic", 1, 0.5), ("mpii", 2, 1.0)]
@@ -161,7 +164,7 @@ def test_parse_datasets_arg():
 def test_mix_datasets_follows_ratios():
     import datasets
 
-    from vitpose_hf.training.run import mix_datasets
+    from vitpose_hf.training.build import mix_datasets
 
     a = datasets.Dataset.from_dict({"v": [0] * 30})
     b = datasets.Dataset.from_dict({"v": [1] * 10})
@@ -184,7 +187,7 @@ def test_find_last_complete_checkpoint(tmp_path):
 
 # ----------------------------------------------------------------------------- end-to-end runs
 def _parse(argv):
-    from vitpose_hf.training.command import parse_training_args
+    from vitpose_hf.training.arguments import parse_training_args
 
     return parse_training_args(argv)
 
@@ -201,7 +204,7 @@ def _coco_args(shared_data, out, *extra):
 def test_run_saves_a_checkpoint_that_from_pretrained_and_the_pipeline_load(shared_data, tmp_path):
     import transformers
 
-    from vitpose_hf.training.run import run_training
+    from vitpose_hf.recipes.run_pose import run_training
 
     out = tmp_path / "run"
     args = _parse(_coco_args(shared_data, out, "--max_steps", "6", "--per_device_train_batch_size", "4",
@@ -259,20 +262,29 @@ def test_command_parser_matches_the_script_parser(tmp_path):
     assert m.preset == "offline" and d.dataset == "synthetic" and t.max_steps > 0
 
 
-def test_vitpose_hf_train_command_runs_the_same_code(shared_data, tmp_path):
-    from vitpose_hf import cli
+def test_vitpose_hf_train_and_the_example_give_identical_weights(shared_data, tmp_path):
+    """`vitpose-hf train` runs the recipe file itself: the same options give the same weights as
+    `python examples/run_pose.py` (both in fresh processes with the same environment)."""
+    from safetensors.torch import load_file
 
-    out = tmp_path / "cli"
-    argv = ["train", *_coco_args(shared_data, out, "--max_steps", "2", "--per_device_train_batch_size", "4",
-                                 "--eval_strategy", "no", "--save_steps", "100")]
-    assert cli.main(argv) == 0
-    state = json.loads((out / "trainer_state.json").read_text())
-    assert state["global_step"] == 2
-    assert VitPoseForPoseEstimation.from_pretrained(out).config.image_size == [64, 48]
+    import vitpose_hf.recipes.run_pose as recipe
+
+    assert os.path.samefile(recipe.__file__, SCRIPT)  # the installed recipe is the example file
+    options = ["--max_steps", "2", "--per_device_train_batch_size", "4", "--eval_strategy", "no", "--save_steps", "100"]
+    runs = {"cli": [PYTHON, "-m", "vitpose_hf", "train"], "example": [PYTHON, str(SCRIPT)]}
+    for name, cmd in runs.items():
+        proc = subprocess.run([*cmd, *_coco_args(shared_data, tmp_path / name, *options)], env=_env(),
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, f"{name}: {proc.stderr[-3000:]}"
+        assert json.loads((tmp_path / name / "trainer_state.json").read_text())["global_step"] == 2
+    cli, example = (load_file(tmp_path / name / "model.safetensors") for name in runs)
+    assert sorted(cli) == sorted(example)
+    for key in cli:
+        assert torch.equal(cli[key], example[key]), key
 
 
 def test_backbone_init_loads_encoder_keys_and_reports(tmp_path):
-    from vitpose_hf.training.run import load_backbone_init
+    from vitpose_hf.training.build import load_backbone_init
 
     torch.manual_seed(1)
     src = VitPoseForPoseEstimation(VitPoseConfig(**tiny_config_kwargs()))
@@ -312,9 +324,10 @@ def test_two_cpu_processes_train_in_sync_and_the_model_reloads(shared_data, tmp_
     gradients are all-reduced (each rank sees a different half of every batch)."""
     out = tmp_path / "ddp"
     digest = tmp_path / "digest"
-    script_args = [str(SCRIPT), *_coco_args(shared_data, out, "--max_steps", "3", "--per_device_train_batch_size", "2",
-                                            "--eval_strategy", "no", "--save_steps", "100", "--logging_steps", "1",
-                                            "--debug_weights_digest", str(digest), "--ddp_backend", "gloo")]
+    script_args = [str(HOOKED_SCRIPT), "--weights-digest", str(digest),
+                   *_coco_args(shared_data, out, "--max_steps", "3", "--per_device_train_batch_size", "2",
+                               "--eval_strategy", "no", "--save_steps", "100", "--logging_steps", "1",
+                               "--ddp_backend", "gloo")]
     # No retry: a hang or a crash at teardown fails the test, with every rank's stacks; the harness
     # kills the launcher and the ranks (which torch elastic puts in sessions of their own).
     result = run_launcher([*LAUNCHERS[launcher](_free_port()), *script_args], _env(), timeout=240)
@@ -330,15 +343,13 @@ def test_two_cpu_processes_train_in_sync_and_the_model_reloads(shared_data, tmp_
     state = json.loads((out / "trainer_state.json").read_text())
     assert state["train_batch_size"] == 2
     model = VitPoseForPoseEstimation.from_pretrained(out)
-    from vitpose_hf.training.trainer import state_dict_digest
-
     assert state_dict_digest(model) == ranks[0]["sha256_all"]  # rank 0 saved what it had
     # and training moved the weights away from the seed-0 initialisation
     args = _parse(_coco_args(shared_data, tmp_path / "unused", "--max_steps", "3"))
-    from vitpose_hf.training.run import _probe_heads, build_model
+    from vitpose_hf.training.build import build_model, probe_heads
 
     torch.manual_seed(args[2].seed)
-    init = build_model(args[0], _probe_heads(args[1]))
+    init = build_model(args[0], probe_heads(args[1]))
     assert state_dict_digest(init, parameters_only=True) != ranks[0]["sha256"]
 
 
@@ -347,13 +358,13 @@ def test_kill_and_resume_reaches_the_same_step_and_loss(shared_data, tmp_path):
               "--per_device_train_batch_size", "4", "--augmentation", "False", "--save_total_limit", "10"]
     ref_out, out = tmp_path / "ref", tmp_path / "killed"
     # reference: uninterrupted, in this process
-    from vitpose_hf.training.run import run_training
+    from vitpose_hf.recipes.run_pose import run_training
 
     run_training(*_parse(_coco_args(shared_data, ref_out, *common)))
     ref_log = json.loads((ref_out / "trainer_state.json").read_text())["log_history"]
 
     # killed with SIGKILL once checkpoint-2 is complete (each step sleeps 0.4 s to leave a window)
-    cmd = [PYTHON, str(SCRIPT), *_coco_args(shared_data, out, *common, "--debug_step_delay", "0.4")]
+    cmd = [PYTHON, str(HOOKED_SCRIPT), "--step-delay", "0.4", *_coco_args(shared_data, out, *common)]
     proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 150
     try:
@@ -383,17 +394,17 @@ def test_kill_and_resume_reaches_the_same_step_and_loss(shared_data, tmp_path):
 
 
 def test_subset_and_lora_runs(shared_data, tmp_path):
-    from vitpose_hf.training.run import run_training
+    from vitpose_hf.recipes.run_pose import run_training
 
     base = ["--max_steps", "2", "--per_device_train_batch_size", "4", "--eval_strategy", "no", "--save_steps", "100"]
     out = tmp_path / "subset"
     run_training(*_parse(_coco_args(shared_data, out, *base, "--trainable", "head", "--seed", "3")))
     trained = VitPoseForPoseEstimation.from_pretrained(out)
     args = _parse(_coco_args(shared_data, tmp_path / "x", "--seed", "3"))
-    from vitpose_hf.training.run import _probe_heads, build_model
+    from vitpose_hf.training.build import build_model, probe_heads
 
     torch.manual_seed(3)
-    init = build_model(args[0], _probe_heads(args[1]))
+    init = build_model(args[0], probe_heads(args[1]))
     for (n, a), (_, b) in zip(init.state_dict().items(), trained.state_dict().items()):
         if n.startswith("backbone."):
             assert torch.equal(a, b), n
@@ -407,7 +418,8 @@ def test_subset_and_lora_runs(shared_data, tmp_path):
 
 
 def test_multi_dataset_run_steps_through_every_head(shared_data, tmp_path):
-    from vitpose_hf.training.run import _probe_heads, build_model, run_training
+    from vitpose_hf.recipes.run_pose import run_training
+    from vitpose_hf.training.build import build_model, probe_heads
 
     spec = ",".join([
         f"coco:{shared_data / 'coco_sample' / 'test_coco.json'}:{shared_data / 'coco_sample'}:1.0",
@@ -418,7 +430,7 @@ def test_multi_dataset_run_steps_through_every_head(shared_data, tmp_path):
     argv = ["--datasets", spec, "--output_dir", str(out), *TINY_ARGS, "--max_steps", "4",
             "--per_device_train_batch_size", "8", "--eval_strategy", "no", "--save_steps", "100", "--seed", "5"]
     args = _parse(argv)
-    heads = _probe_heads(args[1])
+    heads = probe_heads(args[1])
     assert [(i, s.num_keypoints) for i, s in heads] == [(0, 17), (1, 14), (2, 16)]
     torch.manual_seed(5)
     init = build_model(args[0], heads)
@@ -440,7 +452,7 @@ OFFLINE_ARGS = ["--preset", "offline", "--use_cpu", "--disable_tqdm", "True", "-
 @pytest.mark.slow
 def test_learning_overfits_coco_sample_without_augmentation(shared_data, tmp_path):
     """The offline-default model overfits the 12 persons of coco_sample to AP >= 0.9 (augmentation off)."""
-    from vitpose_hf.training.run import run_training
+    from vitpose_hf.recipes.run_pose import run_training
 
     sample = shared_data / "coco_sample"
     argv = [
@@ -458,7 +470,7 @@ def test_learning_overfits_coco_sample_without_augmentation(shared_data, tmp_pat
 @pytest.mark.slow
 def test_learning_loss_falls_on_coco_mini_train_with_augmentation(shared_data, tmp_path):
     """With the official augmentation on, the loss on coco_mini_train falls steadily."""
-    from vitpose_hf.training.run import run_training
+    from vitpose_hf.recipes.run_pose import run_training
 
     mini = shared_data / "coco_mini_train"
     out = tmp_path / "mini"

@@ -909,6 +909,17 @@ class VitPoseForPoseEstimation(VitPosePreTrainedModel):
             return self.extra_heads[key]
         return self.head
 
+    def heatmap_size(self, image_size: Sequence[int] | None = None) -> tuple[int, int]:
+        """`(h, w)` of the heatmaps for `(H, W)` crops (default `config.image_size`), from the patch
+        grid and the head's upsampling, without running the model."""
+        height, width = image_size if image_size is not None else self.config.image_size
+        h, w = self.backbone.embeddings.patch_embeddings.grid_size(int(height), int(width))
+        if self.config.use_simple_decoder:
+            # bilinear interpolate with a scale factor floors the product
+            return int(h * self.config.scale_factor), int(w * self.config.scale_factor)
+        up = 2 ** int(self.config.num_deconv_layers)  # each deconv (k4, s2, p1) doubles exactly
+        return h * up, w * up
+
     def num_keypoints_for(self, dataset_index: int | None = None) -> int:
         """Number of keypoints of the head serving `dataset_index` (None = the main head)."""
         return head_num_keypoints(self.config, dataset_index)

@@ -1,5 +1,6 @@
 """Training utilities: layer-decay parameter groups, parameter-subset tuning and LoRA, the official
-schedule, `VitPoseTrainer`, and the run behind `examples/run_pose.py` and `vitpose-hf train`.
+schedule, `VitPoseTrainer`, and the reusable parts of the recipe `examples/run_pose.py` (installed
+as `vitpose_hf.recipes.run_pose`, which `vitpose-hf train` runs).
 
 Public API:
     build_param_groups(model, base_lr=5e-4, weight_decay=0.1, layer_decay=None) -> list[dict]
@@ -25,9 +26,9 @@ _LAZY = {
     "DataArguments": ".arguments",
     "PoseTrainingArguments": ".arguments",
     "offline_default_args": ".arguments",
-    "run_training": ".run",
-    "build_model": ".run",
-    "load_backbone_init": ".run",
+    "run_training": "vitpose_hf.recipes.run_pose",
+    "build_model": ".build",
+    "load_backbone_init": ".build",
 }
 
 

@@ -8,11 +8,21 @@ step schedule, evaluation with COCO AP and the best checkpoint kept).
 
 from __future__ import annotations
 
+import json
+import logging
+import sys
 from dataclasses import dataclass, field
+from typing import Sequence
 
-from transformers import TrainingArguments
+from transformers import HfArgumentParser, TrainingArguments
+from transformers.trainer_utils import IntervalStrategy
 
-__all__ = ["ModelArguments", "DataArguments", "PoseTrainingArguments", "OFFLINE_MODEL", "offline_default_args"]
+__all__ = [
+    "ModelArguments", "DataArguments", "PoseTrainingArguments", "OFFLINE_MODEL", "offline_default_args",
+    "parse_training_args", "finalise_training_args",
+]  # fmt: skip
+
+logger = logging.getLogger(__name__)
 
 # The offline default model: a ViTPose small enough to learn the synthetic data on two shared CPU
 # cores. 128x96 input, patch 8 (1/8 features, the paper's resolution variant): a 16x12 token grid,
@@ -156,10 +166,6 @@ class PoseTrainingArguments(TrainingArguments):
         metadata={"help": "Delete an earlier run's checkpoints, model and results in output_dir and start over "
                   "(without it, a used output_dir is refused unless --resume_from_checkpoint is given)."},
     )
-    debug_weights_digest: str | None = field(
-        default=None, metadata={"help": "Testing: every rank writes the sha256 of its final weights to <path>.rank<N>.json."}
-    )
-    debug_step_delay: float = field(default=0.0, metadata={"help": "Testing: sleep this many seconds after each step."})
 
 
 def offline_default_args() -> dict:
@@ -191,3 +197,52 @@ def offline_default_args() -> dict:
         "seed": 0,
         "resume_from_checkpoint": "last",
     }
+
+
+def parse_training_args(argv: Sequence[str] | None = None):
+    """Parse `argv` (list of strings; a single `*.json` means a config file; empty means the offline
+    default) into `(ModelArguments, DataArguments, PoseTrainingArguments)`."""
+    parser = HfArgumentParser((ModelArguments, DataArguments, PoseTrainingArguments))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv:
+        logger.info("no arguments: the offline default run %s", offline_default_args())
+        return parser.parse_dict(offline_default_args())
+    if len(argv) == 1 and argv[0].endswith(".json"):
+        return parser.parse_json_file(argv[0])
+    if argv[0].endswith(".json"):
+        # a config file plus command-line overrides
+        with open(argv[0], encoding="utf-8") as f:
+            base = json.load(f)
+        args = [item for key, value in base.items() for item in _as_cli(key, value)]
+        return parser.parse_args_into_dataclasses(args=args + argv[1:], look_for_args_file=False)
+    return parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)
+
+
+def _as_cli(key: str, value) -> list[str]:
+    if isinstance(value, bool):
+        return [f"--{key}", str(value)]
+    if isinstance(value, (list, tuple)):
+        return [f"--{key}", *[str(v) for v in value]]
+    if value is None:
+        return []
+    return [f"--{key}", str(value)]
+
+
+def finalise_training_args(training_args: PoseTrainingArguments, has_eval: bool, multi_head: bool) -> PoseTrainingArguments:
+    """Adjust the arguments to the data: evaluation off without eval data, save steps aligned with
+    eval steps for best-checkpoint keeping, unused-parameter detection for multi-head DDP."""
+    if not has_eval and training_args.eval_strategy != IntervalStrategy.NO:
+        logger.info("no evaluation data: evaluation and best-checkpoint selection are off")
+        training_args.eval_strategy = IntervalStrategy.NO
+        training_args.load_best_model_at_end = False
+        training_args.metric_for_best_model = None
+    if (
+        has_eval and training_args.load_best_model_at_end and training_args.eval_strategy == IntervalStrategy.STEPS
+        and training_args.eval_steps and training_args.save_steps % training_args.eval_steps
+    ):
+        logger.info("save_steps %s -> %s (a multiple of eval_steps is needed to keep the best checkpoint)",
+                    training_args.save_steps, training_args.eval_steps)
+        training_args.save_steps = training_args.eval_steps
+    if multi_head and training_args.ddp_find_unused_parameters is None:
+        training_args.ddp_find_unused_parameters = True  # heads of datasets absent from a batch get no gradient
+    return training_args

@@ -33,6 +33,7 @@ from torch import nn
 from transformers import Trainer, TrainerCallback
 
 from ..data import PoseDataCollator
+from ..evaluation import evaluate_model
 from ..keypoint_schemas import head_num_keypoints
 from ..losses import joints_mse_loss
 from .param_groups import build_param_groups, unwrap_vitpose
@@ -47,8 +48,6 @@ __all__ = [
     "multi_dataset_pose_loss",
     "batch_keypoint_counts",
     "SetEpochCallback",
-    "StepDelayCallback",
-    "state_dict_digest",
     "find_last_complete_checkpoint",
     "check_complete_save",
     "read_complete_marker",
@@ -162,30 +161,6 @@ class SetEpochCallback(TrainerCallback):
     def on_epoch_begin(self, args, state, control, **kwargs):
         if hasattr(self.transform, "set_epoch"):
             self.transform.set_epoch(int(state.epoch or 0))
-
-
-class StepDelayCallback(TrainerCallback):
-    """Testing aid: sleep after every optimizer step (gives a kill test a window between checkpoints)."""
-
-    def __init__(self, seconds: float):
-        self.seconds = float(seconds)
-
-    def on_step_end(self, args, state, control, **kwargs):
-        time.sleep(self.seconds)
-
-
-def state_dict_digest(model: torch.nn.Module, parameters_only: bool = False) -> str:
-    """sha256 over the names, shapes and bytes of every parameter and buffer (sorted by name), or of
-    the parameters only (BatchNorm running statistics legitimately differ between DDP ranks after the
-    last step: DDP broadcasts buffers at the start of each forward, not after it)."""
-    h = hashlib.sha256()
-    items = model.named_parameters() if parameters_only else model.state_dict().items()
-    for name, tensor in sorted(items, key=lambda kv: kv[0]):
-        t = tensor.detach().cpu().contiguous()
-        h.update(name.encode())
-        h.update(str(tuple(t.shape)).encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
 
 
 # ----------------------------------------------------------------------------- complete saves
@@ -636,29 +611,11 @@ def run_coco_evaluation(
     dataset_index: int | None = None,
     schema: Any = None,
 ) -> dict[str, float]:
-    """COCO AP of `model` on an annotation file via `vitpose_hf.evaluation.evaluate_model`.
-
-    Optional arguments (`dataset_index`, `schema`) are passed on only when `evaluate_model` takes them.
-    """
-    import inspect
-
-    from ..evaluation import evaluate_model
-
-    kwargs: dict[str, Any] = dict(detection_file=detection_file, flip_test=flip_test, batch_size=batch_size)
-    params = inspect.signature(evaluate_model).parameters
-    for name, value in (("dataset_index", dataset_index), ("schema", schema)):
-        if value is not None and name in params:
-            kwargs[name] = value
+    """COCO AP of `model` on an annotation file via `vitpose_hf.evaluation.evaluate_model` (the
+    schema's default `"coco"` and the model's main head when `schema` / `dataset_index` are None)."""
+    kwargs: dict[str, Any] = dict(detection_file=detection_file, flip_test=flip_test, batch_size=batch_size,
+                                  dataset_index=dataset_index)
+    if schema is not None:
+        kwargs["schema"] = schema
     metrics = evaluate_model(model, processor, annotation_file, image_dir, **kwargs)
     return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
-
-
-def write_weights_digest(model: torch.nn.Module, path_prefix: str, process_index: int, world_size: int, step: int) -> str:
-    """Testing aid: write `{rank, world_size, step, sha256 (parameters), sha256_all (+ buffers)}` of
-    `model`'s weights to `<prefix>.rank<N>.json`."""
-    digest = state_dict_digest(model, parameters_only=True)
-    record = {"rank": process_index, "world_size": world_size, "global_step": step, "sha256": digest,
-              "sha256_all": state_dict_digest(model)}
-    with open(f"{path_prefix}.rank{process_index}.json", "w", encoding="utf-8") as f:
-        json.dump(record, f)
-    return digest
