@@ -190,8 +190,8 @@ class VitPoseConfig(PretrainedConfig):
             (knowledge-token distillation).
         edges (`list[list[int]]`, *optional*): skeleton of the main schema, kept for display.
         check_finite_inputs (`bool`, defaults to True): in an eager forward in eval mode,
-            `pixel_values` holding NaN or inf raise a `ValueError` (one `isfinite` pass, ~0.1% of a
-            ViTPose-S forward on a CPU; a host sync on an accelerator). Never checked in training
+            `pixel_values` holding NaN or inf raise a `ValueError` (one `isfinite` pass, small next to
+            the forward, see docs/performance.md; a host sync on an accelerator). Never checked in training
             mode (the data loader validates its data) nor under torch.compile / torch.export / ONNX
             export, where the graph must not read values. The image processor and the pipeline
             refuse non-finite images themselves. Set False to skip it.

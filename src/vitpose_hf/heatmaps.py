@@ -152,7 +152,7 @@ def _argmax(heatmaps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.T
     n, k, h, w = heatmaps.shape
     flat = heatmaps.reshape(n, k, h * w)
     if flat.device.type == "cpu" and flat.dtype in (torch.float32, torch.float64):
-        # numpy's SIMD argmax is ~10x faster than torch.max(dim) on CPU; same first-maximum index
+        # numpy's SIMD argmax is much faster than torch.max(dim) on CPU; same first-maximum index
         idx = torch.from_numpy(flat.detach().numpy().argmax(axis=-1))
         scores = flat.gather(-1, idx[..., None])[..., 0]
     else:

@@ -392,11 +392,11 @@ def optimize_for_inference(
             itself, so the oneDNN swaps are skipped).
         float32_heatmaps: in a bf16/fp16 model, keep the final conv of every heatmap head in float32
             (its original float32 weights when the cast happens here), so the heatmaps are not rounded
-            to 8 significant bits before DARK decoding (about 0.1% of ViTPose-B's FLOPs).
+            to 8 significant bits before DARK decoding (a tiny share of the FLOPs, see docs/performance.md).
         check_speed: also time each swap against the plain module on its first module (median of 5
             calls each, in turn) and keep it only when it is faster there: kernels that win on one
-            CPU lose on another (oneDNN's fused linear beats MKL's addmm with AVX-512 and loses to it
-            on an AVX2-only EPYC). False: keep every swap that matches (deterministic, for tests).
+            CPU lose on another (docs/performance.md). False: keep every swap that matches
+            (deterministic).
         **compile_kwargs: passed to `nn.Module.compile` (e.g. `mode="max-autotune"`).
 
     Returns:

@@ -29,7 +29,9 @@ import torch.nn.functional as F
 from torch import nn
 from safetensors import SafetensorError
 from torch.utils.checkpoint import checkpoint
+# transformers' guarded init functions skip tensors already loaded from a checkpoint
 from transformers import PreTrainedModel
+from transformers import initialization as hf_init
 from transformers.activations import ACT2FN
 from transformers.utils import ModelOutput
 
@@ -594,25 +596,16 @@ class VitPosePreTrainedModel(PreTrainedModel):
         return self.config.num_hidden_layers + 2
 
 
-def _init_fn(name: str):
-    try:  # transformers' guarded init functions skip tensors already loaded from a checkpoint
-        from transformers import initialization as hf_init
-
-        return getattr(hf_init, name)
-    except (ImportError, AttributeError):  # pragma: no cover - older transformers
-        return getattr(nn.init, name)
-
-
 def _trunc_normal(t, std):
-    _init_fn("trunc_normal_")(t, mean=0.0, std=std)
+    hf_init.trunc_normal_(t, mean=0.0, std=std)
 
 
 def _zeros(t):
-    _init_fn("zeros_")(t)
+    hf_init.zeros_(t)
 
 
 def _ones(t):
-    _init_fn("ones_")(t)
+    hf_init.ones_(t)
 
 
 def check_dataset_index(dataset_index, batch_size: int, num_datasets: int, device, default: int = 0) -> torch.Tensor:

@@ -43,7 +43,7 @@ def register() -> None:
         quiet.setLevel(logging.ERROR)
         try:
             AutoImageProcessor.register(VitPoseConfig, image_processor_classes={"pil": VitPoseTopDownImageProcessor}, exist_ok=True)
-        except TypeError:  # transformers releases before the backend-dict signature
+        except TypeError:  # transformers 5.0 to 5.x before the image_processor_classes argument
             AutoImageProcessor.register(VitPoseConfig, slow_image_processor_class=VitPoseTopDownImageProcessor, exist_ok=True)
         finally:
             quiet.setLevel(level)
