@@ -41,6 +41,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from .image_processing_vitpose import VitPoseTopDownImageProcessor
+from .modelcard import write_model_card
+from .version import __version__
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -415,13 +419,9 @@ def export_onnx(
     # point to code this folder does not hold.
     _write_json_without_auto_map(output_dir / "config.json", config.to_json_string(use_diff=True))
     if image_processor is None:
-        from .image_processing_vitpose import VitPoseTopDownImageProcessor
-
         image_processor = VitPoseTopDownImageProcessor.for_config(config)
     _write_json_without_auto_map(output_dir / "preprocessor_config.json", image_processor.to_json_string())
     _write_info(output_dir, config, opset, with_index, tuple(reference.shape), external, size, max_diff, quantized_info)
-    from .modelcard import write_model_card
-
     write_model_card(
         output_dir, config, source=f"exported to ONNX (opset {opset}) by vitpose_hf.export",
         extra_text=("The folder holds `model.onnx`" + (" and the int8 `model_quantized.onnx`" if quantized_info else "")
@@ -435,8 +435,6 @@ def export_onnx(
 def _write_info(output_dir, config, opset, with_index, out_shape, external, size, max_diff, quantized_info) -> None:
     import onnx
     import onnxruntime
-
-    from .version import __version__
 
     height, width = (int(v) for v in config.image_size)
     inputs = [{"name": "pixel_values", "dtype": "float32", "shape": ["batch", int(config.num_channels), height, width]}]

@@ -14,6 +14,9 @@ import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from .jsonio import write_text_atomic
+from .version import __version__
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["write_model_card", "model_card_text"]
@@ -63,8 +66,6 @@ def model_card_text(
             with onnxruntime; no PyTorch weights, no code for trust_remote_code).
     """
     from huggingface_hub import ModelCard, ModelCardData
-
-    from .version import __version__
 
     clean = {}
     for key, value in (metrics or {}).items():
@@ -153,8 +154,6 @@ def write_model_card(folder: str | os.PathLike, config, **kwargs: Any) -> Path:
     Returns:
         the card's path.
     """
-    from .jsonio import write_text_atomic
-
     path = write_text_atomic(Path(folder) / "README.md", model_card_text(config, **kwargs))
     logger.info("wrote the model card %s", path)
     return path

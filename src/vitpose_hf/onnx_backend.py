@@ -29,9 +29,10 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
+from .configuration_vitpose import VitPoseConfig
 from .export import EXPORT_INFO_FILE_NAME, ONNX_FILE_NAME, QUANTIZED_FILE_NAME, copy_export_dir
-from .keypoint_schemas import head_num_keypoints
 from .heatmaps import flip_heatmaps
+from .keypoint_schemas import head_num_keypoints
 from .modeling_vitpose import VitPoseEstimatorOutput, check_dataset_index
 
 logger = logging.getLogger(__name__)
@@ -127,8 +128,6 @@ class OnnxPoseModel:
             OSError: `directory` is not an ONNX export folder (so that transformers' pipeline factory
                 goes on to the PyTorch classes), or `file_name` is missing there.
         """
-        from .configuration_vitpose import VitPoseConfig
-
         if not is_onnx_export_dir(directory):
             raise OSError(f"{os.fspath(directory)!r} is not an ONNX export folder (config.json + {ONNX_FILE_NAME})")
         try:  # only now: without onnxruntime, PyTorch checkpoints must still load through the pipeline

@@ -37,6 +37,7 @@ import cv2
 import numpy as np
 
 from ..keypoint_schemas import COCO
+from .coco import load_coco_keypoints
 
 logger = logging.getLogger(__name__)
 
@@ -474,8 +475,6 @@ def load_synthetic_dataset(
 
     Returns `(dataset, annotation_file, image_dir)`; the dataset is `load_coco_keypoints`' rows.
     """
-    from .coco import load_coco_keypoints
-
     out = Path(output_dir)
     stamp = out / "params.json"
     params = {"num_images": int(num_images), "image_size": [int(v) for v in image_size], "seed": int(seed), **kwargs}

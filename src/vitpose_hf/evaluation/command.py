@@ -16,6 +16,13 @@ import argparse
 import logging
 import os
 
+from ..image_processing_vitpose import VitPoseTopDownImageProcessor
+from ..jsonio import check_output_file, write_json_atomic
+from ..modeling_vitpose import VitPoseForPoseEstimation
+from ..onnx_backend import OnnxPoseModel, is_onnx_export_dir, onnx_providers_for_device
+from .coco import format_metrics_table
+from .topdown import evaluate_model
+
 logger = logging.getLogger(__name__)
 
 
@@ -58,10 +65,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _load(model_id: str, device, fp16: bool, onnx_file: str | None = None):
     import torch
 
-    from ..image_processing_vitpose import VitPoseTopDownImageProcessor
-    from ..modeling_vitpose import VitPoseForPoseEstimation
-    from ..onnx_backend import OnnxPoseModel, is_onnx_export_dir, onnx_providers_for_device
-
     if is_onnx_export_dir(model_id):
         if fp16:
             raise ValueError("--fp16 applies to PyTorch models; an ONNX export runs its float32 or int8 graph")
@@ -89,10 +92,6 @@ def _load(model_id: str, device, fp16: bool, onnx_file: str | None = None):
 def run(args: argparse.Namespace) -> int:
     """Run the evaluation, print the metrics table; returns the exit status (0)."""
     import torch
-
-    from ..jsonio import check_output_file, write_json_atomic
-    from .coco import format_metrics_table
-    from .topdown import evaluate_model
 
     for name, path in (("--annotations", args.annotations), ("--detections", args.detections)):
         if path is not None and not os.path.isfile(path):

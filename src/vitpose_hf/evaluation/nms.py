@@ -20,7 +20,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from ..keypoint_schemas import KeypointSchema, get_schema
+from ..keypoint_schemas import SCHEMAS, KeypointSchema, get_schema
 
 logger = logging.getLogger(__name__)
 
@@ -50,8 +50,6 @@ def resolve_sigmas(sigmas: Any, num_keypoints: int | None = None) -> np.ndarray:
     if sigmas is None:
         if num_keypoints is None:
             raise ValueError("sigmas=None needs num_keypoints to pick a keypoint schema")
-        from ..keypoint_schemas import SCHEMAS
-
         matches = sorted(
             name for name, s in SCHEMAS.items() if s.sigmas is not None and s.num_keypoints == num_keypoints
         )

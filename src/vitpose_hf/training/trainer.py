@@ -34,8 +34,10 @@ from transformers import Trainer, TrainerCallback
 
 from ..data import PoseDataCollator
 from ..evaluation import evaluate_model
+from ..jsonio import write_json_atomic
 from ..keypoint_schemas import head_num_keypoints
 from ..losses import joints_mse_loss
+from ..modelcard import write_model_card
 from .param_groups import build_param_groups, unwrap_vitpose
 from .schedule import official_lr_lambda
 
@@ -219,8 +221,6 @@ def write_complete_marker(folder: str | os.PathLike, files: Sequence[str], **inf
         path = os.path.join(folder, rel)
         _fsync_path(path)
         listing[rel] = {"size": os.path.getsize(path), "sha256": _sha256(path)}
-    from ..jsonio import write_json_atomic
-
     target = write_json_atomic(os.path.join(folder, COMPLETE_MARKER), {"format": 1, **info, "files": listing}, indent=1)
     _fsync_path(folder)
     return str(target)
@@ -486,8 +486,6 @@ class VitPoseTrainer(Trainer):
         transformers card; a card the run already wrote (with its metrics) is kept."""
         if not self.is_world_process_zero():
             return
-        from ..modelcard import write_model_card
-
         path = os.path.join(self.args.output_dir, "README.md")
         try:
             with open(path, encoding="utf-8") as f:
@@ -507,8 +505,6 @@ class VitPoseTrainer(Trainer):
         """As `Trainer.save_metrics`, but each json file is replaced atomically."""
         if not self.is_world_process_zero():
             return
-        from ..jsonio import write_json_atomic
-
         write_json_atomic(os.path.join(self.args.output_dir, f"{split}_results.json"), metrics, indent=4)
         if combined:
             path = os.path.join(self.args.output_dir, "all_results.json")
