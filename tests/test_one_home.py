@@ -96,3 +96,10 @@ def test_one_joints_mse_loss_serves_the_model_and_both_trainers(tmp_path):
         own_loss = student(**single).loss
         merged = losses.joints_mse_loss(student(pixels).heatmaps, single["labels"], single["target_weight"], [17, 17, 17])
     torch.testing.assert_close(merged, own_loss, rtol=1e-6, atol=0)
+
+
+def test_the_model_does_not_reach_back_into_the_converter():
+    from vitpose_hf import convert_vitpose_to_hf, modeling_vitpose
+
+    assert "convert_vitpose_to_hf" not in (ROOT / "src" / "vitpose_hf" / "modeling_vitpose.py").read_text(encoding="utf-8")
+    assert convert_vitpose_to_hf.export_to_transformers is modeling_vitpose.export_to_transformers

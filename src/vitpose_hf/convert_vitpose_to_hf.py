@@ -28,7 +28,7 @@ from typing import Mapping, Sequence
 import torch
 
 from .configuration_vitpose import COCO_KEYPOINT_NAMES, PRESETS, VitPoseConfig
-from .modeling_vitpose import infer_grid
+from .modeling_vitpose import VitPoseForPoseEstimation, export_to_transformers, infer_grid, resample_position_embeddings
 
 logger = logging.getLogger(__name__)
 
@@ -381,8 +381,6 @@ def convert_official_checkpoint(
     Raises:
         ValueError: unreadable file, missing or unexpected keys, shape mismatches.
     """
-    from .modeling_vitpose import VitPoseForPoseEstimation, resample_position_embeddings
-
     if isinstance(checkpoint, (str, Path)):
         official = load_official_checkpoint(checkpoint)
     else:
@@ -432,44 +430,6 @@ def convert_official_checkpoint(
     return model, dropped
 
 
-def export_to_transformers(model, save_directory: str | Path) -> Path:
-    """Write a vitpose_hf `VitPoseForPoseEstimation` in transformers' VitPose hub format.
-
-    Writes `config.json` (`VitPoseConfig.to_transformers_dict()`: `model_type "vitpose"` with a
-    `backbone_config`) and `model.safetensors` (our key names are transformers' key names).
-
-    Returns:
-        the directory.
-
-    Raises:
-        ValueError: not a `VitPoseForPoseEstimation`, or it uses features transformers lacks (extra
-            dataset heads, windowed attention, knowledge tokens, other patch stride/padding, a classic
-            head not 2 x 256 wide).
-    """
-    from safetensors.torch import save_file
-
-    from .modeling_vitpose import VitPoseForPoseEstimation
-
-    if not isinstance(model, VitPoseForPoseEstimation):
-        raise ValueError(f"export_to_transformers needs a VitPoseForPoseEstimation, got {type(model).__name__}")
-    config_dict = model.config.to_transformers_dict()  # raises ValueError for unsupported features
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    unexpected = [k for k in state if not k.startswith(("backbone.", "head."))]
-    if unexpected:
-        raise ValueError(f"these weights have no place in transformers' VitPose: {unexpected}")
-    if model.config.drop_path_rate:
-        logger.info("drop_path_rate %.3g is not exported (transformers' VitPose has no drop path)",
-                    model.config.drop_path_rate)
-    save_directory = Path(save_directory)
-    save_directory.mkdir(parents=True, exist_ok=True)
-    config_dict["dtype"] = str(next(iter(state.values())).dtype).replace("torch.", "")
-    with open(save_directory / "config.json", "w") as f:
-        json.dump(config_dict, f, indent=2, sort_keys=True)
-    save_file(state, str(save_directory / "model.safetensors"), metadata={"format": "pt"})
-    logger.info("exported %d tensors to %s in transformers' VitPose format", len(state), save_directory)
-    return save_directory
-
-
 # ----------------------------------------------------------------------------- CLI
 def _parser(prog: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -516,8 +476,6 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
         logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
     try:
         if Path(args.checkpoint).is_dir():
-            from .modeling_vitpose import VitPoseForPoseEstimation
-
             model = VitPoseForPoseEstimation.from_pretrained(args.checkpoint, strict=True, image_size=args.image_size)
             if args.simple is not None and args.simple != model.config.use_simple_decoder:
                 raise ValueError(f"{args.checkpoint} does not hold the requested decoder")

@@ -72,8 +72,8 @@ def package_attr(module: str, name: str):
     """`vitpose_hf.<module>.<name>` of the installed package.
 
     For methods of the saved classes that need more than the copied code (uploading with a model
-    card, writing transformers' format): importing by name keeps transformers from copying the
-    converter, the card writer and their imports into every checkpoint, and a copy running without
+    card and a default image processor): importing by name keeps transformers from copying the
+    card writer, the processor and their imports into every checkpoint, and a copy running without
     the package gets a clear ImportError at call time.
     """
     try:
