@@ -21,7 +21,6 @@ custom-code saving, see `saved_code`), so it imports only torch, safetensors and
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 from pathlib import Path
@@ -30,12 +29,19 @@ from typing import Any, Mapping, NamedTuple
 import torch
 from safetensors.torch import load_file
 
-logger = logging.getLogger(__name__)
-
 __all__ = [
     "WRAPPER_KEYS",
     "BLOCK_KEYS",
     "BACKBONE_KEYS",
+    "BLOCK_KEY",
+    "EXPERT_KEY",
+    "COPY",
+    "QKV",
+    "Q_BIAS",
+    "FC2",
+    "PATCH",
+    "POSITION",
+    "FINAL_NORM",
     "MappedTensor",
     "unwrap_state_dict",
     "read_checkpoint",
