@@ -292,7 +292,7 @@ def test_missing_and_inconsistent_keys_are_named(tmp_path):
         convert_official_checkpoint(official, use_simple_decoder=True, num_attention_heads=4)
     bad_qkv = dict(official)
     bad_qkv["backbone.blocks.0.attn.qkv.bias"] = torch.zeros(31)
-    with pytest.raises(ValueError, match="multiple of 3"):
+    with pytest.raises(ValueError, match=r"qkv.bias has shape \(31,\); a fused q, k, v of width 32"):
         convert_official_state_dict(bad_qkv)
     with pytest.raises(ValueError, match="not in the size table"):
         infer_config_from_state_dict(official)  # width 32 has no table entry

@@ -163,12 +163,19 @@ def test_the_saved_code_is_stamped_and_imports_only_what_transformers_needs(save
         "image_processing_vitpose.py", "keypoint_schemas.py", "losses.py", "modeling_vitpose.py",
         "saved_code.py", "version.py", "window_attention.py",
     ])  # fmt: skip
+    # the MAE model's code: the pose model's, its own module and the checkpoint key table (never the converter)
+    mae_copied = sorted(p.name for p in (tmp_path / "mae").glob("*.py"))
+    assert mae_copied == sorted([
+        "attention.py", "checkpoint_keys.py", "configuration_vitpose.py", "heatmaps.py", "keypoint_schemas.py",
+        "losses.py", "modeling_vitpose.py", "modeling_vitpose_mae.py", "saved_code.py", "version.py",
+        "window_attention.py",
+    ])  # fmt: skip
     # transformers and what it installs itself (numpy, safetensors, huggingface_hub)
     allowed = {"torch", "numpy", "transformers", "safetensors", "huggingface_hub"} | set(sys.stdlib_module_names)
-    for name in copied:
-        text = (folder / name).read_text()
-        assert text.startswith(f"{STAMP_PREFIX}{vitpose_hf.__version__} "), name
-        assert set(get_imports(folder / name)) <= allowed, (name, set(get_imports(folder / name)) - allowed)
+    for path in [folder / name for name in copied] + [tmp_path / "mae" / name for name in mae_copied]:
+        text = path.read_text()
+        assert text.startswith(f"{STAMP_PREFIX}{vitpose_hf.__version__} "), path
+        assert set(get_imports(path)) <= allowed, (path, set(get_imports(path)) - allowed)
     config = json.loads((folder / "config.json").read_text())
     assert config["auto_map"] == {
         "AutoConfig": "configuration_vitpose.VitPoseConfig",

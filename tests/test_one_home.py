@@ -96,3 +96,22 @@ def test_one_joints_mse_loss_serves_the_model_and_both_trainers(tmp_path):
         own_loss = student(**single).loss
         merged = losses.joints_mse_loss(student(pixels).heatmaps, single["labels"], single["target_weight"], [17, 17, 17])
     torch.testing.assert_close(merged, own_loss, rtol=1e-6, atol=0)
+
+
+def test_checkpoints_of_other_layouts_are_read_and_named_in_one_place():
+    # one safe reader, one fused-qkv split, one table of the ViT's names (the converter, the MAE loader
+    # and --backbone_init all go through vitpose_hf.checkpoint_keys)
+    home = ["src/vitpose_hf/checkpoint_keys.py"]
+    assert _files_matching(r"= torch\.load\(") == home
+    assert _files_matching(r"\.chunk\(3\b") == home
+    assert _files_matching(r'"norm1\.') == home
+    for user in ("convert_vitpose_to_hf.py", "modeling_vitpose_mae.py", "training/build.py"):
+        text = (ROOT / "src" / "vitpose_hf" / user).read_text(encoding="utf-8")
+        assert re.search(r"^from \.+checkpoint_keys import", text, re.M), user
+
+
+def test_the_model_does_not_reach_back_into_the_converter():
+    from vitpose_hf import convert_vitpose_to_hf, modeling_vitpose
+
+    assert "convert_vitpose_to_hf" not in (ROOT / "src" / "vitpose_hf" / "modeling_vitpose.py").read_text(encoding="utf-8")
+    assert convert_vitpose_to_hf.export_to_transformers is modeling_vitpose.export_to_transformers

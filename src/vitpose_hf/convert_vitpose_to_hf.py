@@ -27,8 +27,9 @@ from typing import Mapping, Sequence
 
 import torch
 
+from .checkpoint_keys import BLOCK_KEY, backbone_key_names, map_vit_backbone, read_checkpoint, unwrap_state_dict
 from .configuration_vitpose import COCO_KEYPOINT_NAMES, PRESETS, VitPoseConfig
-from .modeling_vitpose import infer_grid
+from .modeling_vitpose import VitPoseForPoseEstimation, export_to_transformers, infer_grid, resample_position_embeddings
 
 logger = logging.getLogger(__name__)
 
@@ -60,64 +61,28 @@ _HEAD_MAP = {
     "deconv_layers.4.": "batchnorm2.",
     "final_layer.": "conv.",
 }
-_BLOCK_MAP = {
-    "norm1.": "layernorm_before.",
-    "attn.proj.": "attention.output.dense.",
-    "norm2.": "layernorm_after.",
-    "mlp.fc1.": "mlp.fc1.",
-    "mlp.fc2.": "mlp.fc2.",
-}
-_BACKBONE_MAP = {
-    "patch_embed.proj.": "embeddings.patch_embeddings.projection.",
-    "last_norm.": "layernorm.",
-}
-_BLOCK_RE = re.compile(r"^backbone\.blocks\.(\d+)\.(.+)$")
-_EXPERT_RE = re.compile(r"^mlp\.experts\.(\d+)\.(weight|bias)$")
 _ASSOC_RE = re.compile(r"^associate_keypoint_heads\.(\d+)\.(.+)$")
 
 
 # ----------------------------------------------------------------------------- loading
-def _unwrap(checkpoint: object, source: str = "checkpoint") -> dict[str, torch.Tensor]:
-    """The flat tensor dict of an official checkpoint (`state_dict`/`model` wrappers and DDP
-    `module.` prefixes removed)."""
-    if not isinstance(checkpoint, Mapping):
-        raise ValueError(f"{source} holds a {type(checkpoint).__name__}, expected a dict of tensors")
-    state = checkpoint
-    for wrapper in ("state_dict", "model"):
-        if wrapper in state and isinstance(state[wrapper], Mapping):
-            state = state[wrapper]
-            break
-    out: dict[str, torch.Tensor] = {}
-    for key, value in state.items():
-        if not isinstance(value, torch.Tensor):
-            raise ValueError(f"{source}: entry {key!r} is a {type(value).__name__}, not a tensor")
-        out[key[len("module."):] if key.startswith("module.") else key] = value
-    if not out:
-        raise ValueError(f"{source} holds no tensors")
-    # MAE / backbone-only files store the ViT without the `backbone.` prefix.
-    if not any(k.startswith("backbone.") for k in out) and "pos_embed" in out:
-        out = {(f"backbone.{k}" if k.startswith(("patch_embed.", "pos_embed", "blocks.", "last_norm.", "cls_token")) else k): v
-               for k, v in out.items()}
-    return out
+def _official_layout(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`state_dict` with its ViT under `backbone.`, as in a full official checkpoint: backbone-only
+    files store the bare names (`pos_embed`, `blocks.*`, `last_norm.*`, ...)."""
+    return {(key if rel is None or key.startswith("backbone.") else f"backbone.{rel}"): state_dict[key]
+            for key, rel in backbone_key_names(state_dict).items()}
 
 
 def load_official_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     """Read an official `.pth` safely (`torch.load(..., weights_only=True)`, no code runs).
 
     Returns:
-        the flat state dict (`'state_dict'` wrapper and `module.` prefixes removed).
+        the flat state dict (unwrapped by `checkpoint_keys.read_checkpoint`), the ViT under
+        `backbone.` (added for backbone-only files).
 
     Raises:
         ValueError: the file is missing, corrupt, not a torch checkpoint, or holds no tensor dict.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"checkpoint file {path} does not exist")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # corrupt zip, truncated pickle, disallowed globals, ...
-        raise ValueError(f"cannot read checkpoint {path}: {type(err).__name__}: {err}") from err
-    return _unwrap(checkpoint, str(path))
+    return _official_layout(read_checkpoint(path))
 
 
 # ----------------------------------------------------------------------------- key mapping
@@ -133,9 +98,13 @@ def convert_official_state_dict(
 ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Map an official ViTPose / ViTPose++ state dict to vitpose_hf (= transformers) names.
 
-    Fused `attn.qkv` (`(3C, C)` weight, `(3C,)` bias, rows ordered q, k, v) is split into
-    `attention.attention.{query,key,value}`; `associate_keypoint_heads.{j}` becomes
-    `extra_heads.{j + 1}` (the head of ViTPose++ dataset index j + 1). Tensors are not copied.
+    The backbone goes through the key table of `checkpoint_keys.map_vit_backbone`: fused `attn.qkv`
+    (`(3C, C)` weight, `(3C,)` bias, rows ordered q, k, v) split into
+    `attention.attention.{query,key,value}`, `norm1/norm2` -> `layernorm_before/after`, `attn.proj`
+    -> `attention.output.dense`, `last_norm` -> `layernorm`, `mlp.experts.{e}` kept. The heads:
+    `deconv_layers.{0,1,3,4}` -> `deconv1/batchnorm1/deconv2/batchnorm2`, `final_layer` -> `conv`, and
+    `associate_keypoint_heads.{j}` becomes `extra_heads.{j + 1}` (the head of ViTPose++ dataset
+    index j + 1). Tensors are not copied.
 
     Args:
         state_dict: official keys (`backbone.*`, `keypoint_head.*`, `associate_keypoint_heads.*`).
@@ -145,48 +114,13 @@ def convert_official_state_dict(
         reason (e.g. `backbone.cls_token`, unused by ViTPose's forward).
 
     Raises:
-        ValueError: a fused qkv tensor whose first dimension is not divisible by 3.
+        ValueError: no `backbone.patch_embed.proj.weight`, or a fused qkv tensor that is not
+            `(3C, C)` / `(3C,)` for the patch embedding's width C.
     """
-    new: dict[str, torch.Tensor] = {}
-    dropped: dict[str, str] = {}
+    heads = ("keypoint_head.", "associate_keypoint_heads.")
+    backbone, dropped = map_vit_backbone({k: v for k, v in state_dict.items() if not k.startswith(heads)})
+    new = {f"backbone.{entry.name}": entry.value for entry in backbone}
     for key, value in state_dict.items():
-        if key == "backbone.pos_embed":
-            new["backbone.embeddings.position_embeddings"] = value
-            continue
-        if key == "backbone.cls_token":
-            dropped[key] = "cls token: ViTPose's forward never uses it (multi-dataset training leftover)"
-            continue
-        block = _BLOCK_RE.match(key)
-        if block:
-            index, rest = block.groups()
-            prefix = f"backbone.encoder.layer.{index}."
-            if rest in ("attn.qkv.weight", "attn.qkv.bias"):
-                if value.shape[0] % 3:
-                    raise ValueError(f"{key} has {value.shape[0]} rows, not a multiple of 3 (fused q, k, v)")
-                kind = rest.rsplit(".", 1)[1]
-                for name, part in zip(("query", "key", "value"), value.chunk(3, dim=0)):
-                    new[f"{prefix}attention.attention.{name}.{kind}"] = part
-                continue
-            expert = _EXPERT_RE.match(rest)
-            if expert:
-                new[f"{prefix}mlp.experts.{expert.group(1)}.{expert.group(2)}"] = value
-                continue
-            for old, repl in _BLOCK_MAP.items():
-                if rest.startswith(old):
-                    new[prefix + repl + rest[len(old):]] = value
-                    break
-            else:
-                dropped[key] = "block parameter with no vitpose_hf counterpart"
-            continue
-        if key.startswith("backbone."):
-            rest = key[len("backbone."):]
-            for old, repl in _BACKBONE_MAP.items():
-                if rest.startswith(old):
-                    new["backbone." + repl + rest[len(old):]] = value
-                    break
-            else:
-                dropped[key] = "backbone parameter with no vitpose_hf counterpart"
-            continue
         if key.startswith("keypoint_head."):
             mapped = _map_head_key(key[len("keypoint_head."):])
             if mapped is None:
@@ -202,11 +136,6 @@ def convert_official_state_dict(
                 dropped[key] = "extra dataset head parameter with no vitpose_hf counterpart"
             else:
                 new[f"extra_heads.{int(j) + 1}.{mapped}"] = value
-            continue
-        if key.startswith(("decoder", "mask_token")):
-            dropped[key] = "MAE pre-training decoder: not part of the pose model"
-            continue
-        dropped[key] = "not part of the ViTPose backbone or heads"
     return new, dropped
 
 
@@ -280,7 +209,8 @@ def infer_config_from_state_dict(
     if proj.ndim != 4 or proj.shape[0] != hidden:
         raise ValueError(f"backbone.patch_embed.proj.weight has shape {tuple(proj.shape)}, expected ({hidden}, 3, p, p)")
     patch = (int(proj.shape[2]), int(proj.shape[3]))
-    blocks = sorted({int(m.group(1)) for k in state_dict if (m := _BLOCK_RE.match(k))})
+    blocks = sorted({int(m.group(1)) for rel in backbone_key_names(state_dict).values()
+                     if rel is not None and (m := BLOCK_KEY.match(rel))})
     if not blocks:
         raise ValueError("the official checkpoint has no backbone.blocks.* keys")
     if blocks != list(range(len(blocks))):
@@ -346,7 +276,7 @@ def infer_config_from_state_dict(
         num_hidden_layers=depth,
         num_attention_heads=heads,
         mlp_ratio=mlp_ratio,
-        qkv_bias="backbone.blocks.0.attn.qkv.bias" in state_dict,
+        qkv_bias="backbone.blocks.0.attn.qkv.bias" in state_dict or "backbone.blocks.0.attn.q_bias" in state_dict,
         layer_norm_eps=1e-6,
         drop_path_rate=0.0,
         num_experts=num_experts,
@@ -381,12 +311,10 @@ def convert_official_checkpoint(
     Raises:
         ValueError: unreadable file, missing or unexpected keys, shape mismatches.
     """
-    from .modeling_vitpose import VitPoseForPoseEstimation, resample_position_embeddings
-
     if isinstance(checkpoint, (str, Path)):
         official = load_official_checkpoint(checkpoint)
     else:
-        official = _unwrap(checkpoint)
+        official = _official_layout(unwrap_state_dict(checkpoint))
     config = infer_config_from_state_dict(official, use_simple_decoder, image_size, num_attention_heads)
     new_sd, dropped = convert_official_state_dict(official)
     for key, reason in sorted(dropped.items()):
@@ -430,44 +358,6 @@ def convert_official_checkpoint(
                 raise ValueError(f"the written checkpoint in {output_dir} differs from the conversion at {key}")
         logger.info("wrote %s (%d tensors, %d keys dropped)", output_dir, len(new_sd), len(dropped))
     return model, dropped
-
-
-def export_to_transformers(model, save_directory: str | Path) -> Path:
-    """Write a vitpose_hf `VitPoseForPoseEstimation` in transformers' VitPose hub format.
-
-    Writes `config.json` (`VitPoseConfig.to_transformers_dict()`: `model_type "vitpose"` with a
-    `backbone_config`) and `model.safetensors` (our key names are transformers' key names).
-
-    Returns:
-        the directory.
-
-    Raises:
-        ValueError: not a `VitPoseForPoseEstimation`, or it uses features transformers lacks (extra
-            dataset heads, windowed attention, knowledge tokens, other patch stride/padding, a classic
-            head not 2 x 256 wide).
-    """
-    from safetensors.torch import save_file
-
-    from .modeling_vitpose import VitPoseForPoseEstimation
-
-    if not isinstance(model, VitPoseForPoseEstimation):
-        raise ValueError(f"export_to_transformers needs a VitPoseForPoseEstimation, got {type(model).__name__}")
-    config_dict = model.config.to_transformers_dict()  # raises ValueError for unsupported features
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    unexpected = [k for k in state if not k.startswith(("backbone.", "head."))]
-    if unexpected:
-        raise ValueError(f"these weights have no place in transformers' VitPose: {unexpected}")
-    if model.config.drop_path_rate:
-        logger.info("drop_path_rate %.3g is not exported (transformers' VitPose has no drop path)",
-                    model.config.drop_path_rate)
-    save_directory = Path(save_directory)
-    save_directory.mkdir(parents=True, exist_ok=True)
-    config_dict["dtype"] = str(next(iter(state.values())).dtype).replace("torch.", "")
-    with open(save_directory / "config.json", "w") as f:
-        json.dump(config_dict, f, indent=2, sort_keys=True)
-    save_file(state, str(save_directory / "model.safetensors"), metadata={"format": "pt"})
-    logger.info("exported %d tensors to %s in transformers' VitPose format", len(state), save_directory)
-    return save_directory
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -516,8 +406,6 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
         logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
     try:
         if Path(args.checkpoint).is_dir():
-            from .modeling_vitpose import VitPoseForPoseEstimation
-
             model = VitPoseForPoseEstimation.from_pretrained(args.checkpoint, strict=True, image_size=args.image_size)
             if args.simple is not None and args.simple != model.config.use_simple_decoder:
                 raise ValueError(f"{args.checkpoint} does not hold the requested decoder")

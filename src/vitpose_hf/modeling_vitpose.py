@@ -10,8 +10,8 @@ Nothing here imports the processor, data or training code. This module and its s
 (``configuration_vitpose``, ``attention``, ``window_attention``, ``version``) import only torch,
 transformers, safetensors and the standard library, each other as ``from .x import y``: that is
 what transformers' custom-code saving copies beside the weights, so a saved folder also loads with
-``trust_remote_code=True`` where vitpose_hf is not installed (`save_pretrained`). The methods that
-need the rest of the package (`push_to_hub`, `save_pretrained_transformers`) import it by name.
+``trust_remote_code=True`` where vitpose_hf is not installed (`save_pretrained`). The method that
+needs the rest of the package (`push_to_hub`) imports it by name.
 """
 
 from __future__ import annotations
@@ -22,12 +22,14 @@ import math
 import os
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from safetensors import SafetensorError
+from safetensors.torch import save_file
 from torch.utils.checkpoint import checkpoint
 # transformers' guarded init functions skip tensors already loaded from a checkpoint
 from transformers import PreTrainedModel
@@ -52,6 +54,7 @@ __all__ = [
     "VitPoseEstimatorOutput",
     "check_dataset_index",
     "resample_position_embeddings",
+    "export_to_transformers",
     "is_tracing",
 ]
 
@@ -1045,7 +1048,7 @@ class VitPoseForPoseEstimation(VitPosePreTrainedModel):
             ValueError: the model uses a feature transformers' VitPose lacks (extra dataset heads,
                 windowed attention, knowledge tokens, another patch stride/padding or head width).
         """
-        package_attr("convert_vitpose_to_hf", "export_to_transformers")(self, save_directory)
+        export_to_transformers(self, save_directory)
 
     def push_to_hub(
         self,
@@ -1120,6 +1123,40 @@ class VitPoseForPoseEstimation(VitPosePreTrainedModel):
             model.backbone.resize_position_embeddings(image_size)
             model.config.image_size = list(model.backbone.config.image_size)
         return (model, info) if want_info else model
+
+
+def export_to_transformers(model: VitPoseForPoseEstimation, save_directory: str | os.PathLike) -> Path:
+    """Write a vitpose_hf `VitPoseForPoseEstimation` in transformers' VitPose hub format.
+
+    Writes `config.json` (`VitPoseConfig.to_transformers_dict()`: `model_type "vitpose"` with a
+    `backbone_config`) and `model.safetensors` (our key names are transformers' key names).
+
+    Returns:
+        the directory.
+
+    Raises:
+        ValueError: not a `VitPoseForPoseEstimation`, or it uses features transformers lacks (extra
+            dataset heads, windowed attention, knowledge tokens, other patch stride/padding, a classic
+            head not 2 x 256 wide).
+    """
+    if not isinstance(model, VitPoseForPoseEstimation):
+        raise ValueError(f"export_to_transformers needs a VitPoseForPoseEstimation, got {type(model).__name__}")
+    config_dict = model.config.to_transformers_dict()  # raises ValueError for unsupported features
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    unexpected = [k for k in state if not k.startswith(("backbone.", "head."))]
+    if unexpected:
+        raise ValueError(f"these weights have no place in transformers' VitPose: {unexpected}")
+    if model.config.drop_path_rate:
+        logger.info("drop_path_rate %.3g is not exported (transformers' VitPose has no drop path)",
+                    model.config.drop_path_rate)
+    save_directory = Path(save_directory)
+    save_directory.mkdir(parents=True, exist_ok=True)
+    config_dict["dtype"] = str(next(iter(state.values())).dtype).replace("torch.", "")
+    with open(save_directory / "config.json", "w") as f:
+        json.dump(config_dict, f, indent=2, sort_keys=True)
+    save_file(state, str(save_directory / "model.safetensors"), metadata={"format": "pt"})
+    logger.info("exported %d tensors to %s in transformers' VitPose format", len(state), save_directory)
+    return save_directory
 
 
 # transformers' custom-code saving: `save_pretrained` copies this module (and its siblings) and names

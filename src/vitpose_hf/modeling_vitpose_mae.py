@@ -30,8 +30,9 @@ MAE settings live in `VitPoseConfig` as extra attributes with a `mae_` prefix (t
     mae_decoder_num_attention_heads (16), mae_decoder_mlp_ratio (4.0), mae_mask_ratio (0.75),
     mae_norm_pix_loss (False), mae_hide_masked_pixels (True)
 
-`load_mae_checkpoint_into_backbone` reads an MAE checkpoint of the facebookresearch/mae (timm)
-layout into the backbone of any ViTPose model, listing every key it drops and why.
+`load_mae_checkpoint_into_backbone` reads a checkpoint of the facebookresearch/mae (timm) layout, or
+an official ViTPose backbone, into the backbone of any ViTPose model (names from the key table of
+`checkpoint_keys`), listing every key it drops and why.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.utils import ModelOutput
 
+from .checkpoint_keys import FC2, FINAL_NORM, PATCH, POSITION, map_vit_backbone, read_checkpoint, unwrap_state_dict
 from .configuration_vitpose import VitPoseConfig
 from .modeling_vitpose import (
     VitPoseEncoder,
@@ -54,6 +56,7 @@ from .modeling_vitpose import (
     VitPosePreTrainedModel,
     check_dataset_index,
     _trunc_normal,
+    infer_grid,
     reject_unknown_kwargs,
     resample_position_embeddings,
 )
@@ -502,39 +505,6 @@ class MaeCheckpointReport:
         return "\n".join(lines)
 
 
-_BLOCK_MAP = {
-    "norm1.weight": "layernorm_before.weight",
-    "norm1.bias": "layernorm_before.bias",
-    "attn.proj.weight": "attention.output.dense.weight",
-    "attn.proj.bias": "attention.output.dense.bias",
-    "norm2.weight": "layernorm_after.weight",
-    "norm2.bias": "layernorm_after.bias",
-    "mlp.fc1.weight": "mlp.fc1.weight",
-    "mlp.fc1.bias": "mlp.fc1.bias",
-}
-
-
-def _unwrap_state_dict(obj: Any) -> dict[str, torch.Tensor]:
-    if not isinstance(obj, Mapping):
-        raise ValueError(f"an MAE checkpoint must be a dict of tensors, got {type(obj).__name__}")
-    for key in ("model", "state_dict", "module"):
-        if key in obj and isinstance(obj[key], Mapping):
-            obj = obj[key]
-            break
-    state = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
-    if not state:
-        raise ValueError("the MAE checkpoint holds no tensors")
-    for prefix in ("module.", "backbone."):
-        if all(k.startswith(prefix) for k in state):
-            state = {k[len(prefix):]: v for k, v in state.items()}
-    if "patch_embed.proj.weight" not in state:
-        raise ValueError(
-            "not an MAE / timm ViT checkpoint: no 'patch_embed.proj.weight' key "
-            f"(first keys: {sorted(state)[:5]})"
-        )
-    return state
-
-
 def _find_backbone(model: nn.Module) -> VitPoseModel:
     if isinstance(model, VitPoseModel):
         return model
@@ -550,46 +520,54 @@ def load_mae_checkpoint_into_backbone(
     patch_kernel: str = "pad",
     load_final_norm: bool = True,
 ) -> MaeCheckpointReport:
-    """Load an MAE checkpoint of the facebookresearch/mae (timm ViT) layout into a ViTPose backbone.
+    """Load a ViT checkpoint of another layout (facebookresearch/mae or timm ViT, official ViTPose /
+    ViTPose++ backbone) into a ViTPose backbone.
 
-    Handled: a file path (read with `torch.load(weights_only=True)`) or a dict, wrapped in `model` /
-    `state_dict` / `module` or plain, `module.` / `backbone.` prefixes; `patch_embed.proj.*` (kernel 14
-    or 16: zero-padded to the backbone's kernel, as the official ViTPose loader's default, or
+    The file is read and unwrapped by `checkpoint_keys.read_checkpoint` (a dict by
+    `unwrap_state_dict`: `state_dict` / `model` / `module` wrappers, a DDP `module.` prefix) and its
+    names mapped by `checkpoint_keys.map_vit_backbone` (the backbone is what is under `backbone.`
+    when a key has that prefix, else the bare ViT names; fused `attn.qkv` split into query / key /
+    value, BEiT-style `q_bias` / `v_bias`, ViTPose++ `mlp.experts.*`, `last_norm.*` and timm's
+    `norm.*` -> the final `layernorm`). Fitted to this backbone: `patch_embed.proj.weight` of
+    another kernel size (14 -> 16: zero-padded, as the official ViTPose loader's default, or
     `patch_kernel="bicubic"` / `"bilinear"` interpolation, unscaled like the official code);
-    `pos_embed` `(1, 1 + s*s, C)` (square grid; the cls slot becomes ViTPose's extra slot, the grid is
-    resampled bicubic to the backbone's `(h, w)`); `blocks.{i}.*` with the fused `attn.qkv` split
-    into query / key / value (or BEiT-style `q_bias` / `v_bias`); `mlp.fc2` split into the shared
-    fc2 and the experts of a ViTPose++ MoE MLP; `norm.*` -> the final `layernorm`. Dropped, each with
-    its reason: `cls_token`, the decoder (`decoder_*`, `mask_token`), classification heads
-    (`head.*`, `fc_norm.*`), blocks beyond the backbone's depth and unknown keys.
+    `pos_embed` `(1, [1 +] N, C)` of another grid (the backbone's own slot count, a square `s x s`,
+    or else the factorisation of N closest to the backbone's aspect; the cls slot becomes ViTPose's
+    extra slot, zeros without one; resampled bicubic to the backbone's `(h, w)`); an `mlp.fc2`
+    over all C output rows split into the shared fc2 and the experts of a ViTPose++ MoE MLP (the
+    output is unchanged). Dropped, each with its reason: `cls_token`, decoders (`decoder_*`,
+    `mask_token`), heads (`head.*`, `fc_norm.*`, `keypoint_head.*`, ...), blocks beyond the
+    backbone's depth, tensors the backbone has no place for and unknown keys.
 
     Args:
         model: `VitPoseModel`, or any model with `.backbone` (`VitPoseForPoseEstimation`,
             `VitPoseForMaskedImageModeling`).
-        checkpoint: path or state dict.
+        checkpoint: path (file or `save_pretrained`-style folder) or state dict.
         patch_kernel: `"pad"`, `"bicubic"` or `"bilinear"`: how a smaller patch kernel is adapted.
-        load_final_norm: load MAE's `norm.*` into `layernorm` (the official ViTPose keeps its
-            `last_norm` at initialisation because the names differ; pass False for that behaviour).
+        load_final_norm: load timm / MAE's `norm.*` into `layernorm` (the official ViTPose keeps its
+            `last_norm` at initialisation when starting from MAE because the names differ; pass False for
+            that behaviour). An official `last_norm.*` is always loaded.
 
     Returns:
         `MaeCheckpointReport`.
 
     Raises:
-        ValueError: not an MAE checkpoint, or a tensor whose shape cannot be adapted (other width).
+        ValueError: unreadable file, not a ViT checkpoint, or a tensor whose shape cannot be adapted
+            (another width).
     """
     if patch_kernel not in ("pad", "bicubic", "bilinear"):
         raise ValueError(f"patch_kernel must be 'pad', 'bicubic' or 'bilinear', got {patch_kernel!r}")
     backbone = _find_backbone(model)
     if isinstance(checkpoint, (str, os.PathLike)):
-        if not os.path.isfile(checkpoint):
-            raise ValueError(f"MAE checkpoint {os.fspath(checkpoint)!r} does not exist")
-        checkpoint = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    state = _unwrap_state_dict(checkpoint)
+        state = read_checkpoint(checkpoint)
+    else:
+        state = unwrap_state_dict(checkpoint, "the checkpoint")
+    mapped, dropped = map_vit_backbone(state)
     cfg = backbone.config
     width = cfg.hidden_size
     depth = cfg.num_hidden_layers
     target = backbone.state_dict()
-    report = MaeCheckpointReport()
+    report = MaeCheckpointReport(dropped=dropped)
     new: dict[str, torch.Tensor] = {}
 
     def put(name: str, value: torch.Tensor, source: str) -> None:
@@ -603,60 +581,25 @@ def load_mae_checkpoint_into_backbone(
             )
         new[name] = value.to(target[name].dtype)
 
-    for key, value in state.items():
-        if key == "cls_token":
-            report.dropped[key] = "ViTPose has no cls token (its position slot becomes the extra slot)"
-        elif key.startswith("decoder") or key == "mask_token":
-            report.dropped[key] = "MAE decoder: not part of the pose backbone"
-        elif key.startswith(("head.", "fc_norm.")):
-            report.dropped[key] = "classification head: not part of the pose backbone"
-        elif key == "norm.weight" or key == "norm.bias":
-            if load_final_norm:
-                put("layernorm." + key.split(".")[1], value, key)
-            else:
-                report.dropped[key] = "load_final_norm=False (official ViTPose keeps last_norm at init)"
-        elif key == "patch_embed.proj.bias":
-            put("embeddings.patch_embeddings.projection.bias", value, key)
-        elif key == "patch_embed.proj.weight":
-            put("embeddings.patch_embeddings.projection.weight", _adapt_kernel(value, cfg, patch_kernel, report), key)
-        elif key == "pos_embed":
-            put("embeddings.position_embeddings", _adapt_pos_embed(value, backbone, report), key)
-        elif key.startswith("blocks."):
-            parts = key.split(".", 2)
-            index, rest = int(parts[1]), parts[2]
-            if index >= depth:
-                report.dropped[key] = f"the backbone has only {depth} layers"
-                continue
-            prefix = f"encoder.layer.{index}."
-            attn = prefix + "attention.attention."
-            if rest in _BLOCK_MAP:
-                put(prefix + _BLOCK_MAP[rest], value, key)
-            elif rest in ("attn.qkv.weight", "attn.qkv.bias"):
-                kind = rest.rsplit(".", 1)[1]
-                if value.shape[0] != 3 * width:
-                    raise ValueError(f"checkpoint {key} {tuple(value.shape)} is not a fused qkv of width {width}")
-                for name, part in zip(("query", "key", "value"), value.chunk(3, dim=0)):
-                    put(f"{attn}{name}.{kind}", part, key)
-            elif rest == "attn.q_bias":
-                put(attn + "query.bias", value, key)
-                if attn + "key.bias" in target:
-                    put(attn + "key.bias", torch.zeros_like(value), key)
-            elif rest == "attn.v_bias":
-                put(attn + "value.bias", value, key)
-            elif rest in ("mlp.fc2.weight", "mlp.fc2.bias"):
-                kind = rest.rsplit(".", 1)[1]
-                if cfg.num_experts > 1:
-                    shared = width - cfg.part_features
-                    put(f"{prefix}mlp.fc2.{kind}", value[:shared], key)
-                    for e in range(cfg.num_experts):
-                        put(f"{prefix}mlp.experts.{e}.{kind}", value[shared:].clone(), key)
-                    report.notes.append(f"{key}: split into shared fc2 and {cfg.num_experts} experts")
-                else:
-                    put(f"{prefix}mlp.fc2.{kind}", value, key)
-            else:
-                report.dropped[key] = "unknown block parameter"
+    for entry in mapped:
+        source, name, value = entry.source, entry.name, entry.value
+        if entry.block is not None and entry.block >= depth:
+            report.dropped[source] = f"the backbone has only {depth} layers"
+        elif entry.rule == FINAL_NORM and not load_final_norm:
+            report.dropped[source] = "load_final_norm=False (official ViTPose keeps last_norm at init)"
+        elif entry.rule == PATCH:
+            put(name, _adapt_kernel(value, cfg, patch_kernel, report), source)
+        elif entry.rule == POSITION:
+            put(name, _adapt_pos_embed(value, backbone, report), source)
+        elif entry.rule == FC2 and cfg.num_experts > 1 and value.shape[0] == width:
+            # every output row: the experts of a MoE MLP each take the last part_features rows
+            shared = width - cfg.part_features
+            put(name, value[:shared], source)
+            for e in range(cfg.num_experts):
+                put(name.replace(".mlp.fc2.", f".mlp.experts.{e}."), value[shared:].clone(), source)
+            report.notes.append(f"{source}: split into shared fc2 and {cfg.num_experts} experts")
         else:
-            report.dropped[key] = "unknown key"
+            put(name, value, source)
 
     incompatible = backbone.load_state_dict(new, strict=False)
     if incompatible.unexpected_keys:  # cannot happen: put() only writes known names
@@ -689,24 +632,33 @@ def _adapt_kernel(weight: torch.Tensor, cfg: VitPoseConfig, mode: str, report: M
 
 
 def _adapt_pos_embed(pos: torch.Tensor, backbone: VitPoseModel, report: MaeCheckpointReport) -> torch.Tensor:
-    """`(1, [1 +] s*s, C)` -> `(1, 1 + h*w, C)` on the backbone's grid; slot 0 from the cls slot (zeros if none)."""
+    """`(1, [1 +] N, C)` -> `(1, 1 + h*w, C)` on the backbone's grid; slot 0 from the cls slot (zeros if none).
+
+    The checkpoint's grid, the first that fits: the backbone's own when `N = h*w` with a cls slot
+    (official ViTPose at the same input size: copied as it is); a square `s x s` with a cls slot,
+    then without one (MAE / timm); the factorisation of `N` closest to the backbone's aspect, with
+    a cls slot (official ViTPose at another input size, e.g. 16x12 at 256x192).
+    """
     if pos.ndim == 2:
         pos = pos[None]
     slots = pos.shape[1]
-    side = math.isqrt(slots - 1)
-    if side * side == slots - 1:
-        prefix, grid_part = pos[:, :1], pos[:, 1:]
-    else:
-        side = math.isqrt(slots)
-        if side * side != slots:
-            raise ValueError(f"pos_embed has {slots} slots: neither s*s nor 1 + s*s (square grid expected)")
-        prefix, grid_part = torch.zeros_like(pos[:, :1]), pos
-        report.notes.append("pos_embed has no cls slot: the extra slot starts at zero")
     target_grid = tuple(backbone.embeddings.grid)
+    side = math.isqrt(slots - 1)
+    bare_side = math.isqrt(slots)
+    if slots == 1 + target_grid[0] * target_grid[1]:
+        return pos
+    if side * side == slots - 1:
+        prefix, grid_part, grid = pos[:, :1], pos[:, 1:], (side, side)
+    elif bare_side * bare_side == slots:
+        prefix, grid_part, grid = torch.zeros_like(pos[:, :1]), pos, (bare_side, bare_side)
+        report.notes.append("pos_embed has no cls slot: the extra slot starts at zero")
+    else:
+        prefix, grid_part = pos[:, :1], pos[:, 1:]
+        grid = infer_grid(slots - 1, target_grid[0] / target_grid[1])
     full = torch.cat([prefix, grid_part], dim=1)
-    out = resample_position_embeddings(full.float(), (side, side), target_grid).to(pos.dtype)
-    if (side, side) != target_grid:
-        report.notes.append(f"pos_embed grid {side}x{side} -> {target_grid[0]}x{target_grid[1]} (bicubic)")
+    out = resample_position_embeddings(full.float(), grid, target_grid).to(pos.dtype)
+    if grid != target_grid:
+        report.notes.append(f"pos_embed grid {grid[0]}x{grid[1]} -> {target_grid[0]}x{target_grid[1]} (bicubic)")
     return out
 
 

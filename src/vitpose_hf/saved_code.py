@@ -6,9 +6,9 @@ a regex, copied flat), into the folder, and writes `auto_map` into `config.json`
 `preprocessor_config.json`. `AutoModel*.from_pretrained(folder, trust_remote_code=True)` then
 imports those copies, checking first that everything they import is installed. So the modules that
 get copied (configuration, modeling, attention, window attention, the image processor and its
-geometry) import only torch, the standard library and what transformers installs (numpy,
-safetensors, huggingface_hub) at module level; optional ones (OpenCV, Pillow) sit in `try`
-blocks, which transformers' check skips.
+geometry, the MAE model and its checkpoint key table) import only torch, the standard library and
+what transformers installs (numpy, safetensors, huggingface_hub) at module level; optional ones
+(OpenCV, Pillow) sit in `try` blocks, which transformers' check skips.
 
 With vitpose_hf installed and imported, transformers prefers the registered classes: the copies
 are only used where the package is missing (or with an explicit `trust_remote_code=True`).
@@ -72,8 +72,8 @@ def package_attr(module: str, name: str):
     """`vitpose_hf.<module>.<name>` of the installed package.
 
     For methods of the saved classes that need more than the copied code (uploading with a model
-    card, writing transformers' format): importing by name keeps transformers from copying the
-    converter, the card writer and their imports into every checkpoint, and a copy running without
+    card and a default image processor): importing by name keeps transformers from copying the
+    card writer, the processor and their imports into every checkpoint, and a copy running without
     the package gets a clear ImportError at call time.
     """
     try:

@@ -21,11 +21,9 @@ from typing import Any
 
 import datasets
 import numpy as np
-import torch
-from safetensors.torch import load_file
 
+from ..checkpoint_keys import read_checkpoint
 from ..configuration_vitpose import VitPoseConfig
-from ..convert_vitpose_to_hf import convert_official_state_dict
 from ..data import TopDownTransform, load_keypoint_dataset, make_synthetic_coco, schema_from_category
 from ..keypoint_schemas import SCHEMAS, KeypointSchema, get_schema, schema_for_num_keypoints
 from ..modeling_vitpose import VitPoseForPoseEstimation
@@ -397,54 +395,23 @@ def build_model(model_args: ModelArguments, heads: list[tuple[int, KeypointSchem
     return model
 
 
-def _read_state_dict(path: str) -> dict[str, torch.Tensor]:
-    p = Path(path)
-    if p.is_dir():
-        for name in ("model.safetensors", "pytorch_model.bin"):
-            if (p / name).is_file():
-                p = p / name
-                break
-        else:
-            raise ValueError(f"{path}: no model.safetensors or pytorch_model.bin in this folder")
-    if not p.is_file():
-        raise ValueError(f"backbone checkpoint {path} does not exist")
-    if p.suffix == ".safetensors":
-        return load_file(str(p))
-    obj = torch.load(str(p), map_location="cpu", weights_only=True)
-    if isinstance(obj, dict):
-        for key in ("state_dict", "model", "module"):
-            if key in obj and isinstance(obj[key], dict):
-                obj = obj[key]
-                break
-    if not isinstance(obj, dict):
-        raise ValueError(f"{path}: expected a state dict, got {type(obj).__name__}")
-    return {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
-
-
 def load_backbone_init(model: VitPoseForPoseEstimation, path: str) -> dict[str, Any]:
     """Initialise `model.backbone` from a checkpoint's encoder.
 
-    Our layout (`backbone.embeddings...`, `backbone.encoder...` as written by any of our models,
-    MAE pre-training included, or unprefixed `VitPoseModel` keys) is loaded with
-    `load_state_dict(strict=False)`; a full official ViTPose / ViTPose++ checkpoint (`backbone.patch_embed`,
-    `backbone.blocks.{i}`, `keypoint_head.*`) has its backbone mapped with `convert_official_state_dict`
-    (heads reported as unused); an MAE / timm layout (`patch_embed`, `blocks.{i}`) goes through
-    `load_mae_checkpoint_into_backbone`.
+    The file (a `save_pretrained` folder, `.safetensors`, `.pth` / `.bin`) is read and unwrapped by
+    `checkpoint_keys.read_checkpoint`. Our layout (`backbone.embeddings...`, `backbone.encoder...` as
+    written by any of our models, MAE pre-training included, or unprefixed `VitPoseModel` keys) is
+    loaded with `load_state_dict(strict=False)`; any other ViT layout (a full official ViTPose /
+    ViTPose++ checkpoint, whose heads are reported unused, an official backbone-only file, an MAE /
+    timm checkpoint) goes through `load_mae_checkpoint_into_backbone` and its key table.
 
     Returns:
         `{"loaded": n, "missing": [...], "unexpected": [...]}` (also logged).
+
+    Raises:
+        ValueError: unreadable file, a tensor of another shape than the model's, or no backbone tensor loaded.
     """
-    state = _read_state_dict(path)
-    for prefix in ("module.",):
-        if all(k.startswith(prefix) for k in state):
-            state = {k[len(prefix):]: v for k, v in state.items()}
-    unexpected_official: list[str] = []
-    if "backbone.patch_embed.proj.weight" in state and any(k.startswith("backbone.blocks.") for k in state):
-        # a full official ViTPose / ViTPose++ checkpoint: its backbone in our names, the heads unused
-        backbone_part = {k: v for k, v in state.items() if k.startswith("backbone.")}
-        unexpected_official = sorted(k for k in state if not k.startswith("backbone."))
-        state, dropped = convert_official_state_dict(backbone_part)
-        unexpected_official += sorted(dropped)
+    state = read_checkpoint(path)
     ours = any(k.startswith(("backbone.embeddings.", "backbone.encoder.", "embeddings.", "encoder.")) for k in state)
     if not ours:
         report = load_mae_checkpoint_into_backbone(model, state)
@@ -465,7 +432,7 @@ def load_backbone_init(model: VitPoseForPoseEstimation, path: str) -> dict[str, 
                                  "in the model (another model size or input size?)")
         missing, extra = model.backbone.load_state_dict(backbone_state, strict=False)
         result = {"loaded": len(backbone_state) - len(extra), "missing": list(missing),
-                  "unexpected": unexpected_official + unexpected + list(extra)}
+                  "unexpected": unexpected + list(extra)}
     if result["missing"]:
         logger.warning("backbone init: %d backbone tensors missing from %s: %s", len(result["missing"]), path, result["missing"][:10])
     if result["unexpected"]:
