@@ -29,6 +29,8 @@ import torch
 
 from .checkpoint_keys import BLOCK_KEY, backbone_key_names, map_vit_backbone, read_checkpoint, unwrap_state_dict
 from .configuration_vitpose import COCO_KEYPOINT_NAMES, PRESETS, VitPoseConfig
+from .image_processing_vitpose import VitPoseTopDownImageProcessor
+from .modelcard import write_model_card
 from .modeling_vitpose import VitPoseForPoseEstimation, export_to_transformers, infer_grid, resample_position_embeddings
 
 logger = logging.getLogger(__name__)
@@ -393,8 +395,6 @@ def _save_processor(model, output: str | Path, transformers_format: bool) -> Non
         height, width = (int(v) for v in model.config.image_size)
         TransformersProcessor(size={"height": height, "width": width}).save_pretrained(output)
     else:
-        from .image_processing_vitpose import VitPoseTopDownImageProcessor
-
         VitPoseTopDownImageProcessor.for_config(model.config).save_pretrained(output)
 
 
@@ -420,8 +420,6 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
         if args.to_transformers:
             export_to_transformers(model, args.output)
         _save_processor(model, args.output, args.to_transformers)
-        from .modelcard import write_model_card
-
         write_model_card(args.output, model.config, source=f"converted from {Path(args.checkpoint).name}",
                          transformers_format=args.to_transformers)
     except (ValueError, OSError) as err:
