@@ -32,21 +32,9 @@ def register() -> None:
                 logger.debug("registration skipped: %s", err)
         _DONE.add("auto")
     if "image_processor" not in _DONE:
-        from transformers import AutoImageProcessor
-
         from .image_processing_vitpose import VitPoseTopDownImageProcessor
 
-        # registering walks transformers' own mapping, whose VitPose entry warns that torchvision is
-        # missing: not our concern, so that logger is quietened for the duration of the call
-        quiet = logging.getLogger("transformers.utils.import_utils")
-        level = quiet.level
-        quiet.setLevel(logging.ERROR)
-        try:
-            AutoImageProcessor.register(VitPoseConfig, image_processor_classes={"pil": VitPoseTopDownImageProcessor}, exist_ok=True)
-        except TypeError:  # transformers releases before the backend-dict signature
-            AutoImageProcessor.register(VitPoseConfig, slow_image_processor_class=VitPoseTopDownImageProcessor, exist_ok=True)
-        finally:
-            quiet.setLevel(level)
+        _register_image_processor(VitPoseConfig, VitPoseTopDownImageProcessor)
         _DONE.add("image_processor")
     if "pipeline" not in _DONE:
         try:
@@ -55,3 +43,27 @@ def register() -> None:
             return
         register_pipeline()
         _DONE.add("pipeline")
+
+
+def _register_image_processor(config_class, processor_class) -> None:
+    """Map `config_class` to `processor_class` in `AutoImageProcessor` (the "pil" entry, the only one,
+    so a request for any backend falls back to it).
+
+    Not through `AutoImageProcessor.register` on transformers with backend dicts (5.x): our config
+    class shares the name `VitPoseConfig` with transformers' own, which its mapping matches by class
+    name, so `register` first loads transformers' VitPose processors to merge our entry into theirs.
+    That load warns (once per process) when torchvision is missing, and the merge would map our
+    config's "torchvision" backend to transformers' `VitPoseImageProcessor`. Writing our entry into
+    the mapping directly (the last step of `register`) does neither, so no logger needs silencing
+    and the warning stays for the user's own use of transformers' class.
+    """
+    import inspect
+
+    from transformers import AutoImageProcessor
+
+    if "image_processor_classes" in inspect.signature(AutoImageProcessor.register).parameters:
+        from transformers.models.auto.image_processing_auto import IMAGE_PROCESSOR_MAPPING
+
+        IMAGE_PROCESSOR_MAPPING.register(config_class, {"pil": processor_class}, exist_ok=True)
+    else:  # transformers releases before the backend-dict signature
+        AutoImageProcessor.register(config_class, slow_image_processor_class=processor_class, exist_ok=True)
