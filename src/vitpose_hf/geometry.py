@@ -665,8 +665,10 @@ def _warp_groups_cv2(cv2, image, inv, groups, out_np, gains, shifts, fills, thre
     workers = min(threads, total // _MIN_CROPS_PER_THREAD)
     if len(groups) == 1:  # one shared source region, in the workspace's scratch memory when it is free
         _, gx0, gy0, gx1, gy1 = groups[0]
-        kept = workspace._scratch_planes(c, gy1 - gy0 + 1, gx1 - gx0 + 1) if workspace is not None else None
-        with kept if kept is not None else contextlib.nullcontext() as scratch:
+        kept = (
+            workspace._scratch_planes(c, gy1 - gy0 + 1, gx1 - gx0 + 1) if workspace is not None else contextlib.nullcontext()
+        )
+        with kept as scratch:
             planes, mats, sel = region(groups[0], scratch)
             if workers <= 1:
                 warp(planes, mats, sel)
@@ -717,6 +719,7 @@ def _opencv_single_threaded(cv2):
 
 
 def _restore_opencv_threads(cv2) -> None:
+    """Give OpenCV back the saved count, unless it is no longer the 1 that the crop path set."""
     if _OPENCV_STATE["saved"] != 1 and cv2.getNumThreads() == 1:
         cv2.setNumThreads(_OPENCV_STATE["saved"])
 
