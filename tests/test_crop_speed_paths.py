@@ -1,6 +1,7 @@
 """The fast cv2 crop path of `warp_affine_batch` (numpy bookkeeping, per-channel float32 LUT of the
-uint8 source, single-threaded OpenCV, crops spread over torch's thread count) against independent
-references: plain per-channel `cv2.warpAffine` on the whole float32 image, and the exact torch path."""
+uint8 source, single-threaded OpenCV, crops spread over threads, reusable workspace memory) against
+independent references: plain per-channel `cv2.warpAffine` on the whole float32 image, and the exact
+torch path; and the process state it leaves (OpenCV's thread count) and the memory it reuses."""
 
 import cv2
 import numpy as np
@@ -8,12 +9,12 @@ import pytest
 import torch
 
 from vitpose_hf.geometry import (
+    CropWorkspace,
     box_xywh_to_center_scale,
     get_udp_warp_matrix,
     warp_affine_batch,
 )
 from vitpose_hf.image_processing_vitpose import VitPoseTopDownImageProcessor
-from vitpose_hf import geometry
 
 GAIN = np.array([1 / 255 / 0.229, 1 / 255 / 0.224, 1 / 255 / 0.225])
 SHIFT = -np.array([0.485, 0.456, 0.406]) / np.array([0.229, 0.224, 0.225])
@@ -74,7 +75,7 @@ def test_cv2_path_equals_per_channel_cv2_and_torch(layout, ratio):
     assert torch.allclose(outside, fill.expand_as(outside), atol=1e-6)
 
 
-def test_threads_do_not_change_the_crops_and_cv2_threads_are_taken_over():
+def test_threads_do_not_change_the_crops_and_leave_cv2_threads_alone():
     rng = np.random.default_rng(3)
     hwc = rng.integers(0, 256, (120, 160, 3), dtype=np.uint8)
     image = torch.from_numpy(hwc).permute(2, 0, 1)
@@ -84,19 +85,57 @@ def test_threads_do_not_change_the_crops_and_cv2_threads_are_taken_over():
     before = cv2.getNumThreads()
     results = []
     try:
-        for threads in (1, 2, 3):  # OpenCV's thread count is spent on whole crops
-            cv2.setNumThreads(threads)
-            for ratio in (0.0, 1e9):  # per-crop regions and one shared union region
-                results.append(warp_affine_batch(image, m, (32, 24), max_region_ratio=ratio, backend="cv2"))
-            assert cv2.getNumThreads() == 1  # taken over: single-threaded warps, `threads` crop threads
-            if threads > 1:  # (1 cannot be told apart from the crop path's own setting)
-                assert geometry._CROP_THREADS == threads
+        for cv2_threads in (1, 3):  # whatever OpenCV's own count, the call gives it back as it was
+            cv2.setNumThreads(cv2_threads)
+            for threads in (1, 2, 3, None):  # None: torch.get_num_threads()
+                for ratio in (0.0, 1e9):  # per-crop regions and one shared union region
+                    results.append(
+                        warp_affine_batch(image, m, (32, 24), max_region_ratio=ratio, backend="cv2", threads=threads)
+                    )
+                    assert cv2.getNumThreads() == cv2_threads
     finally:
         cv2.setNumThreads(before)
-    for a, b in zip(results[0::2], results[1::2]):  # the same crops whatever the thread count (bit for bit)
+    for a, b in zip(results[0::2], results[1::2]):  # the same crops whatever the thread counts (bit for bit)
         assert torch.equal(a, results[0]) and torch.equal(b, results[1])
         # union vs per-crop regions: only the float32 sampling positions differ (0..255 values)
         assert (a - b).abs().max() < 0.05
+    for bad in (0, -1, 1.5, "2", True):
+        with pytest.raises(ValueError, match="threads"):
+            warp_affine_batch(image, m, (32, 24), backend="cv2", threads=bad)
+
+
+def test_cv2_thread_count_is_unchanged_after_processor_calls():
+    """A processor call (cv2 crops split over threads) leaves OpenCV's process-wide thread count as it
+    found it, including a count set by the user between calls and during concurrent calls."""
+    import threading
+
+    rng = np.random.default_rng(4)
+    image = rng.integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    boxes = [_boxes(rng, 20, 120, 160).tolist()]
+    proc = VitPoseTopDownImageProcessor(size={"height": 32, "width": 24})
+    before = cv2.getNumThreads()
+    try:
+        for count in (3, 2, 1, 4):
+            cv2.setNumThreads(count)
+            reference = proc(image, boxes)["pixel_values"].clone()
+            assert cv2.getNumThreads() == count
+        errors = []
+
+        def crop_many():
+            try:
+                for _ in range(5):
+                    assert torch.equal(proc(image, boxes)["pixel_values"], reference)
+            except BaseException as err:  # noqa: BLE001 - reported by the main thread
+                errors.append(err)
+
+        workers = [threading.Thread(target=crop_many) for _ in range(3)]
+        for t in workers:
+            t.start()
+        for t in workers:
+            t.join()
+        assert not errors and cv2.getNumThreads() == 4
+    finally:
+        cv2.setNumThreads(before)
 
 
 def test_cv2_path_errors_and_empty():
@@ -139,23 +178,57 @@ def test_numpy_center_scale_and_udp_matrix_are_bit_identical_to_torch(size):
 
 
 def test_reused_output_memory_never_overwrites_a_live_result():
-    from vitpose_hf import geometry
-
-    geometry._POOL[:] = [None, None]  # results held elsewhere in the session must not matter here
+    workspace = CropWorkspace()
     rng = np.random.default_rng(9)
     image = torch.from_numpy(rng.integers(0, 256, (90, 120, 3), dtype=np.uint8)).permute(2, 0, 1)
     boxes = torch.tensor([[10.0, 10.0, 40.0, 50.0], [50.0, 20.0, 30.0, 60.0]])
     center, scale = box_xywh_to_center_scale(boxes, 0.75)
     m = get_udp_warp_matrix(center, scale, (32, 24))
-    first = warp_affine_batch(image, m, (32, 24), backend="cv2")
+    first = warp_affine_batch(image, m, (32, 24), backend="cv2", workspace=workspace)
     kept, first_ptr = first.clone(), first.data_ptr()
     view = first[1:, :, ::2]  # a view keeps the result alive too
     del first
-    second = warp_affine_batch(image.flip(-1).contiguous(), m, (32, 24), backend="cv2")
+    second = warp_affine_batch(image.flip(-1).contiguous(), m, (32, 24), backend="cv2", workspace=workspace)
     assert torch.equal(view, kept[1:, :, ::2])  # not overwritten while a view lives
     assert view.data_ptr() != second.data_ptr()
     del view, second
-    third = warp_affine_batch(image, m, (32, 24), backend="cv2")  # the first result's memory, reused
+    third = warp_affine_batch(image, m, (32, 24), backend="cv2", workspace=workspace)  # the first result's memory
     assert torch.equal(third, kept) and third.data_ptr() == first_ptr
-    fourth = warp_affine_batch(image, m[:1], (32, 24), backend="cv2")  # third still alive: fresh memory
+    fourth = warp_affine_batch(image, m[:1], (32, 24), backend="cv2", workspace=workspace)  # third alive: fresh
     assert fourth.data_ptr() != third.data_ptr() and torch.equal(fourth, kept[:1])
+    # without a workspace every result is fresh memory, never an earlier result's
+    del third, fourth
+    fresh = [warp_affine_batch(image, m, (32, 24), backend="cv2") for _ in range(2)]
+    assert all(t.data_ptr() != first_ptr for t in fresh) and all(torch.equal(t, kept) for t in fresh)
+    with pytest.raises(TypeError, match="CropWorkspace"):
+        warp_affine_batch(image, m, (32, 24), backend="cv2", workspace=object())
+
+
+def test_workspaces_are_separate_and_copies_are_empty():
+    import copy
+    import pickle
+
+    rng = np.random.default_rng(10)
+    image = torch.from_numpy(rng.integers(0, 256, (60, 80, 3), dtype=np.uint8)).permute(2, 0, 1)
+    center, scale = box_xywh_to_center_scale(torch.tensor([[5.0, 5.0, 30.0, 40.0]]), 0.75)
+    m = get_udp_warp_matrix(center, scale, (32, 24))
+    a, b = CropWorkspace(), CropWorkspace(max_bytes=1 << 20)
+    first = warp_affine_batch(image, m, (32, 24), backend="cv2", workspace=a)
+    ptr = first.data_ptr()
+    del first
+    # another workspace never hands out a's memory
+    assert warp_affine_batch(image, m, (32, 24), backend="cv2", workspace=b).data_ptr() != ptr
+    assert len(a.idle_buffers()) == 2  # output (released) and scratch
+    for twin in (copy.deepcopy(a), pickle.loads(pickle.dumps(a))):
+        assert twin.idle_buffers() == [] and twin.max_bytes == a.max_bytes
+    small = CropWorkspace(max_bytes=0)  # keeps nothing
+    out = warp_affine_batch(image, m, (32, 24), backend="cv2", workspace=small)
+    del out
+    assert small.idle_buffers() == []
+    a.release()
+    assert a.idle_buffers() == []
+    proc = VitPoseTopDownImageProcessor(size={"height": 32, "width": 24})
+    assert isinstance(proc.crop_workspace, CropWorkspace)
+    assert "_crop_workspace" not in proc.to_dict() and "crop_workspace" not in proc.to_json_string()
+    assert copy.deepcopy(proc).crop_workspace is not proc.crop_workspace
+    assert pickle.loads(pickle.dumps(proc)).crop_workspace is not proc.crop_workspace

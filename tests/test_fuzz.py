@@ -109,12 +109,10 @@ def _make_image(kind: str, h: int, w: int, seed: int):
     raise AssertionError(kind)
 
 
-def _poison_kept_buffers() -> None:
-    buf, last = geometry._POOL
-    if buf is not None and (last is None or last() is None):
-        buf.fill(np.nan)
-    if geometry._SCRATCH[0] is not None:
-        geometry._SCRATCH[0].fill(0xFF)
+def _poison_kept_buffers(workspace: geometry.CropWorkspace) -> None:
+    """Fill the workspace's idle buffers with 0xFF bytes (float32 NaN): unwritten pixels show as NaN."""
+    for buf in workspace.idle_buffers():
+        buf.fill(0xFF)
 
 
 def _pick(values: list):
@@ -153,7 +151,7 @@ side = st.integers(0, 99).map(lambda i: [0, 1, 2, 7, 23, 40][i % 6] if i < 30 el
 def test_processor_model_postprocess_fuzz(tiny, kind, h, w, seed, boxes, kernel_size, use_dark, use_udp, clamp, threshold, padding):
     model, processor = tiny
     image = _make_image(kind, h, w, seed)
-    _poison_kept_buffers()
+    _poison_kept_buffers(processor.crop_workspace)
     try:
         inputs = processor(image, [boxes], padding=padding)
     except ValueError:

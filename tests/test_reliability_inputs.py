@@ -41,14 +41,14 @@ def pipe(processor):
     return transformers.pipeline("keypoint-detection", model=model, image_processor=processor, device="cpu")
 
 
-def _poison_kept_buffers() -> None:
-    """Fill the crop code's kept buffers (output pool, scratch planes) with NaN bytes when no live
-    result uses them: any output pixel a call does not write then shows up as NaN."""
-    buf, last = geometry._POOL
-    if buf is not None and (last is None or last() is None):
-        buf.fill(np.nan)
-    if geometry._SCRATCH[0] is not None:
-        geometry._SCRATCH[0].fill(0xFF)  # 0xFFFFFFFF is a float32 NaN
+def _poison_kept_buffers(workspace: geometry.CropWorkspace) -> int:
+    """Fill a crop workspace's kept buffers (output, scratch planes) that no live result uses with
+    0xFF bytes (0xFFFFFFFF is a float32 NaN): any output pixel a call does not write then shows up as
+    NaN. Returns how many buffers were poisoned."""
+    idle = workspace.idle_buffers()
+    for buf in idle:
+        buf.fill(0xFF)
+    return len(idle)
 
 
 # ----------------------------------------------------------------------------- item 4: stale memory
@@ -79,11 +79,12 @@ def test_warp_of_an_empty_image_is_all_border(backend, shape):
     center, scale = box_xywh_to_center_scale(torch.tensor([[0.0, 0.0, 5.0, 5.0], [2.0, 1.0, 3.0, 8.0]]), 0.75)
     m = get_udp_warp_matrix(center, scale, (8, 6)).float()
     white = torch.full((3, 30, 30), 255.0)
-    del_me = warp_affine_batch(white, m, (8, 6), backend=backend)
+    workspace = geometry.CropWorkspace()
+    del_me = warp_affine_batch(white, m, (8, 6), backend=backend, workspace=workspace)
     assert float(del_me.max()) > 250.0
     del del_me  # released: the cv2 backend may hand its memory out again
-    _poison_kept_buffers()
-    got = warp_affine_batch(torch.zeros(shape), m, (8, 6), border_value=7.0, backend=backend,
+    assert _poison_kept_buffers(workspace) == (2 if backend == "cv2" else 0)  # output and scratch
+    got = warp_affine_batch(torch.zeros(shape), m, (8, 6), border_value=7.0, backend=backend, workspace=workspace,
                             channel_scale=[2.0, 1.0, 0.5], channel_offset=[1.0, 0.0, -1.0])  # fmt: skip
     expected = torch.tensor([7.0 * 2 + 1, 7.0, 7.0 * 0.5 - 1]).view(1, 3, 1, 1).expand(2, 3, 8, 6)
     assert torch.equal(got, expected)
@@ -96,7 +97,7 @@ def test_kept_buffers_never_leak_into_crops(processor):
     boxes = [[[5.0, 5.0, 40.0, 60.0], [-30.0, -30.0, 20.0, 20.0], [200.0, 5.0, 10.0, 10.0], [60.0, 80.0, 30.0, 30.0]]]
     reference = processor(image, boxes)["pixel_values"].clone()
     for layout in (image, torch.from_numpy(image).permute(2, 0, 1), image.astype(np.float32)):
-        _poison_kept_buffers()
+        assert _poison_kept_buffers(processor.crop_workspace) >= 1  # at least the released output
         out = processor(layout, boxes)["pixel_values"]
         assert torch.isfinite(out).all()
         assert torch.allclose(out, reference, atol=1e-5)

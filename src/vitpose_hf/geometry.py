@@ -16,7 +16,10 @@ Conventions (those of the official ViTPose / mmpose 0.x code):
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
+import os
 import threading
 import weakref
 from typing import Sequence
@@ -34,6 +37,7 @@ __all__ = [
     "invert_affine",
     "transform_points",
     "warp_affine_batch",
+    "CropWorkspace",
     "heatmap_coords_to_image",
 ]
 
@@ -284,6 +288,8 @@ def warp_affine_batch(
     channel_scale: torch.Tensor | Sequence[float] | None = None,
     channel_offset: torch.Tensor | Sequence[float] | None = None,
     backend: str = "auto",
+    threads: int | None = None,
+    workspace: CropWorkspace | None = None,
 ) -> torch.Tensor:
     """Warp one image into N crops, like `cv2.warpAffine(img, M, (w, h), flags=cv2.INTER_LINEAR,
     borderMode=cv2.BORDER_CONSTANT, borderValue=border_value)` for each `M`.
@@ -311,17 +317,22 @@ def warp_affine_batch(
             on the float32 source region, written straight into the output: ~8x faster on CPU; OpenCV
             computes sampling positions in float32 (older builds quantise them to 1/32 px), measured
             <= 0.02 grey levels on real photos) or "auto" (cv2 for float32 output on CPU when OpenCV is
-            installed, else torch). The cv2 backend uses OpenCV's thread count (`cv2.setNumThreads`,
-            default: the number of cores) for whole crops, in Python threads (OpenCV releases the
-            GIL), and runs each warp single-threaded: a 256x192 warp is too small to split. To do so
-            the first such call sets `cv2.setNumThreads(1)` for the process and keeps the former count
-            for its crop threads (a later `cv2.setNumThreads(k)` is taken over the same way).
+            installed, else torch).
+        threads: threads of the cv2 backend, `torch.get_num_threads()` when None. Whole crops are
+            spread over up to `threads` Python threads (at least 8 crops each; OpenCV releases the
+            GIL) and every OpenCV call runs single-threaded, so the call uses at most `threads`
+            cores. OpenCV's thread count is process-wide: it is set to 1 while the call runs and
+            restored afterwards, so OpenCV calls made meanwhile by other threads run single-threaded
+            (same results), and a count that another thread sets meanwhile is kept. The values do
+            not depend on `threads`. The torch backend ignores it (it uses torch's own threads).
+        workspace: a `CropWorkspace` whose buffers the cv2 backend may reuse (its owner, e.g. the
+            image processor, passes the same one every call), or None for fresh memory every call.
 
     Returns:
         `(N, C, h, w)` contiguous crops: float32 for integer images, else the image's dtype. Values are
-        not rounded (OpenCV rounds uint8 outputs and quantises positions to 1/32 px). The cv2 backend
-        may return memory of an earlier result of this function once every tensor of that result has
-        been released (no first-touch page faults; at most 64 MB is kept, see `_reused_output`).
+        not rounded (OpenCV rounds uint8 outputs and quantises positions to 1/32 px). With a
+        `workspace`, the cv2 backend may return the memory of an earlier result from that workspace
+        once every tensor and view of that result has been released (see `CropWorkspace`).
     """
     if image.ndim != 3:
         raise ValueError(f"image must be (C, H, W), got shape {tuple(image.shape)}")
@@ -338,14 +349,21 @@ def warp_affine_batch(
     offset = torch.zeros(c, dtype=dtype) if channel_offset is None else torch.as_tensor(channel_offset, dtype=dtype)
     if scale.shape != (c,) or offset.shape != (c,):
         raise ValueError(f"channel_scale / channel_offset must have {c} values")
+    if threads is None:
+        threads = torch.get_num_threads()
+    elif isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
+        raise ValueError(f"threads must be an integer >= 1 or None, got {threads!r}")
+    threads = int(threads)
+    if workspace is not None and not isinstance(workspace, CropWorkspace):
+        raise TypeError(f"workspace must be a CropWorkspace or None, got {type(workspace).__name__}")
     cv2 = _cv2_for(backend, dtype, device) if n > 0 else None
-    out = _reused_output((n, c, out_h, out_w)) if cv2 is not None else None
+    out = workspace._claim_output((n, c, out_h, out_w)) if cv2 is not None and workspace is not None else None
     if out is None:
         out = torch.empty((n, c, out_h, out_w), dtype=dtype, device=device)
     if n == 0:
         return out
     if cv2 is not None:
-        _warp_cv2(cv2, image, matrices, out, scale, offset, float(border_value), max_region_ratio)
+        _warp_cv2(cv2, image, matrices, out, scale, offset, float(border_value), max_region_ratio, threads, workspace)
         return out
     if not bool(torch.isfinite(matrices).all()):
         raise ValueError("warp matrices contain NaN or inf")
@@ -392,32 +410,107 @@ def warp_affine_batch(
     return out
 
 
-_POOL_MAX_BYTES = 64 << 20
-_POOL_LOCK = threading.Lock()
-_POOL: list = [None, None]  # [float32 buffer, weak reference to the array handed out last]
+_KEEP_MAX_BYTES = 64 << 20
 
 
-def _reused_output(shape: tuple[int, int, int, int]) -> torch.Tensor | None:
-    """A float32 CPU tensor of `shape` on memory kept from an earlier call whose result has since
-    been released, else None (the caller allocates).
+class CropWorkspace:
+    """Memory that `warp_affine_batch`'s cv2 backend reuses from one call to the next: one float32
+    output buffer (the `(N, C, h, w)` crops are written straight into it) and one scratch buffer for
+    the source region's planes (`(C, rh, rw)` uint8 channels and their `(C, rh, rw)` float32 values).
 
-    A fresh multi-MB tensor is page-faulted in on first touch; on a VM that was measured at ~1.7 us
-    per 4 kB page, i.e. ~9 ms for the 24 MB of 40 crops (as much as the warps) whenever the C library
-    had returned the previous block to the OS. One buffer of at most `_POOL_MAX_BYTES` is kept; it is
-    handed out again only when no tensor (or view) of the previous result is alive: the returned
-    tensor holds the numpy view that the weak reference watches."""
-    size = int(np.prod(shape))
-    if size * 4 > _POOL_MAX_BYTES:
-        return None
-    with _POOL_LOCK:
-        buf, last = _POOL
-        if last is not None and last() is not None:
-            return None  # the previous result is still in use
-        if buf is None or buf.size < size:
-            buf = torch.empty(size, dtype=torch.float32).numpy()
-        view = buf[:size].reshape(shape)
-        _POOL[0], _POOL[1] = buf, weakref.ref(view)
-    return torch.from_numpy(view)
+    A freshly allocated multi-MB buffer is page-faulted in on first touch, which can cost as much as
+    the warps themselves; with a workspace, repeated calls write into memory that is already mapped.
+    Reuse never shows in the values:
+
+    - the output buffer is handed out again only once no tensor (or view) of the result it last
+      backed is alive; while one is, the call allocates a fresh output. So a result is never
+      overwritten while held, but it may share memory with an earlier result that has been released;
+    - the scratch buffer serves one call at a time (a concurrent call allocates its own planes);
+    - every output pixel is written by every call (crops or border), so nothing of an earlier call
+      survives in a result.
+
+    A buffer larger than `max_bytes` is not kept (that call allocates). A workspace is thread-safe;
+    the image processor and the training transform each own one. Copying or pickling gives an empty
+    workspace with the same `max_bytes`: buffers are never shared or serialised.
+
+    Args:
+        max_bytes: the largest buffer kept, for each of the two (64 MiB by default).
+    """
+
+    def __init__(self, max_bytes: int = _KEEP_MAX_BYTES):
+        if int(max_bytes) < 0:
+            raise ValueError(f"max_bytes must be >= 0, got {max_bytes!r}")
+        self.max_bytes = int(max_bytes)
+        self._lock = threading.Lock()  # guards the output buffer and the weak reference
+        self._output: np.ndarray | None = None  # float32, flat
+        self._handed_out = None  # weak reference to the numpy view behind the last result
+        self._scratch_lock = threading.Lock()  # held by the call using the scratch buffer
+        self._scratch: np.ndarray | None = None  # uint8, flat
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(max_bytes={self.max_bytes})"
+
+    def __getstate__(self) -> dict:
+        return {"max_bytes": self.max_bytes}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(**state)
+
+    def _claim_output(self, shape: tuple[int, int, int, int]) -> torch.Tensor | None:
+        """A float32 CPU tensor of `shape` on the kept output buffer, or None (the caller allocates)
+        when the last result handed out is still alive or `shape` is above `max_bytes`. The returned
+        tensor holds the numpy view that the weak reference watches."""
+        size = int(np.prod(shape))
+        if size * 4 > self.max_bytes:
+            return None
+        with self._lock:
+            if self._handed_out is not None and self._handed_out() is not None:
+                return None
+            if self._output is None or self._output.size < size:
+                self._output = torch.empty(size, dtype=torch.float32).numpy()
+            view = self._output[:size].reshape(shape)
+            self._handed_out = weakref.ref(view)
+        return torch.from_numpy(view)
+
+    @contextlib.contextmanager
+    def _scratch_planes(self, c: int, rh: int, rw: int):
+        """Yield `(uint8 (c, rh, rw), float32 (c, rh, rw))` views of the kept scratch buffer, or None
+        when another call is using it or it would exceed `max_bytes`."""
+        area = c * rh * rw
+        offset = -(-area // 64) * 64  # the float32 planes start on a 64-byte boundary
+        nbytes = offset + 4 * area
+        if nbytes > self.max_bytes or not self._scratch_lock.acquire(blocking=False):
+            yield None
+            return
+        try:
+            if self._scratch is None or self._scratch.size < nbytes:
+                self._scratch = np.empty(nbytes, dtype=np.uint8)
+            buf = self._scratch
+            yield buf[:area].reshape(c, rh, rw), buf[offset : offset + 4 * area].view(np.float32).reshape(c, rh, rw)
+        finally:
+            self._scratch_lock.release()
+
+    def idle_buffers(self) -> list[np.ndarray]:
+        """The kept buffers that no live result and no running call is using, as flat uint8 views
+        (for tests and debugging: filling them with 0xFF turns every float32 in them into NaN)."""
+        idle = []
+        with self._lock:
+            if self._output is not None and (self._handed_out is None or self._handed_out() is None):
+                idle.append(self._output.view(np.uint8))
+        if self._scratch_lock.acquire(blocking=False):
+            try:
+                if self._scratch is not None:
+                    idle.append(self._scratch)
+            finally:
+                self._scratch_lock.release()
+        return idle
+
+    def release(self) -> None:
+        """Drop the kept buffers (a live result keeps its own memory); later calls allocate anew."""
+        with self._lock:
+            self._output = self._handed_out = None
+        with self._scratch_lock:
+            self._scratch = None
 
 
 def _cv2_for(backend: str, dtype: torch.dtype, device):
@@ -426,21 +519,21 @@ def _cv2_for(backend: str, dtype: torch.dtype, device):
         if backend == "cv2":
             raise ValueError(f"backend 'cv2' needs float32 output on CPU, got {dtype} on {device}")
         return None
-    global _CV2
-    if _CV2 is None:
-        try:
-            import cv2
-        except ImportError:
-            cv2 = False
-        _CV2 = cv2
-    if _CV2 is False:
-        if backend == "cv2":
-            raise ValueError("backend 'cv2' needs OpenCV (pip install opencv-python-headless)")
+    cv2 = _import_cv2()
+    if cv2 is None and backend == "cv2":
+        raise ValueError("backend 'cv2' needs OpenCV (pip install opencv-python-headless)")
+    return cv2
+
+
+@functools.lru_cache(maxsize=None)
+def _import_cv2():
+    """The cv2 module, or None when OpenCV is not installed (looked up once: a failing import
+    searches the whole path every time)."""
+    try:
+        import cv2
+    except ImportError:
         return None
-    return _CV2
-
-
-_CV2 = None  # the cv2 module once imported, False when OpenCV is missing
+    return cv2
 
 
 def _invert_affine_np(m: np.ndarray) -> np.ndarray:
@@ -493,27 +586,12 @@ def _source_planes(cv2, image: torch.Tensor, x0: int, y0: int, x1: int, y1: int,
     return planes
 
 
-_SCRATCH_LOCK = threading.Lock()
-_SCRATCH: list = [None]
-
-
-def _scratch_planes(c: int, rh: int, rw: int):
-    """`(uint8 (c, rh, rw), float32 (c, rh, rw))` views of a kept scratch buffer (the caller holds
-    `_SCRATCH_LOCK`), or None above `_POOL_MAX_BYTES`: the source planes of every call would
-    otherwise be fresh, page-faulted memory."""
-    area = c * rh * rw
-    offset = -(-area // 64) * 64
-    nbytes = offset + 4 * area
-    if nbytes > _POOL_MAX_BYTES:
-        return None
-    buf = _SCRATCH[0]
-    if buf is None or buf.size < nbytes:
-        buf = _SCRATCH[0] = np.empty(nbytes, dtype=np.uint8)
-    return buf[:area].reshape(c, rh, rw), buf[offset : offset + 4 * area].view(np.float32).reshape(c, rh, rw)
-
-
-def _warp_cv2(cv2, image, matrices, out, scale, offset, border_value: float, max_region_ratio: float) -> None:
-    """The cv2 backend of `warp_affine_batch`, written into `out (N, C, h, w)` float32.
+def _warp_cv2(
+    cv2, image, matrices, out, scale, offset, border_value: float, max_region_ratio: float, threads: int,
+    workspace: CropWorkspace | None,
+) -> None:
+    """The cv2 backend of `warp_affine_batch`, written into `out (N, C, h, w)` float32 with up to
+    `threads` threads, the source planes in `workspace`'s scratch memory when it has some free.
 
     All bookkeeping is float64 numpy. The source region the visible crops can touch (their union,
     or each crop's own footprint when the union is much larger than their sum) is converted once to
@@ -538,7 +616,7 @@ def _warp_cv2(cv2, image, matrices, out, scale, offset, border_value: float, max
     bx0, bx1 = np.floor(sx.min(axis=1)) - 1, np.floor(sx.max(axis=1)) + 2
     by0, by1 = np.floor(sy.min(axis=1)) - 1, np.floor(sy.max(axis=1)) + 2
     visible = (bx1 >= 0) & (by1 >= 0) & (bx0 <= img_w - 1) & (by0 <= img_h - 1) & (img_h > 0) & (img_w > 0)
-    # `out` may be kept memory of an earlier result (`_reused_output`): every crop below is either
+    # `out` may be a workspace's memory of an earlier result: every crop below is either
     # filled here or fully written by cv2.warpAffine (constant border), so nothing stale survives
     out_np = out.numpy()
     for i in np.flatnonzero(~visible).tolist():
@@ -557,23 +635,13 @@ def _warp_cv2(cv2, image, matrices, out, scale, offset, border_value: float, max
         groups = [(idx, ux0, uy0, ux1, uy1)]
     else:
         groups = [(idx[j : j + 1], int(x0[j]), int(y0[j]), int(x1[j]), int(y1[j])) for j in range(idx.size)]
-    # One warp is ~50k pixels (~75 us): too small for OpenCV to split across threads. With its own
-    # thread pool each call was measured 1.2x slower on 2 cores, and several times slower in the tail
-    # when the cores are shared. So OpenCV runs single-threaded and its thread count is spent on whole
-    # crops instead. The switch is made once (and again only if someone sets another count): toggling
-    # OpenCV's pool on every call rebuilt its threads thousands of times per training epoch.
-    global _CROP_THREADS
-    threads = cv2.getNumThreads()
-    if threads != 1:
-        _CROP_THREADS = max(1, threads)
-        cv2.setNumThreads(1)
-        logger.info("OpenCV set to single-threaded warps; its %d threads are spent on whole crops", threads)
-    _warp_groups_cv2(cv2, image, inv, groups, out_np, gains, shifts, fills, _CROP_THREADS)
+    with _opencv_single_threaded(cv2):
+        _warp_groups_cv2(cv2, image, inv, groups, out_np, gains, shifts, fills, threads, workspace)
 
 
-def _warp_groups_cv2(cv2, image, inv, groups, out_np, gains, shifts, fills, threads: int) -> None:
+def _warp_groups_cv2(cv2, image, inv, groups, out_np, gains, shifts, fills, threads: int, workspace) -> None:
     """Run the warps of `groups` (see `_warp_cv2`), spread over up to `threads` threads by whole
-    crops when there are several (OpenCV releases the GIL inside `warpAffine`)."""
+    crops when there are enough (OpenCV releases the GIL inside `warpAffine`)."""
     c, out_h, out_w = out_np.shape[1:]
     flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
     size = (out_w, out_h)
@@ -595,20 +663,18 @@ def _warp_groups_cv2(cv2, image, inv, groups, out_np, gains, shifts, fills, thre
 
     total = sum(int(g[0].size) for g in groups)
     workers = min(threads, total // _MIN_CROPS_PER_THREAD)
-    if len(groups) == 1:  # one shared source region (in the kept scratch memory unless another thread has it)
+    if len(groups) == 1:  # one shared source region, in the workspace's scratch memory when it is free
         _, gx0, gy0, gx1, gy1 = groups[0]
-        locked = _SCRATCH_LOCK.acquire(blocking=False)
-        try:
-            scratch = _scratch_planes(c, gy1 - gy0 + 1, gx1 - gx0 + 1) if locked else None
+        kept = (
+            workspace._scratch_planes(c, gy1 - gy0 + 1, gx1 - gx0 + 1) if workspace is not None else contextlib.nullcontext()
+        )
+        with kept as scratch:
             planes, mats, sel = region(groups[0], scratch)
             if workers <= 1:
                 warp(planes, mats, sel)
             else:  # crops split between threads
                 parts = np.array_split(np.arange(sel.size), workers)
                 _run_threads([(lambda p=p: warp(planes, mats[p], sel[p])) for p in parts])
-        finally:
-            if locked:
-                _SCRATCH_LOCK.release()
         return
     if workers <= 1:
         for group in groups:
@@ -618,10 +684,59 @@ def _warp_groups_cv2(cv2, image, inv, groups, out_np, gains, shifts, fills, thre
     _run_threads([(lambda p=p: [warp(*region(groups[q])) for q in p.tolist()]) for p in parts])
 
 
-_CROP_THREADS = 1  # threads for whole crops: OpenCV's thread count when the crop path took it over
-
 # below ~8 crops per thread, starting and joining a thread cost more than it saved (measured, 2 cores)
 _MIN_CROPS_PER_THREAD = 8
+
+# The crop path's `threads` are spent on whole crops and each OpenCV call runs single-threaded:
+# OpenCV's own pool on top of our threads would run more threads than asked for (oversubscribing the
+# cores, worst when they are shared with other work), and `threads=1` would not mean one thread. So
+# OpenCV is single-threaded for the duration of a call and gets back the count it had afterwards.
+# That count is process-wide: concurrent crop calls share the switch (the first in switches, the last
+# out restores), a count that another thread set meanwhile is left alone, and a child forked mid-call
+# restores it too. Switching costs nothing while nothing else uses OpenCV's pool between calls; when
+# something does, OpenCV rebuilds its pool once per call, small next to a batch of crops.
+_OPENCV_LOCK = threading.Lock()
+_OPENCV_STATE = {"users": 0, "saved": 1}
+
+
+@contextlib.contextmanager
+def _opencv_single_threaded(cv2):
+    """Run the body with `cv2.setNumThreads(1)`, restoring OpenCV's former count when the last of
+    the crop calls running concurrently leaves (unless someone set another count meanwhile)."""
+    with _OPENCV_LOCK:
+        if _OPENCV_STATE["users"] == 0:
+            _OPENCV_STATE["saved"] = cv2.getNumThreads()
+            if _OPENCV_STATE["saved"] != 1:
+                cv2.setNumThreads(1)
+        _OPENCV_STATE["users"] += 1
+    try:
+        yield
+    finally:
+        with _OPENCV_LOCK:
+            _OPENCV_STATE["users"] -= 1
+            if _OPENCV_STATE["users"] == 0:
+                _restore_opencv_threads(cv2)
+
+
+def _restore_opencv_threads(cv2) -> None:
+    """Give OpenCV back the saved count, unless it is no longer the 1 that the crop path set."""
+    if _OPENCV_STATE["saved"] != 1 and cv2.getNumThreads() == 1:
+        cv2.setNumThreads(_OPENCV_STATE["saved"])
+
+
+def _opencv_after_fork_in_child() -> None:
+    """A child forked while a crop call ran has no such call: fresh lock, OpenCV's count restored."""
+    global _OPENCV_LOCK
+    _OPENCV_LOCK = threading.Lock()
+    if _OPENCV_STATE["users"]:
+        _OPENCV_STATE["users"] = 0
+        cv2 = _import_cv2()
+        if cv2 is not None:
+            _restore_opencv_threads(cv2)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_opencv_after_fork_in_child)
 
 
 def _run_threads(tasks) -> None:

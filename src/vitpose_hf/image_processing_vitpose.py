@@ -41,6 +41,7 @@ from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from transformers.processing_utils import ImagesKwargs
 
 from .geometry import (
+    CropWorkspace,
     _udp_crops_np,
     box_xywh_to_center_scale,
     heatmap_coords_to_image,
@@ -408,6 +409,10 @@ class VitPoseTopDownImageProcessor(BaseImageProcessor):
         do_normalize (`bool`, defaults to True) / image_mean / image_std (ImageNet by default).
         normalize_factor (`float`, defaults to 200.0): mmpose's `pixel_std` of the box scale.
         padding (`float`, defaults to 1.25): padding of the box (not in transformers' configs).
+
+    Crops run on `torch.get_num_threads()` threads and reuse this processor's own buffers
+    (`crop_workspace`); OpenCV's process-wide thread count is as it was after every call (see
+    `geometry.warp_affine_batch`).
     """
 
     model_input_names = ["pixel_values"]
@@ -437,6 +442,8 @@ class VitPoseTopDownImageProcessor(BaseImageProcessor):
         self.normalize_factor = float(normalize_factor)
         self.padding = float(padding)
         _check_options(self._options({}))
+        # runtime state, not a setting: never saved (`to_dict`), fresh in a copy or an unpickled processor
+        self._crop_workspace = CropWorkspace()
 
     @classmethod
     def for_config(cls, config, **kwargs) -> "VitPoseTopDownImageProcessor":
@@ -463,6 +470,12 @@ class VitPoseTopDownImageProcessor(BaseImageProcessor):
     def crop_size(self) -> tuple[int, int]:
         """`(height, width)` of the crops."""
         return self.size["height"], self.size["width"]
+
+    @property
+    def crop_workspace(self) -> CropWorkspace:
+        """The buffers this processor's crops reuse from call to call (see `geometry.CropWorkspace`:
+        a result is never overwritten while any tensor or view of it is alive)."""
+        return self._crop_workspace
 
     def boxes_to_center_scale(self, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """`(N, 4)` xywh boxes -> `center (N, 2)`, `scale (N, 2)` with this processor's crop aspect,
@@ -567,7 +580,10 @@ class VitPoseTopDownImageProcessor(BaseImageProcessor):
                 )
             _check_crop_matrices(matrices, boxes_np, i)
             crops.append(
-                warp_affine_batch(tensor, _from_numpy(matrices), (out_h, out_w), channel_scale=ch_scale, channel_offset=ch_offset)
+                warp_affine_batch(
+                    tensor, _from_numpy(matrices), (out_h, out_w), channel_scale=ch_scale, channel_offset=ch_offset,
+                    workspace=self._crop_workspace,
+                )
             )
             centers.append(_from_numpy(center))
             scales.append(_from_numpy(scale))
@@ -697,6 +713,7 @@ class VitPoseTopDownImageProcessor(BaseImageProcessor):
 
     def to_dict(self) -> dict[str, Any]:
         out = super().to_dict()
+        out.pop("_crop_workspace", None)
         out["size"] = dict(self.size)
         return out
 

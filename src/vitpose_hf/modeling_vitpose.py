@@ -21,6 +21,7 @@ import logging
 import math
 import os
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -706,19 +707,35 @@ def _unreadable_weights_message(path, err: Exception) -> str:
     return f"cannot read the weights of {os.fspath(path)}: {err}"
 
 
+class _DropLoadReports(logging.Filter):
+    """Drops the load reports ("<Class> LOAD REPORT from: ...", logged at WARNING by transformers'
+    `log_state_dict_report`) that the thread which installed it logs; every other record passes."""
+
+    def __init__(self):
+        super().__init__()
+        self.thread = threading.get_ident()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.thread == self.thread and " LOAD REPORT" in str(record.msg))
+
+
 def _mismatch_message(load, cls_name, path, model_args, kwargs) -> str | None:
     """The shape mismatches transformers refused (it only logs them before its RuntimeError), found by
     loading once more with `ignore_mismatched_sizes=True`: `KEY: checkpoint (..), model (..)`."""
     retry = {k: v for k, v in kwargs.items() if k != "ignore_mismatched_sizes"}
-    quiet = logging.getLogger("transformers.modeling_utils")
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)  # the same load report was just logged by the first attempt
+    # The first attempt just logged the load report; the retry's would repeat it and call the
+    # mismatched weights "reinitialized" although we raise. A filter drops only that record, only
+    # from this thread: the logger's level (which transformers' verbosity and the user own) and other
+    # threads' records are untouched, which a level change for the duration would not guarantee.
+    reports = logging.getLogger("transformers.modeling_utils")
+    drop = _DropLoadReports()
+    reports.addFilter(drop)
     try:
         _, info = load(path, *model_args, output_loading_info=True, ignore_mismatched_sizes=True, **retry)
     except Exception:  # the retry failing is no reason to hide the original error
         return None
     finally:
-        quiet.setLevel(level)
+        reports.removeFilter(drop)
     rows = sorted(info.get("mismatched_keys", []), key=lambda row: str(row[0]))
     if not rows:
         return None

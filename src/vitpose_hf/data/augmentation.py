@@ -175,6 +175,8 @@ class TopDownTransform:
         upper = np.zeros(self.schema.num_keypoints, dtype=bool)
         upper[list(self.schema.upper_body)] = True
         self._upper = upper
+        # the crops' reusable buffers (a batch's crops are views of its output: reused once released)
+        self._crop_workspace = geometry.CropWorkspace()
 
     @property
     def aspect_ratio(self) -> float:
@@ -344,6 +346,7 @@ class TopDownTransform:
             crops = geometry.warp_affine_batch(
                 images[key], warp[idx], self.image_size, border_value=0.0,
                 channel_scale=self._channel_scale, channel_offset=self._channel_offset,
+                workspace=self._crop_workspace,
             )
             for j, i in enumerate(idx):
                 pixel_values[i] = crops[j]
