@@ -96,3 +96,15 @@ def test_one_joints_mse_loss_serves_the_model_and_both_trainers(tmp_path):
         own_loss = student(**single).loss
         merged = losses.joints_mse_loss(student(pixels).heatmaps, single["labels"], single["target_weight"], [17, 17, 17])
     torch.testing.assert_close(merged, own_loss, rtol=1e-6, atol=0)
+
+
+def test_images_are_decoded_in_one_place():
+    """Before: the processor / pipeline, the detectors and drawing, and training each had a decoder
+    with its own rules for alpha, 16-bit data and EXIF (see test_image_io.py)."""
+    from vitpose_hf import detectors, image_io, image_processing_vitpose
+    from vitpose_hf.data import augmentation
+
+    assert _files_matching(r"cv2\.imread|cv2\.imdecode|Image\.open\(|exif_transpose") == ["src/vitpose_hf/image_io.py"]
+    assert image_processing_vitpose.to_rgb_tensor is image_io.to_rgb_tensor
+    assert augmentation.load_image is augmentation.decode_image_entry is image_io.to_rgb_tensor
+    assert detectors.load_rgb_image is image_io.to_rgb_pil
