@@ -108,3 +108,10 @@ def test_images_are_decoded_in_one_place():
     assert image_processing_vitpose.to_rgb_tensor is image_io.to_rgb_tensor
     assert augmentation.load_image is augmentation.decode_image_entry is image_io.to_rgb_tensor
     assert detectors.load_rgb_image is image_io.to_rgb_pil
+
+
+def test_ground_truth_boxes_are_selected_and_ids_checked_in_one_place():
+    """Before: the loader and the evaluation each selected ground-truth boxes (differently) and each
+    checked duplicated ids (see test_reliability_data.py::test_one_ground_truth_selection_...)."""
+    assert _files_matching(r"field 'id' appears twice") == ["src/vitpose_hf/data/coco.py"]
+    assert _files_matching(r"clean_coco_bbox\(") == ["src/vitpose_hf/data/coco.py"]
