@@ -10,9 +10,9 @@ scaled by 255. `to_rgb_pil` is the same conversion as an 8-bit RGB PIL image (wh
 drawing take), `rgb_tensor_to_pil` its last step, and `image_size` the size an image file decodes at
 (EXIF orientation applied), read from its header (the MPII converter's image size).
 
-Files, bytes and URLs are decoded by Pillow. OpenCV decodes the real COCO photographs of the test data
-to the same pixels (its libjpeg build matches Pillow's there) but drops alpha and shifts 16-bit data
-by 8 bits instead of dividing by 257, so it is not used for reading.
+Files, bytes and URLs are decoded by Pillow. OpenCV's `imread` gives the same pixels for the real COCO
+photographs of the test data (`tests/test_image_io.py`) but drops alpha and shifts 16-bit data by 8
+bits instead of dividing by 257, so it is not used for reading.
 
 This module is saved beside checkpoints with the image processor (transformers' custom-code
 mechanism copies the processor's sibling modules): at module level it imports only the standard
