@@ -39,6 +39,7 @@ from transformers import VitPoseImageProcessor as TfProcessor  # noqa: E402
 
 import vitpose_hf  # noqa: E402
 from vitpose_hf import VitPoseConfig, VitPoseForPoseEstimation  # noqa: E402
+from vitpose_hf.image_io import to_rgb_pil  # noqa: E402
 from vitpose_hf.inference import _onednn_op, inference_model  # noqa: E402
 
 transformers.logging.set_verbosity_error()
@@ -269,14 +270,12 @@ def rows_forward(args, tf_model, ours, device):
 
 
 def load_coco_sample():
-    from PIL import Image
-
     ann = json.loads((COCO_SAMPLE / "test_coco.json").read_text())
     dets = json.loads((COCO_SAMPLE / "test_coco_det_AP_H_56.json").read_text())
     images, boxes = [], []
     DET_SCORES.clear()
     for info in ann["images"]:
-        images.append(Image.open(COCO_SAMPLE / info["file_name"]).convert("RGB"))
+        images.append(to_rgb_pil(COCO_SAMPLE / info["file_name"]))
         mine = [d for d in dets if d["image_id"] == info["id"] and d["category_id"] == 1]
         boxes.append([d["bbox"] for d in mine])
         DET_SCORES.extend(d["score"] for d in mine)
@@ -557,11 +556,9 @@ def onnx_deviation_rows(args, opts):
               "int8": OnnxPoseModel.from_pretrained(work / "onnx", file_name="model_quantized.onnx", session_options=opts)}
     mine = fast(model)
     pairs = get_schema("coco").flip_pairs
-    from PIL import Image
-
     ann_file, image_dir = make_synthetic_coco(work / "heldout", 30, image_size=(128, 96), seed=1234)
     ann = json.loads(Path(ann_file).read_text())
-    synth_images = [Image.open(Path(image_dir) / i["file_name"]).convert("RGB") for i in ann["images"]]
+    synth_images = [to_rgb_pil(Path(image_dir) / i["file_name"]) for i in ann["images"]]
     synth_boxes = [[a["bbox"] for a in ann["annotations"] if a["image_id"] == i["id"]] for i in ann["images"]]
     real_images, real_boxes = load_coco_sample()
     for where, images, boxes in (("held-out synthetic", synth_images, synth_boxes),

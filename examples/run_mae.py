@@ -41,6 +41,7 @@ from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 from vitpose_hf import VitPoseConfig
 from vitpose_hf.configuration_vitpose import PRESETS
+from vitpose_hf.image_io import to_rgb_tensor
 from vitpose_hf.modeling_vitpose_mae import (
     MAE_CONFIG_DEFAULTS,
     VitPoseForMaskedImageModeling,
@@ -187,10 +188,9 @@ class MaeImageDataset(Dataset):
 
     def __getitem__(self, index: int) -> torch.Tensor:
         path, box = self.items[index]
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if image is None:
-            raise ValueError(f"cannot read image {str(path)!r}")
-        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        # the library's one image loader (its rules for EXIF, alpha, 16-bit), channels last for cv2.warpAffine
+        rgb = to_rgb_tensor(path)
+        image = np.ascontiguousarray(rgb.permute(1, 2, 0).numpy())
         rng = np.random.default_rng([self.seed, self.epoch, index])
         region = box if box is not None else (0.0, 0.0, float(image.shape[1]), float(image.shape[0]))
         x, y, w, h = self._crop_box(rng, region)

@@ -159,7 +159,7 @@ def test_the_saved_code_is_stamped_and_imports_only_what_transformers_needs(save
     folder = tmp_path / "pose"
     copied = sorted(p.name for p in folder.glob("*.py"))
     assert copied == sorted([
-        "attention.py", "configuration_vitpose.py", "geometry.py", "heatmaps.py",
+        "attention.py", "configuration_vitpose.py", "geometry.py", "heatmaps.py", "image_io.py",
         "image_processing_vitpose.py", "keypoint_schemas.py", "losses.py", "modeling_vitpose.py",
         "saved_code.py", "version.py", "window_attention.py",
     ])  # fmt: skip

@@ -115,3 +115,22 @@ def test_the_model_does_not_reach_back_into_the_converter():
 
     assert "convert_vitpose_to_hf" not in (ROOT / "src" / "vitpose_hf" / "modeling_vitpose.py").read_text(encoding="utf-8")
     assert convert_vitpose_to_hf.export_to_transformers is modeling_vitpose.export_to_transformers
+
+
+def test_images_are_decoded_in_one_place():
+    """Before: the processor / pipeline, the detectors and drawing, and training each had a decoder
+    with its own rules for alpha, 16-bit data and EXIF (see test_image_io.py)."""
+    from vitpose_hf import detectors, image_io, image_processing_vitpose
+    from vitpose_hf.data import augmentation
+
+    assert _files_matching(r"cv2\.imread|cv2\.imdecode|Image\.open\(|exif_transpose") == ["src/vitpose_hf/image_io.py"]
+    assert image_processing_vitpose.to_rgb_tensor is image_io.to_rgb_tensor
+    assert augmentation.load_image is augmentation.decode_image_entry is image_io.to_rgb_tensor
+    assert detectors.load_rgb_image is image_io.to_rgb_pil
+
+
+def test_ground_truth_boxes_are_selected_and_ids_checked_in_one_place():
+    """Before: the loader and the evaluation each selected ground-truth boxes (differently) and each
+    checked duplicated ids (see test_reliability_data.py::test_one_ground_truth_selection_...)."""
+    assert _files_matching(r"field 'id' appears twice") == ["src/vitpose_hf/data/coco.py"]
+    assert _files_matching(r"clean_coco_bbox\(") == ["src/vitpose_hf/data/coco.py"]

@@ -207,6 +207,86 @@ def test_clean_coco_bbox_is_shared_by_loader_and_evaluation(tmp_path):
         ground_truth_boxes(_write(tmp_path, data))
 
 
+def _selections(tmp_path, data):
+    """`(training rows' annotation ids and boxes, evaluation boxes in file order)` of one file."""
+    rows = load_coco_keypoints(_write(tmp_path, data), tmp_path)
+    boxes = ground_truth_boxes(copy.deepcopy(data))
+    return (list(rows["annotation_id"]), [list(b) for b in rows["bbox"]]), [b for i in sorted(boxes) for b in boxes[i][0]]
+
+
+def test_one_ground_truth_selection_for_training_and_evaluation(tmp_path, caplog):
+    """Where the loader and `ground_truth_boxes` disagreed, both now take the stricter rule: the
+    evaluation used to keep another category's annotation, skip a missing bbox / keypoints and a
+    NaN area silently, read the string iscrowd "0" as a crowd, evaluate an image without width /
+    height unclipped, ignore an unknown image id and log nothing; the loader kept an annotation
+    whose keypoint values are all <= 0 (nothing labelled: an all-zero target)."""
+    base = _coco(tmp_path)
+    (ids, rows), evaluated = _selections(tmp_path, base)
+    assert ids == [11, 12, 21] and evaluated == rows
+
+    # another category: skipped by both (predictions on it would count as false positives for persons)
+    data = copy.deepcopy(base)
+    data["categories"].append({"id": 2, "name": "dog", "keypoints": []})
+    data["annotations"][1]["category_id"] = 2
+    (ids, rows), evaluated = _selections(tmp_path, data)
+    assert ids == [11, 21] and evaluated == rows
+    # every keypoint value <= 0: nothing labelled, skipped by both
+    data = copy.deepcopy(base)
+    data["annotations"][1]["keypoints"] = [-1.0, -1.0, 0.0] * 17
+    del data["annotations"][1]["num_keypoints"]
+    with caplog.at_level(logging.INFO, logger="vitpose_hf"):
+        (ids, rows), evaluated = _selections(tmp_path, data)
+    assert ids == [11, 21] and evaluated == rows
+    assert "1 (no labeled keypoint)" in caplog.text and "2 ground-truth boxes of 3 annotations" in caplog.text
+
+    refused = [
+        ("annotations", 1, "bbox", None, r"annotation id 12 is missing field\(s\) \['bbox'\]"),
+        ("annotations", 1, "keypoints", None, r"annotation id 12 is missing field\(s\) \['keypoints'\]"),
+        ("annotations", 1, "area", NAN, r"annotation id 12: field 'area' holds a non-finite value"),
+        ("annotations", 1, "iscrowd", "0", r"annotation id 12: field 'iscrowd' is '0', expected 0 or 1"),
+        ("annotations", 1, "image_id", 7, r"annotation id 12 refers to unknown image_id 7"),
+        ("images", 0, "width", None, r"image id 1 \(for annotation id 11\) lacks width/height"),
+    ]
+    for table, index, field, value, message in refused:
+        data = copy.deepcopy(base)
+        if value is None:
+            del data[table][index][field]
+        else:
+            data[table][index][field] = value
+        with pytest.raises(ValueError, match=message):
+            load_coco_keypoints(_write(tmp_path, data), tmp_path)
+        with pytest.raises(ValueError, match=message):
+            ground_truth_boxes(copy.deepcopy(data))
+    # the function itself: kept persons in file order, skip counts by reason
+    from vitpose_hf.data.coco import select_ground_truth_boxes
+
+    data = copy.deepcopy(base)
+    data["annotations"][0]["iscrowd"] = 1
+    images = {img["id"]: img for img in data["images"]}
+    kept, skipped = select_ground_truth_boxes(data["annotations"], images, "f.json", num_keypoints=17)
+    assert [p.annotation["id"] for p in kept] == [12, 21] and dict(skipped) == {"crowd": 1}
+    assert kept[0].bbox == [30.0, 10.0, 29.0, 29.0] and kept[0].image is images[1]
+    with pytest.raises(ValueError, match="f.json: annotation id 11: field 'keypoints' has 51 keypoint values, expected 42"):
+        select_ground_truth_boxes(data["annotations"], images, "f.json", num_keypoints=14)
+
+
+def test_one_duplicate_id_check_for_loader_and_evaluation(tmp_path):
+    from vitpose_hf.evaluation import load_coco
+
+    data = _coco(tmp_path)
+    data["images"][1]["id"] = 1
+    message = r"image id 1: field 'id' appears twice \(images #0 and #1, file_name 'a.jpg' and file_name 'b.jpg'\)"
+    with pytest.raises(ValueError, match=message):
+        load_coco_keypoints(_write(tmp_path, data), tmp_path)
+    with pytest.raises(ValueError, match=message):
+        load_coco(data)
+    data = _coco(tmp_path)
+    data["annotations"][1] = ["not", "a", "dict"]
+    for load in (lambda: load_coco_keypoints(_write(tmp_path, data), tmp_path), lambda: load_coco(data)):
+        with pytest.raises(ValueError, match=r"annotation #1 is a list, not a dict"):
+            load()
+
+
 # ----------------------------------------------------------------------------- B. evaluation
 def _perfect(data):
     results = ground_truth_as_results(data)

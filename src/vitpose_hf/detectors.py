@@ -12,8 +12,9 @@ by decreasing score. Two implementations are provided:
 `load_default_detector()` loads the person detector the pipeline uses when it is given neither boxes
 nor a detector: `DEFAULT_DETECTOR`, the RT-DETR model transformers' VitPose documentation pairs with
 ViTPose. `build_detector(spec)` turns a path to a `.onnx` file, a transformers pipeline, a model id or an
-existing detector into a detector. `load_rgb_image` is the image loader shared by the pipeline,
-the CLI and the detectors (paths, URLs, PIL images and numpy arrays of any common mode).
+existing detector into a detector. A detector reads its input through `image_io.to_rgb_pil` (the
+library's one image loader, by the rules of `image_io.to_rgb_tensor`); `load_rgb_image` is that
+function under its former name here.
 """
 
 from __future__ import annotations
@@ -24,11 +25,16 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
+
+from .image_io import to_rgb_pil
 
 logger = logging.getLogger(__name__)
 
 Detection = dict  # {"bbox": [x, y, w, h], "score": float}
+
+#: the image loader of the detectors under its former name: `image_io.to_rgb_pil`
+load_rgb_image = to_rgb_pil
 
 #: The default person detector: RT-DETR R50-vd trained on COCO + Objects365 (80 COCO classes, label 0 is
 #: "person"), the detector transformers' VitPose documentation runs before ViTPose. Its cost and the
@@ -61,104 +67,6 @@ __all__ = [
     "load_rgb_image",
     "nms",
 ]
-
-
-# ----------------------------------------------------------------------------------------------
-# images
-# ----------------------------------------------------------------------------------------------
-
-
-def _array_to_uint8(arr: np.ndarray, what: str) -> np.ndarray:
-    """Scale an integer / float array to uint8 (16-bit -> /257, float in [0, 1] -> *255)."""
-    if arr.dtype == np.uint8:
-        return arr
-    if arr.dtype == np.bool_:
-        return arr.astype(np.uint8) * 255
-    if np.issubdtype(arr.dtype, np.floating):
-        if not np.all(np.isfinite(arr)):
-            raise ValueError(f"{what} holds NaN or infinite pixel values")
-        scale = 255.0 if arr.size and float(arr.max()) <= 1.0 else 1.0
-        return np.clip(np.rint(arr * scale), 0, 255).astype(np.uint8)
-    if np.issubdtype(arr.dtype, np.integer):
-        peak = int(arr.max()) if arr.size else 0
-        if peak > 255:  # 16-bit data (uint16, or PIL's 32-bit "I" mode holding 16-bit values)
-            return np.clip(np.rint(arr.astype(np.float64) / 257.0), 0, 255).astype(np.uint8)
-        return np.clip(arr, 0, 255).astype(np.uint8)
-    raise ValueError(f"{what} has unsupported pixel dtype {arr.dtype}")
-
-
-def load_rgb_image(image: Any, timeout: float | None = None) -> Image.Image:
-    """Load `image` as an 8-bit RGB PIL image.
-
-    Args:
-        image: a path (`str` / `os.PathLike`), an http(s) URL, a PIL image of any mode (L, LA, P,
-            RGBA, I;16, I, F, ...), or a numpy array `(H, W)`, `(H, W, 1)`, `(H, W, 3)` or
-            `(H, W, 4)` in RGB(A) order (uint8, uint16, or float in [0, 1] / [0, 255]). EXIF
-            orientation of files is applied; alpha is dropped; 16-bit data is scaled to 8 bits.
-        timeout: seconds for URL downloads.
-
-    Returns:
-        `PIL.Image.Image` in mode "RGB".
-
-    Raises:
-        ValueError: missing or unreadable file (the message names it), an empty image, an
-            unsupported array shape or type.
-    """
-    if isinstance(image, (str, os.PathLike)):
-        name = os.fspath(image)
-        if name.startswith(("http://", "https://")):
-            from transformers.image_utils import load_image
-
-            try:
-                pil = load_image(name, timeout=timeout)
-            except Exception as err:  # network or decoding failure
-                raise ValueError(f"could not load image from URL {name!r}: {err}") from err
-        else:
-            if not os.path.isfile(name):
-                raise ValueError(f"image file not found: {name!r}")
-            try:
-                with Image.open(name) as opened:
-                    opened.load()
-                    pil = ImageOps.exif_transpose(opened)
-                    if pil is opened:
-                        pil = opened.copy()
-            except (UnidentifiedImageError, OSError, SyntaxError) as err:
-                raise ValueError(f"could not read image file {name!r} (corrupt or not an image): {err}") from err
-        return load_rgb_image(pil)
-    if isinstance(image, Image.Image):
-        if image.width == 0 or image.height == 0:
-            raise ValueError(f"empty image of size {image.size}")
-        if image.mode == "RGB":
-            return image
-        if image.mode in ("L", "LA", "P", "PA", "RGBA", "RGBa", "CMYK", "YCbCr", "LAB", "HSV", "1", "La"):
-            if image.mode == "P" and "transparency" in image.info:
-                image = image.convert("RGBA")
-            return image.convert("RGB")
-        # 16/32-bit integer or float modes: go through numpy to keep the full range
-        return load_rgb_image(np.asarray(image))
-    if isinstance(image, np.ndarray):
-        arr = image
-        if arr.ndim == 3 and arr.shape[-1] == 1:
-            arr = arr[..., 0]
-        if arr.ndim == 2:
-            arr = np.stack([arr] * 3, axis=-1)
-        if arr.ndim != 3 or arr.shape[-1] not in (3, 4):
-            raise ValueError(f"image array must have shape (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), got {image.shape}")
-        if arr.shape[0] == 0 or arr.shape[1] == 0:
-            raise ValueError(f"empty image array of shape {image.shape}")
-        arr = _array_to_uint8(np.ascontiguousarray(arr[..., :3]), f"image array of shape {image.shape}")
-        return Image.fromarray(arr, mode="RGB")
-    try:  # torch tensors (C, H, W) or (H, W, C)
-        import torch
-
-        if isinstance(image, torch.Tensor):
-            arr = image.detach().cpu().numpy()
-            if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[-1] not in (1, 3, 4):
-                arr = np.moveaxis(arr, 0, -1)
-            return load_rgb_image(arr)
-    except ImportError:  # pragma: no cover
-        pass
-    raise ValueError(f"unsupported image input of type {type(image).__name__}: {image!r:.80}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -246,8 +154,9 @@ class BaseDetector:
     def __call__(
         self, image: Any, score_threshold: float | None = None, max_detections: int | None = None
     ) -> list[Detection]:
-        """Detect persons in one image (anything `load_rgb_image` accepts)."""
-        dets = self.detect(load_rgb_image(image), score_threshold=score_threshold)
+        """Detect persons in one image (anything `image_io.to_rgb_tensor` accepts; the detector sees it
+        as `image_io.to_rgb_pil` gives it: 8-bit RGB, alpha over white, EXIF orientation applied)."""
+        dets = self.detect(to_rgb_pil(image), score_threshold=score_threshold)
         limit = max_detections if max_detections is not None else self.max_detections
         return dets if limit is None else dets[: int(limit)]
 

@@ -16,7 +16,9 @@ Bad input policy (documented choices):
 - a box partly or fully outside the image is cropped as is; pixels outside the image read as 0 before
   normalisation (OpenCV's `borderValue=0`), so a box fully outside gives a constant crop;
 - an unreadable / corrupt image file raises ValueError naming the file;
-- images are converted by `to_rgb_tensor` (shared with the pipeline; its docstring lists the rules);
+- images are converted by `image_io.to_rgb_tensor`, the one image loader of vitpose_hf (the
+  pipeline, the detectors, drawing and the training transform read images through it too; its
+  docstring lists the rules);
   an empty image (0 pixels wide or high) with boxes, NaN / inf or out-of-range pixels raise
   ValueError naming the image;
 - a box beyond +-2**24 px or one whose crop matrix is singular raises ValueError naming it;
@@ -29,9 +31,6 @@ Bad input policy (documented choices):
 from __future__ import annotations
 
 import logging
-import os
-import warnings
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -48,6 +47,7 @@ from .geometry import (
     warp_affine_batch,
 )
 from .heatmaps import check_kernel_size, decode_heatmaps, gaussian_blur_heatmaps, predict_heatmaps
+from .image_io import _from_numpy, _is_encoded, to_rgb_tensor
 from .saved_code import stamp_saved_code
 
 logger = logging.getLogger(__name__)
@@ -71,201 +71,11 @@ class VitPoseImageProcessorKwargs(ImagesKwargs, total=False):
     padding: float | None
 
 
-# ----------------------------------------------------------------------------- image conversion
-# PIL modes carrying an alpha channel (premultiplied "RGBa" / "La" are un-premultiplied by PIL's convert)
-_ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
-_16BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N"}
-_UINT16_TO_8BIT = 257.0  # 65535 / 255: 16-bit full scale onto 8-bit full scale
-
-
-def _from_numpy(arr: np.ndarray) -> torch.Tensor:
-    """`torch.from_numpy` without copying and without the read-only warning (we never write)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        return torch.from_numpy(arr)
-
-
-def _alpha_over_white(rgb: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-    """`rgb (3, H, W)` and `alpha (1, H, W)` in 0..255 -> float32 composite over a white background."""
-    rgb = rgb.to(torch.float32)
-    a = alpha.to(torch.float32) / 255.0
-    return rgb * a + 255.0 * (1.0 - a)
-
-
-def _open_image(path: str | os.PathLike | Any):
-    """A PIL image from a file path (or a binary file object), EXIF orientation applied."""
-    try:  # a `try`: transformers' check of saved code skips optional imports in one
-        from PIL import Image, ImageOps
-    except ImportError as err:  # pragma: no cover - Pillow comes with transformers' vision extra
-        raise ImportError("reading image files needs Pillow (pip install pillow)") from err
-
-    name = os.fspath(path) if isinstance(path, (str, os.PathLike)) else getattr(path, "name", "<bytes>")
-    if isinstance(path, (str, os.PathLike)) and not os.path.isfile(name):
-        raise ValueError(f"image file not found: {str(name)!r}")
-    try:
-        image = Image.open(path)
-        image.load()
-        image = ImageOps.exif_transpose(image)
-    except Exception as err:  # PIL raises many types for corrupt files
-        raise ValueError(f"could not read image file {str(name)!r} (corrupt or not an image): {err}") from err
-    return image
-
-
-def _scaled_values(t: torch.Tensor, name: str, kind: str = "") -> torch.Tensor:
-    """Pixel values -> uint8 (kept) or float32 in 0..255 by the rules of `to_rgb_tensor`; `kind`:
-    "16bit" (divide by 257), "levels" (integers already checked to lie in 0..255) or "" (by dtype).
-    ValueError for values that no rule covers."""
-    if t.dtype == torch.uint8:
-        return t
-    if t.dtype == torch.bool:
-        return t.to(torch.uint8) * 255
-    if kind == "levels":
-        return t.to(torch.float32)
-    if kind == "16bit" or t.dtype == getattr(torch, "uint16", None):
-        t = t.to(torch.float32) if t.dtype != torch.int64 else t
-        if t.numel() and (float(t.min()) < 0 or float(t.max()) > 65535):
-            raise ValueError(f"{name} is a 16-bit image but holds values outside 0..65535")
-        return t.to(torch.float32) / _UINT16_TO_8BIT
-    if t.is_floating_point():
-        if t.numel() and not bool(torch.isfinite(t).all()):
-            raise ValueError(f"{name} holds NaN or infinite pixel values")
-        lo, hi = (float(t.min()), float(t.max())) if t.numel() else (0.0, 0.0)
-        if lo < 0 or hi > 255:
-            raise ValueError(
-                f"{name} holds float pixel values in [{lo:g}, {hi:g}]; expected [0, 1] (scaled by 255) or [0, 255]"
-            )
-        t = t.to(torch.float32)
-        return t * 255.0 if hi <= 1.0 else t
-    if t.is_complex():
-        raise ValueError(f"{name} has unsupported pixel dtype {t.dtype}")
-    if t.dtype in (getattr(torch, "uint32", None), getattr(torch, "uint64", None)):
-        t = t.to(torch.int64)  # min / max are not implemented for them on every build
-    lo, hi = (int(t.min()), int(t.max())) if t.numel() else (0, 0)
-    if lo < 0 or hi > 255:
-        raise ValueError(
-            f"{name} has {str(t.dtype).replace('torch.', '')} pixels in [{lo}, {hi}]; integer images other than "
-            "uint8 / uint16 must hold 8-bit levels 0..255 (cast 16-bit data to uint16)"
-        )
-    return t.to(torch.float32)
-
-
-def _channels_to_rgb(t: torch.Tensor, name: str, kind: str = "") -> torch.Tensor:
-    """`t (C, H, W)` with C in 1..4 (grey, grey+alpha, RGB, RGBA) -> RGB `(3, H, W)` in 0..255."""
-    c, h, w = t.shape
-    if c not in (1, 2, 3, 4):
-        raise ValueError(f"{name} has {c} channels; expected 1 (grey), 2 (grey+alpha), 3 (RGB) or 4 (RGBA)")
-    if h == 0 or w == 0:
-        raise ValueError(f"{name} is empty: {w}x{h} pixels (width x height)")
-    t = _scaled_values(t, name, kind)
-    if c == 1:
-        return t.expand(3, -1, -1)
-    if c == 2:
-        return _alpha_over_white(t[:1].expand(3, -1, -1), t[1:])
-    if c == 3:
-        return t
-    return _alpha_over_white(t[:3], t[3:])
-
-
-def _pil_to_rgb(image, name: str) -> torch.Tensor:
-    mode = image.mode
-    if image.width == 0 or image.height == 0:
-        raise ValueError(f"{name} is empty: {image.width}x{image.height} pixels (width x height)")
-    if mode == "RGB" and "transparency" not in image.info:
-        return _from_numpy(np.asarray(image)).permute(2, 0, 1)
-    if mode in _16BIT_MODES or mode == "I":
-        # "I" (32-bit) is how PIL holds 16-bit PNG / TIFF data: read as 16-bit like "I;16"
-        arr = np.asarray(image).astype(np.float32 if mode != "I" else np.int64)
-        return _channels_to_rgb(torch.from_numpy(arr)[None], name, "16bit")
-    if mode == "F":
-        return _channels_to_rgb(torch.from_numpy(np.array(image, dtype=np.float32))[None], name)
-    if mode in _ALPHA_MODES or "transparency" in image.info:
-        rgba = _from_numpy(np.asarray(image.convert("RGBA"))).permute(2, 0, 1)
-        return _alpha_over_white(rgba[:3], rgba[3:])
-    if mode == "L":
-        return _from_numpy(np.asarray(image))[None].expand(3, -1, -1)
-    # P (no transparency), 1, CMYK, YCbCr, LAB, HSV, RGBX...: PIL's own conversion
-    return _from_numpy(np.asarray(image.convert("RGB"))).permute(2, 0, 1)
-
-
-def to_rgb_tensor(image: Any, name: str = "image") -> torch.Tensor:
-    """Convert one image to an RGB `(3, H, W)` tensor with values in 0..255: the single conversion
-    used by `VitPoseTopDownImageProcessor` and the keypoint-detection pipeline.
-
-    Rules:
-        - File paths are opened with PIL (EXIF orientation applied), then as PIL images.
-        - PIL "RGB" as is; "L" repeated on three channels; "P" (palette), "1", "CMYK", "YCbCr",
-          "LAB", "HSV", "RGBX" through PIL's `convert("RGB")`.
-        - Alpha ("RGBA", "LA", "PA", "RGBa", "La", and "P" / "L" / "RGB" with a `transparency`
-          entry) is composited over white: `rgb * a + 255 * (1 - a)`, `a = alpha / 255`.
-        - 16-bit data (PIL "I;16*" and "I", numpy / torch uint16) are divided by 257 (65535 -> 255);
-          PIL "I" values must lie in 0..65535.
-        - Floats (PIL "F", float16/32/64 arrays and tensors) must be finite: all values in [0, 1] are
-          multiplied by 255, otherwise values in [0, 255] are taken as they are; any value below 0 or
-          above 255 is refused.
-        - bool: False -> 0, True -> 255. uint8 as is. Other integer dtypes must hold 0..255.
-        - Arrays: 2-D `(H, W)` is grey. A 3-D numpy array is channels-last `(H, W, C)` when its last
-          axis has 1..4 entries, else `(C, H, W)`; a 3-D torch tensor is channels-first `(C, H, W)`
-          when its first axis has 1..4 entries, else `(H, W, C)`. C = 1 grey, 2 grey + alpha,
-          3 RGB, 4 RGBA (alpha in the same scale as the colour, composited over white).
-
-    Returns:
-        `(3, H, W)` uint8 for uint8 / bool / 8-bit PIL input without alpha (not copied for RGB),
-        float32 otherwise; values in [0, 255].
-
-    Raises:
-        ValueError (naming `name`): an empty image (width or height 0), NaN / inf or out-of-range
-        values, an unsupported shape, channel count, dtype or type, a missing or corrupt file.
-    """
-    if isinstance(image, (str, Path, os.PathLike)):
-        image = _open_image(image)
-    try:
-        from PIL import Image
-    except ImportError:  # pragma: no cover - PIL is a transformers dependency
-        Image = None
-    if Image is not None and isinstance(image, Image.Image):
-        return _pil_to_rgb(image, name)
-    if isinstance(image, np.ndarray):
-        arr, kind = image, ""
-        if arr.dtype.kind not in "biuf":
-            raise ValueError(f"{name} has unsupported pixel dtype {image.dtype}")
-        if not arr.dtype.isnative:
-            arr = arr.astype(arr.dtype.newbyteorder("="))
-        if arr.dtype == np.uint16:
-            arr, kind = arr.astype(np.float32), "16bit"
-        elif arr.dtype.kind in "iu" and arr.dtype != np.uint8:  # other integers: 8-bit levels only
-            lo, hi = (int(arr.min()), int(arr.max())) if arr.size else (0, 0)
-            if lo < 0 or hi > 255:
-                raise ValueError(
-                    f"{name} has {image.dtype} pixels in [{lo}, {hi}]; integer images other than uint8 / uint16 "
-                    "must hold 8-bit levels 0..255 (cast 16-bit data to uint16)"
-                )
-            arr, kind = arr.astype(np.float32), "levels"
-        if any(stride < 0 for stride in arr.strides):
-            arr = np.ascontiguousarray(arr)
-        t = _from_numpy(arr)
-        if t.ndim == 2:
-            t = t[None]
-        elif t.ndim == 3:
-            t = t.permute(2, 0, 1) if 1 <= t.shape[-1] <= 4 else t
-        else:
-            raise ValueError(f"{name} must be a 2-D or 3-D array, got shape {image.shape}")
-        return _channels_to_rgb(t, name, kind)
-    if isinstance(image, torch.Tensor):
-        t = image.detach().cpu()
-        if t.ndim == 2:
-            t = t[None]
-        elif t.ndim == 3:
-            if not 1 <= t.shape[0] <= 4:
-                t = t.permute(2, 0, 1)
-        else:
-            raise ValueError(f"{name} must be a 2-D or 3-D tensor, got shape {tuple(image.shape)}")
-        return _channels_to_rgb(t, name)
-    raise ValueError(f"{name} has unsupported type {type(image).__name__}; expected PIL, numpy, torch or a path")
-
-
 def _is_single_image(x: Any) -> bool:
-    if isinstance(x, (str, Path, os.PathLike, np.ndarray, torch.Tensor)):
-        return not (isinstance(x, (np.ndarray, torch.Tensor)) and x.ndim == 4)
+    if _is_encoded(x):
+        return True
+    if isinstance(x, (np.ndarray, torch.Tensor)):
+        return x.ndim != 4
     try:
         from PIL import Image
 
@@ -501,8 +311,9 @@ class VitPoseTopDownImageProcessor(BaseImageProcessor):
         """Crop every box of every image and normalise the crops.
 
         Args:
-            images: one image or a list (PIL, numpy `(H, W[, C])`, torch `(C, H, W)`, file path); a
-                4-D array / tensor is a batch. Converted by `to_rgb_tensor` (its rules for alpha,
+            images: one image or a list (PIL, numpy `(H, W[, C])`, torch `(C, H, W)`, file path,
+                http(s) URL, encoded bytes, `datasets.Image` dict); a 4-D array / tensor is a batch.
+                Converted by `image_io.to_rgb_tensor` (its rules for EXIF orientation, alpha,
                 palette, 16-bit, float, bool and channel layouts apply); an image without boxes is
                 not read.
             boxes: per image, a list (or `(n, 4)` array) of COCO `[x, y, w, h]` boxes (extra columns

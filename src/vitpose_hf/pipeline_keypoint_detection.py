@@ -25,6 +25,7 @@ import torch
 from transformers import Pipeline
 
 from .detectors import DEFAULT_DETECTOR, BaseDetector, build_detector, load_default_detector
+from .image_io import rgb_tensor_to_pil, to_rgb_tensor
 from .keypoint_schemas import KeypointSchema, get_schema, head_num_keypoints, resolve_schema
 from .inference import InferenceModelCache
 
@@ -34,35 +35,6 @@ TASK = "keypoint-detection"
 DEFAULT_IMAGE_BATCH = 8
 
 __all__ = ["KeypointDetectionPipeline", "register_pipeline", "TASK"]
-
-
-def _load_rgb(image: Any, timeout: float | None = None) -> torch.Tensor:
-    """One input image -> RGB `(3, H, W)` (uint8 or float32, 0..255) by `to_rgb_tensor`, the
-    conversion the image processor uses; http(s) URLs are downloaded first (ValueError naming the
-    URL when that fails)."""
-    from .image_processing_vitpose import _open_image, to_rgb_tensor
-
-    if isinstance(image, str) and image.startswith(("http://", "https://")):
-        import io
-
-        import httpx
-
-        try:
-            response = httpx.get(image, timeout=timeout, follow_redirects=True)
-            response.raise_for_status()
-        except Exception as err:  # network failure or HTTP error status
-            raise ValueError(f"could not load image from URL {image!r}: {err}") from err
-        image = _open_image(io.BytesIO(response.content))
-    return to_rgb_tensor(image, "image")
-
-
-def _rgb_to_pil(rgb: torch.Tensor):
-    """`(3, H, W)` 0..255 tensor -> 8-bit RGB PIL image (for detectors)."""
-    from PIL import Image
-
-    if rgb.dtype != torch.uint8:
-        rgb = rgb.round().clamp(0, 255).to(torch.uint8)
-    return Image.fromarray(np.ascontiguousarray(rgb.permute(1, 2, 0).numpy()), mode="RGB")
 
 
 def _validate_boxes(boxes: Any, width: int, height: int) -> np.ndarray:
@@ -96,10 +68,11 @@ def _validate_boxes(boxes: Any, width: int, height: int) -> np.ndarray:
 class KeypointDetectionPipeline(Pipeline):
     """Top-down human (or animal) keypoint detection with a ViTPose model.
 
-    Call: `pipe(images, boxes=None, **kwargs)` where `images` is one image (path, URL, PIL image,
-    numpy array, torch tensor) or a list of them. Images are converted by
-    `vitpose_hf.image_processing_vitpose.to_rgb_tensor`, exactly as the image processor converts
-    them (alpha over white, 16-bit / 257, float [0, 1] x 255, NaN / inf refused...).
+    Call: `pipe(images, boxes=None, **kwargs)` where `images` is one image (path, URL, encoded
+    bytes, `datasets.Image` dict, PIL image, numpy array, torch tensor) or a list of them. Images are
+    converted by `vitpose_hf.image_io.to_rgb_tensor`, exactly as the image processor, the detectors
+    and the training transform convert them (EXIF orientation, alpha over white, 16-bit / 257, float
+    [0, 1] x 255, NaN / inf refused...); a detector gets that image rounded to 8-bit RGB.
 
     Args (at construction or per call):
         boxes: person boxes `[[x, y, w, h], ...]` in pixels for one image; for a list of images, a
@@ -313,13 +286,16 @@ class KeypointDetectionPipeline(Pipeline):
         Returns a dict with `pixel_values` `(N, 3, H, W)` (absent when N == 0), `boxes` `(N, 4)`
         xywh, `box_scores` `(N,)`.
         """
-        if isinstance(image, dict):  # {"image": ..., "boxes": [...], "box_scores": [...]} (datasets, generators)
+        entry = isinstance(image, dict) and "image" not in image and ("bytes" in image or "path" in image)
+        if isinstance(image, dict) and not entry:
+            # {"image": ..., "boxes": [...], "box_scores": [...]} (datasets rows, generators); a dict with
+            # "bytes" / "path" and no "image" is a datasets.Image entry, read as the image itself
             if "image" not in image:
                 raise ValueError(f"a dict input needs an 'image' key, got keys {sorted(image)}")
             boxes = image.get("boxes", boxes)
             box_scores = image.get("box_scores", box_scores)
             image = image["image"]
-        rgb = _load_rgb(image, timeout=timeout)
+        rgb = to_rgb_tensor(image, timeout=timeout)
         height, width = rgb.shape[-2:]
         if boxes is not None:
             arr = _validate_boxes(boxes, width, height)
@@ -332,7 +308,7 @@ class KeypointDetectionPipeline(Pipeline):
         elif detector is not None or not whole_image:
             if detector is None:
                 detector = self.default_detector()
-            dets = detector(_rgb_to_pil(rgb), score_threshold=detection_threshold, max_detections=max_persons)
+            dets = detector(rgb_tensor_to_pil(rgb), score_threshold=detection_threshold, max_detections=max_persons)
             arr = np.asarray([d["bbox"] for d in dets], dtype=np.float64).reshape(-1, 4)
             scores = np.asarray([d["score"] for d in dets], dtype=np.float64)
             if len(arr) == 0:
@@ -419,7 +395,8 @@ class KeypointDetectionPipeline(Pipeline):
             # generator, so the result is an iterator, as for transformers' other vision pipelines
             inputs = (row for row in inputs)
         if not isinstance(inputs, list):
-            if batch_size is not None and int(batch_size) > 1 and not isinstance(inputs, (str, os.PathLike, dict)) \
+            if batch_size is not None and int(batch_size) > 1 \
+                    and not isinstance(inputs, (str, os.PathLike, dict, bytes, bytearray, memoryview)) \
                     and hasattr(inputs, "__iter__") and not hasattr(inputs, "shape") and not hasattr(inputs, "size"):
                 # a stream with batch_size: chunks of images share forward passes, results one per image
                 return self._stream_in_chunks(inputs, int(batch_size), args, kwargs)

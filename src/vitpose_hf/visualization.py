@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
+from .image_io import to_rgb_pil
 from .keypoint_schemas import KeypointSchema, get_schema, schema_for_num_keypoints
 
 logger = logging.getLogger(__name__)
@@ -142,7 +143,9 @@ def draw_keypoints(
     """Draw skeletons and keypoints of `persons` on a copy of `image`.
 
     Args:
-        image: anything `vitpose_hf.detectors.load_rgb_image` accepts (PIL image, array, path).
+        image: anything `vitpose_hf.image_io.to_rgb_tensor` accepts (PIL image, array, path, URL,
+            bytes); drawn on as `image_io.to_rgb_pil` gives it (the pixels the pipeline and its
+            detector see, rounded to 8 bits).
         persons: one entry per person (pipeline dicts, post-processing dicts with `(K, 2)`
             keypoints and `(K,)` scores, COCO dicts with flat `x, y, v` lists, or `(K, 3)` arrays).
         schema: keypoint schema name or object (default "coco"); `None` picks it from K.
@@ -161,9 +164,7 @@ def draw_keypoints(
     Raises:
         ValueError: a person's keypoint count does not match the schema, or a malformed person.
     """
-    from .detectors import load_rgb_image
-
-    base = load_rgb_image(image).copy()
+    base = to_rgb_pil(image).copy()
     width, height = base.size
     persons = list(persons)
     if radius is None:

@@ -10,7 +10,7 @@ Typical use::
 """
 
 from .augmentation import IMAGENET_MEAN, IMAGENET_STD, TopDownTransform, load_image
-from .coco import PERSON_FEATURES, clean_coco_bbox, load_coco_keypoints, schema_from_category
+from .coco import PERSON_FEATURES, clean_coco_bbox, load_coco_keypoints, schema_from_category, select_ground_truth_boxes
 from .collator import PoseDataCollator
 from .synthetic import load_synthetic_dataset, make_synthetic_coco, render_synthetic_image
 from .converters import load_aic, load_crowdpose, load_keypoint_dataset, load_mpii
@@ -36,4 +36,5 @@ __all__ = [
     "make_synthetic_coco",
     "render_synthetic_image",
     "schema_from_category",
+    "select_ground_truth_boxes",
 ]

@@ -1,8 +1,9 @@
 """Top-down train/eval transform: person rows -> model inputs, labels and target weights.
 
 `TopDownTransform` is meant for `dataset.with_transform(transform)` (a batched dict of columns in, a
-dict of per-sample tensors out). Crops go through `vitpose_hf.geometry` -- the very code the
-inference processor uses -- so training and inference see identical pixels for identical windows.
+dict of per-sample tensors out). Images are read by `vitpose_hf.image_io.to_rgb_tensor` and crops go
+through `vitpose_hf.geometry` -- the very code the inference processor uses -- so training and
+inference see identical pixels for identical windows.
 
 The training augmentation is the official ViTPose COCO pipeline (mmpose 0.x):
 
@@ -29,15 +30,14 @@ so runs are reproducible whatever the batch composition; with `seed=None` draws 
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any, Sequence
 
-import cv2
 import numpy as np
 import torch
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 from .. import geometry
+from ..image_io import to_rgb_tensor
 from ..keypoint_schemas import KeypointSchema, get_schema
 from .targets import generate_heatmaps
 
@@ -49,44 +49,8 @@ __all__ = ["TopDownTransform", "load_image", "decode_image_entry", "IMAGENET_MEA
 IMAGENET_MEAN = tuple(IMAGENET_DEFAULT_MEAN)
 IMAGENET_STD = tuple(IMAGENET_DEFAULT_STD)
 
-
-def load_image(path: str, annotation_id: Any = None) -> torch.Tensor:
-    """Decode an image file to a `(3, H, W)` uint8 RGB tensor (a channels-last view, not copied).
-
-    Raises:
-        ValueError: the file is missing or cannot be decoded (naming the path and annotation id).
-    """
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if img is None:
-        raise ValueError(f"cannot read image {path!r} (annotation id {annotation_id!r})")
-    img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-    return torch.from_numpy(img).permute(2, 0, 1)
-
-
-def decode_image_entry(entry: Any, what: str = "image") -> torch.Tensor:
-    """An entry of a `datasets.Image` column -> `(3, H, W)` uint8 RGB: a PIL image (decoded
-    column), a `{"bytes", "path"}` dict (`decode=False`, or `images="embed"` rows), raw bytes or a path.
-
-    Raises:
-        ValueError: an entry of another type, or bytes / a file that cannot be decoded (naming `what`).
-    """
-    if isinstance(entry, dict):
-        if entry.get("bytes") is not None:
-            entry = entry["bytes"]
-        elif entry.get("path"):
-            entry = entry["path"]
-        else:
-            raise ValueError(f"{what}: an image entry with neither bytes nor path")
-    if isinstance(entry, (str, os.PathLike)):
-        return load_image(entry, what)
-    if isinstance(entry, (bytes, bytearray, memoryview)):
-        img = cv2.imdecode(np.frombuffer(entry, dtype=np.uint8), cv2.IMREAD_COLOR)
-        if img is None:
-            raise ValueError(f"{what}: the image bytes cannot be decoded")
-        return torch.from_numpy(cv2.cvtColor(img, cv2.COLOR_BGR2RGB)).permute(2, 0, 1)
-    if hasattr(entry, "convert") and hasattr(entry, "size"):  # PIL
-        return torch.from_numpy(np.asarray(entry.convert("RGB")).copy()).permute(2, 0, 1)
-    raise ValueError(f"{what}: unsupported image entry of type {type(entry).__name__}")
+# the image loader under the names this module had for it (files; `datasets.Image` entries)
+load_image = decode_image_entry = to_rgb_tensor
 
 
 def _mix_id(value: int) -> int:
@@ -113,7 +77,8 @@ class TopDownTransform:
         joint_weights: optional `(K,)` multipliers of the target weights.
 
     Call with a dict of columns (lists), as `datasets` does, needing `image_path` or `image` (a
-    `datasets.Image` column: PIL images or `{"bytes", "path"}`), `bbox`, `keypoints` and optionally
+    `datasets.Image` column: PIL images or `{"bytes", "path"}`; either is read by
+    `image_io.to_rgb_tensor`), `bbox`, `keypoints` and optionally
     `annotation_id`, `image_id`, `dataset_index`, `area`. Returns a dict
     of lists (one entry per sample):
         `pixel_values` `(3, H, W)` float32, `labels` `(K, h, w)` float32, `target_weight` `(K,)`
@@ -308,8 +273,8 @@ class TopDownTransform:
             if bbox.shape != (4,) or not (bbox[2] > 0 and bbox[3] > 0):
                 raise ValueError(f"annotation id {ann_ids[i]!r} ({path}): box {bbox.tolist()} has zero size")
             if key not in images:
-                images[key] = (decode_image_entry(batch["image"][i], f"{path} (annotation id {ann_ids[i]!r})")
-                               if "image" in batch else load_image(path, ann_ids[i]))
+                source = batch["image"][i] if "image" in batch else path
+                images[key] = to_rgb_tensor(source, f"{path} (annotation id {ann_ids[i]!r})")
             img_w = images[key].shape[-1]
             rng = self._sample_rng(ann_ids[i], ds_index[i]) if self.train else None
             vis = np.minimum(1.0, kps[:, 2]).clip(min=0.0)

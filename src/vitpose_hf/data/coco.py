@@ -1,15 +1,18 @@
 """COCO-format person-keypoint annotations -> a `datasets.Dataset` of person instances.
 
 One row per kept person instance; images are *not* decoded here (only their paths are stored), the
-train/eval transform decodes them lazily. The filtering follows mmpose 0.x `TopDownCocoDataset`
+train/eval transform decodes them lazily. Which annotations become persons, and with which box, is
+decided by `select_ground_truth_boxes`, the one selection of the loader and of the evaluation's
+ground-truth boxes (`evaluation.ground_truth_boxes`). It follows mmpose 0.x `TopDownCocoDataset`
 (the loader of the official ViTPose training):
 
-1. crowd annotations (`iscrowd == 1`) are dropped;
+1. annotations of another category (not a keypoint category) and crowd annotations
+   (`iscrowd == 1`) are dropped;
 2. boxes are cleaned: `x1 = max(0, x)`, `y1 = max(0, y)`, `x2 = min(W - 1, x1 + max(0, w - 1))`,
    `y2 = min(H - 1, y1 + max(0, h - 1))`; a box with `x2 <= x1` or `y2 <= y1` (or `area <= 0`) is
    dropped and the kept box is `[x1, y1, x2 - x1, y2 - y1]`;
-3. annotations without any labeled keypoint (all keypoint values 0, or `num_keypoints == 0`) are
-   dropped.
+3. annotations without any labeled keypoint (every keypoint value <= 0, or `num_keypoints == 0`)
+   are dropped.
 
 Every skip is counted by reason and logged in one line at the end (never silent). Malformed input
 raises a `ValueError` naming the file, the image or annotation id and the field: missing fields, a
@@ -27,7 +30,7 @@ import numbers
 import os
 from collections import Counter
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Collection, Iterable, Mapping, NamedTuple
 
 import datasets
 
@@ -44,6 +47,9 @@ __all__ = [
     "check_coco_keypoints",
     "check_unique_ids",
     "clean_coco_bbox",
+    "GroundTruthPerson",
+    "select_ground_truth_boxes",
+    "keypoint_category_ids",
     "schema_from_category",
     "rows_to_dataset",
 ]
@@ -137,6 +143,9 @@ def check_unique_ids(entries: Iterable[dict], source: str, what: str, describe=N
     pycocotools and a dict keyed by id keep only the last of them: annotations bind to the wrong
     image file, and evaluation matches predictions against a ground truth that lost a person.
 
+    The one duplicate-id check of the loader (`load_coco_keypoints`) and of the evaluation's ground
+    truth (`evaluation.load_coco`).
+
     Args:
         entries: dicts; those without an `id` are ignored.
         source: the file (or "ground-truth dict") for the message.
@@ -144,11 +153,14 @@ def check_unique_ids(entries: Iterable[dict], source: str, what: str, describe=N
         describe: optional `entry -> str` added to the message for both entries (e.g. file names).
 
     Raises:
-        ValueError: naming `source`, the id, the field 'id' and both positions.
+        ValueError: naming `source`, the id, the field 'id' and both positions; or an entry that is
+            not a dict (naming its position).
     """
     first: dict[Any, tuple[int, dict]] = {}
     for pos, entry in enumerate(entries):
-        if not isinstance(entry, dict) or "id" not in entry:
+        if not isinstance(entry, Mapping):
+            raise ValueError(f"{source}: {what} #{pos} is a {type(entry).__name__}, not a dict")
+        if "id" not in entry:
             continue
         key = entry["id"]
         if key in first:
@@ -168,8 +180,8 @@ def clean_coco_bbox(
 
     `x1 = max(0, x)`, `x2 = min(width - 1, x1 + max(0, w - 1))` (the same for y); `width` or
     `height` None skips that clip. The box is validated first (:func:`check_coco_bbox`), so a NaN
-    or negative box raises instead of being clipped into an arbitrary one. The loader
-    (`load_coco_keypoints`) and the evaluation's ground-truth boxes use this one function.
+    or negative box raises instead of being clipped into an arbitrary one. `select_ground_truth_boxes`
+    (the loader's and the evaluation's selection) cleans every box with it.
 
     Returns:
         the cleaned `[x1, y1, x2 - x1, y2 - y1]`, or None when the clipped box is empty.
@@ -201,6 +213,114 @@ def _image_size(img: dict, source: str, what: str) -> tuple[float, float]:
             raise ValueError(f"{source}: image id {img['id']!r}: field {field!r} is {img[field]!r}, expected a number > 0")
         size.append(v)
     return size[0], size[1]
+
+
+class GroundTruthPerson(NamedTuple):
+    """One annotation kept by `select_ground_truth_boxes`."""
+
+    annotation: dict  #: the COCO annotation, as given
+    image: dict  #: its entry of the file's `images`
+    bbox: list[float]  #: the cleaned `[x, y, w, h]` (`clean_coco_bbox`)
+    keypoints: list[float]  #: the validated `3 K` keypoint values `x, y, v`
+
+
+def keypoint_category_ids(categories: Iterable[dict] | None) -> set | None:
+    """Ids of the categories that name keypoints (COCO's "person"), or None when none does (then
+    `select_ground_truth_boxes` keeps every category)."""
+    ids = {c["id"] for c in categories or [] if isinstance(c, Mapping) and c.get("keypoints") and "id" in c}
+    return ids or None
+
+
+def _crowd(ann: dict, where: str) -> bool:
+    value = ann.get("iscrowd", 0)
+    if not isinstance(value, numbers.Real) or value not in (0, 1):  # a string "0" would read as a crowd
+        raise ValueError(f"{where}: field 'iscrowd' is {value!r}, expected 0 or 1")
+    return value == 1
+
+
+def select_ground_truth_boxes(
+    annotations: Iterable[dict],
+    images: Mapping[Any, dict],
+    source: str = "ground truth",
+    num_keypoints: int | None = None,
+    category_ids: Collection | None = None,
+) -> tuple[list[GroundTruthPerson], Counter]:
+    """The person annotations that give ground-truth boxes, and their cleaned boxes: the one
+    selection of the training rows (`load_coco_keypoints`) and of the evaluation's ground-truth boxes
+    (`evaluation.ground_truth_boxes`), after mmpose 0.x `TopDownCocoDataset`.
+
+    Each annotation, in this order:
+
+    1. of another category (`category_id` not in `category_ids`, when given): skipped, "other category";
+    2. validated, a ValueError naming `source`, the annotation id and the field otherwise: the fields
+       `id`, `image_id`, `bbox`, `keypoints` present; `keypoints` `3 K` finite numbers (K =
+       `num_keypoints` when given); `bbox` 4 finite numbers with `w, h >= 0`; `area` (when present)
+       a finite number; `iscrowd` (when present) 0 or 1; `image_id` one of `images`;
+    3. a crowd (`iscrowd == 1`): skipped, "crowd";
+    4. the box cleaned by `clean_coco_bbox` with the image's `width` / `height` (required, numbers
+       > 0, else ValueError); empty after clipping, or `area <= 0`: skipped, "empty box after
+       clipping to the image";
+    5. no labeled keypoint (every keypoint value <= 0, or `num_keypoints == 0`): skipped, "no
+       labeled keypoint".
+
+    Args:
+        annotations: the file's `annotations` (dicts), in order.
+        images: image id -> the file's image entry (`width`, `height`, ...).
+        source: the file, for the messages.
+        num_keypoints: the keypoint count every annotation must have (the schema's), or None for any
+            count (a multiple of 3 values).
+        category_ids: the categories kept (see `keypoint_category_ids`); None keeps all. An
+            annotation without `category_id` is kept.
+
+    Returns:
+        `(kept, skipped)`: the kept `GroundTruthPerson`s in the order of `annotations`, and the
+        count of skipped annotations per reason (the callers log it).
+
+    Raises:
+        ValueError: see step 2 and 4.
+    """
+    skipped: Counter = Counter()
+    kept: list[GroundTruthPerson] = []
+    sizes: dict[Any, tuple[float, float]] = {}
+    for pos, ann in enumerate(annotations):
+        if not isinstance(ann, Mapping):
+            raise ValueError(f"{source}: annotation #{pos} is a {type(ann).__name__}, not a dict")
+        ann_id = ann.get("id")
+        what = f"annotation id {ann_id!r}"
+        if category_ids is not None and "category_id" in ann and ann["category_id"] not in category_ids:
+            skipped["other category"] += 1
+            continue
+        _require(ann, ("id", "image_id", "bbox", "keypoints"), source, what)
+        where = f"{source}: {what}"
+        # validated before any drop: a NaN or a wrong length anywhere means a corrupt file
+        kps, count = ann["keypoints"], num_keypoints
+        if count is None and isinstance(kps, (list, tuple)):
+            if len(kps) % 3:
+                raise ValueError(f"{where}: field 'keypoints' has {len(kps)} values, not a multiple of 3 (x, y, v)")
+            count = len(kps) // 3
+        kps = check_coco_keypoints(kps, count or 0, where)
+        check_coco_bbox(ann["bbox"], where)
+        if "area" in ann and not math.isfinite(_as_float(ann["area"], where, "area")):
+            raise ValueError(f"{where}: field 'area' holds a non-finite value {ann['area']!r}")
+        crowd = _crowd(ann, where)
+        img = images.get(ann["image_id"])
+        if img is None:
+            raise ValueError(f"{source}: {what} refers to unknown image_id {ann['image_id']!r}")
+        if crowd:
+            skipped["crowd"] += 1
+            continue
+        size = sizes.get(ann["image_id"])
+        if size is None:
+            size = sizes[ann["image_id"]] = _image_size(img, source, what)
+        clean = clean_coco_bbox(ann["bbox"], size[0], size[1], where)
+        if clean is None or ("area" in ann and not float(ann["area"]) > 0):
+            skipped["empty box after clipping to the image"] += 1
+            continue
+        if not kps or max(kps) <= 0 or ("num_keypoints" in ann and int(ann["num_keypoints"]) == 0):
+            skipped["no labeled keypoint"] += 1
+            continue
+        kept.append(GroundTruthPerson(ann, img, clean, kps))
+    return kept, skipped
 
 
 def schema_from_category(category: dict, source: str = "<category>") -> KeypointSchema:
@@ -304,8 +424,9 @@ def load_coco_keypoints(
     Raises:
         ValueError: unreadable json, missing fields, keypoint count not matching the schema,
             unknown image ids, duplicated image or annotation ids, a NaN / inf / negative-size bbox,
-            a non-finite keypoint or area, a bad image size, missing image files, or nothing left
-            after filtering; the message names the file, the id and the field.
+            a non-finite keypoint or area, an `iscrowd` other than 0 / 1, a bad image size, missing
+            image files, or nothing left after filtering; the message names the file, the id and
+            the field. The selection is `select_ground_truth_boxes`.
     """
     if images not in ("path", "embed"):
         raise ValueError(f"images must be 'path' or 'embed', got {images!r}")
@@ -340,60 +461,34 @@ def load_coco_keypoints(
     if dataset_index is None:
         dataset_index = resolved.dataset_index if resolved.dataset_index is not None else 0
 
+    check_unique_ids(data["images"], source, "image", describe=lambda img: f"file_name {img.get('file_name')!r}")
+    check_unique_ids(data["annotations"], source, "annotation")
     images = {}
     for img in data["images"]:
         _require(img, ("id", "file_name"), source, f"image entry {img.get('id')!r}")
         images[img["id"]] = img
-    check_unique_ids(data["images"], source, "image", describe=lambda img: f"file_name {img.get('file_name')!r}")
-    check_unique_ids(data["annotations"], source, "annotation")
 
+    persons, skipped = select_ground_truth_boxes(data["annotations"], images, source, num_joints, cat_ids)
     image_dir = Path(image_dir)
-    skipped: Counter = Counter()
     rows = []
     seen_files: dict[str, bool] = {}
-    for ann in data["annotations"]:
-        ann_id = ann.get("id")
-        what = f"annotation id {ann_id!r}"
-        if "category_id" in ann and ann["category_id"] not in cat_ids:
-            skipped["other category"] += 1
-            continue
-        _require(ann, ("id", "image_id", "bbox", "keypoints"), source, what)
-        where = f"{source}: {what}"
-        # validated before any drop: a NaN or a wrong length anywhere means a corrupt file
-        kps = check_coco_keypoints(ann["keypoints"], num_joints, where)
-        check_coco_bbox(ann["bbox"], where)
-        if "area" in ann and not math.isfinite(_as_float(ann["area"], where, "area")):
-            raise ValueError(f"{where}: field 'area' holds a non-finite value {ann['area']!r}")
-        img = images.get(ann["image_id"])
-        if img is None:
-            raise ValueError(f"{source}: {what} refers to unknown image_id {ann['image_id']!r}")
-        if int(ann.get("iscrowd", 0)):
-            skipped["crowd"] += 1
-            continue
-        width, height = _image_size(img, source, what)
-        clean = clean_coco_bbox(ann["bbox"], width, height, where)
-        if clean is None or ("area" in ann and not float(ann["area"]) > 0):
-            skipped["empty box after clipping to the image"] += 1
-            continue
-        if max(kps) == 0 or ("num_keypoints" in ann and int(ann["num_keypoints"]) == 0):
-            skipped["no labeled keypoint"] += 1
-            continue
+    for ann, img, clean, kps in persons:
         image_path = str(image_dir / img["file_name"])
         if check_images:
             ok = seen_files.get(image_path)
             if ok is None:
                 ok = seen_files[image_path] = os.path.isfile(image_path)
             if not ok:
-                raise ValueError(f"{source}: image file {image_path} of {what} does not exist")
+                raise ValueError(f"{source}: image file {image_path} of annotation id {ann['id']!r} does not exist")
         num_kp = int(ann["num_keypoints"]) if "num_keypoints" in ann else sum(1 for v in kps[2::3] if v > 0)
         area = float(ann["area"]) if "area" in ann else clean[2] * clean[3]
         rows.append(
             {
                 "image_path": image_path,
                 "image_id": int(ann["image_id"]),
-                "annotation_id": int(ann_id),
-                "image_width": int(width),
-                "image_height": int(height),
+                "annotation_id": int(ann["id"]),
+                "image_width": int(img["width"]),
+                "image_height": int(img["height"]),
                 "bbox": clean,
                 "keypoints": kps,
                 "num_keypoints": num_kp,

@@ -21,8 +21,8 @@ import re
 from pathlib import Path
 
 import datasets
-from PIL import Image
 
+from ..image_io import image_size
 from ..jsonio import read_json
 from ..keypoint_schemas import KeypointSchema, get_schema
 from .coco import _as_float, load_coco_keypoints, rows_to_dataset
@@ -66,7 +66,9 @@ def load_mpii(
     `joints_vis` is 1 (0 and zeroed coordinates elsewhere); `bbox` is the square box described in
     the module docstring; `area` is the box area; `image_id` is the file stem when it is a number,
     else the entry index; `annotation_id` is the entry index. Entries without any visible joint are
-    skipped (counted in the log), as in the COCO loader.
+    skipped (counted in the log), as in the COCO loader. `image_width` / `image_height` are the
+    entry's `width` / `height`, else the image's size as it is decoded (`image_io.image_size`: EXIF
+    orientation applied, like the pixels the transform reads).
 
     Raises:
         ValueError: unreadable json, an entry with missing fields or not 16 joints, a visible joint,
@@ -131,10 +133,9 @@ def load_mpii(
             if not os.path.isfile(image_path):
                 raise ValueError(f"{source}: image file {image_path} of {what} does not exist")
             if not (width and height):
-                try:
-                    with Image.open(image_path) as im:  # reads the header only
-                        width, height = im.size
-                except OSError as err:
+                try:  # the size the image is decoded at (EXIF orientation applied), from the header
+                    width, height = image_size(image_path)
+                except ValueError as err:
                     raise ValueError(f"{source}: cannot read image {image_path} of {what} ({err})") from err
         rows.append(
             {

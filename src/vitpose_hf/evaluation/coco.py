@@ -58,21 +58,11 @@ def _check_ground_truth(dataset: Mapping, source: str) -> None:
     person is scored twice and another never (perfect predictions on coco_sample gave AP 0.835), and
     a duplicated image id binds annotations to the wrong image.
     """
+    from ..data.coco import check_unique_ids  # the loader's own check (imported here: it needs `datasets`)
+
     images, annotations = dataset.get("images") or [], dataset.get("annotations") or []
-    for what, entries in (("image", images), ("annotation", annotations)):
-        seen: dict[Any, int] = {}
-        for pos, entry in enumerate(entries):
-            if not isinstance(entry, Mapping):
-                raise ValueError(f"{source}: {what} #{pos} is a {type(entry).__name__}, not a dict")
-            if "id" not in entry:
-                continue
-            key = entry["id"]
-            if key in seen:
-                raise ValueError(
-                    f"{source}: {what} id {key!r}: field 'id' appears twice ({what}s #{seen[key]} and #{pos}); "
-                    "ids must be unique"
-                )
-            seen[key] = pos
+    check_unique_ids(images, source, "image", describe=lambda img: f"file_name {img.get('file_name')!r}")
+    check_unique_ids(annotations, source, "annotation")
     for pos, ann in enumerate(annotations):
         name = f"{source}: annotation id {ann.get('id', f'#{pos}')!r}"
         for field in ("bbox", "keypoints"):

@@ -38,41 +38,42 @@ class _ImageBoxes:
 
 
 def ground_truth_boxes(coco) -> dict[Any, tuple[list[list[float]], list[float]]]:
-    """Person boxes of the ground truth, selected and cleaned like mmpose 0.x `TopDownCocoDataset`.
+    """Person boxes of the ground truth: the training loader's selection and box cleaning,
+    `vitpose_hf.data.coco.select_ground_truth_boxes` (after mmpose 0.x `TopDownCocoDataset`).
 
-    Kept: non-crowd annotations with a bbox, ``area > 0`` (when present), a non-empty box after
-    clipping to the image, and at least one labelled keypoint. The box is cleaned by the loader's own
-    `vitpose_hf.data.coco.clean_coco_bbox` (``x2 = min(W - 1, x1 + max(0, w - 1))``, giving
-    ``w' = x2 - x1``; no clip where the image has no width / height). Score 1.0.
+    Kept: annotations of a keypoint category (every category when none names keypoints), not crowd,
+    with a non-empty box after clipping to the image (``x2 = min(W - 1, x1 + max(0, w - 1))``,
+    giving ``w' = x2 - x1``), ``area > 0`` (when present) and at least one labelled keypoint. Score
+    1.0. The skipped annotations are counted per reason in the log.
 
     Returns:
-        ``{image_id: (boxes [[x, y, w, h], ...], scores [1.0, ...])}`` for every image of `coco`.
+        ``{image_id: (boxes [[x, y, w, h], ...], scores [1.0, ...])}`` for every image of `coco`,
+        boxes in the order of the file's annotations.
 
     Raises:
-        ValueError: a NaN / inf / negative-size bbox (or duplicated ids, see `load_coco`), naming
-            the file, the annotation id and the field.
+        ValueError: an annotation without `bbox` or `keypoints`, a NaN / inf / negative-size bbox,
+            a non-finite area, an `iscrowd` other than 0 / 1, an unknown image id, an image without
+            `width` / `height` (or duplicated ids, see `load_coco`), naming the file, the
+            annotation id and the field.
     """
-    from ..data.coco import clean_coco_bbox  # one box cleaning for training rows and evaluation boxes
+    from ..data.coco import keypoint_category_ids, select_ground_truth_boxes  # (imported here: needs `datasets`)
 
     coco = load_coco(coco)
     source = getattr(coco, "vitpose_source", "ground truth")
-    out: dict[Any, tuple[list, list]] = {}
-    for image_id in sorted(coco.getImgIds()):
-        info = coco.imgs[image_id]
-        width, height = info.get("width"), info.get("height")
-        boxes: list[list[float]] = []
-        for ann in coco.imgToAnns.get(image_id, []):
-            if ann.get("iscrowd", 0) or "bbox" not in ann:
-                continue
-            clean = clean_coco_bbox(ann["bbox"], width, height, where=f"{source}: annotation id {ann.get('id')!r}")
-            if "area" in ann and not ann["area"] > 0:
-                continue
-            kps = ann.get("keypoints")
-            if not kps or max(kps) <= 0 or ann.get("num_keypoints", 1) == 0:
-                continue
-            if clean is not None:
-                boxes.append(clean)
-        out[image_id] = (boxes, [1.0] * len(boxes))
+    annotations = coco.dataset.get("annotations") or []
+    persons, skipped = select_ground_truth_boxes(
+        annotations, coco.imgs, source, category_ids=keypoint_category_ids(coco.dataset.get("categories"))
+    )
+    out: dict[Any, tuple[list, list]] = {image_id: ([], []) for image_id in sorted(coco.getImgIds())}
+    for person in persons:
+        boxes, scores = out[person.annotation["image_id"]]
+        boxes.append(person.bbox)
+        scores.append(1.0)
+    if skipped:
+        logger.info(
+            "%s: %d ground-truth boxes of %d annotations; skipped %s", source, len(persons), len(annotations),
+            ", ".join(f"{n} ({reason})" for reason, n in sorted(skipped.items())),
+        )
     return out
 
 
@@ -82,7 +83,12 @@ def detection_boxes(
     """Person boxes from COCO-results detections (a path or a list of dicts).
 
     Kept: ``category_id == category_id``, ``score >= score_threshold``, finite boxes with w, h > 0,
-    on an image of `coco` (others are skipped and counted in the log).
+    on an image of `coco` (others are skipped and counted in the log). Unlike the ground-truth
+    selection (`ground_truth_boxes`) these boxes are neither clipped to the image nor checked
+    against keypoints or crowd flags: detections are predictions, used as the detector gave them
+    (as the official evaluation does). A degenerate box (NaN / inf, w or h <= 0) is skipped and
+    counted, not refused; a detection that is not a dict with `image_id`, `bbox` (4 values) and
+    `score` raises a ValueError naming its index.
 
     Returns:
         ``{image_id: (boxes, scores)}`` for every image of `coco` (empty lists where none).
