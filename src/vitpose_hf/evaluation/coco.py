@@ -19,6 +19,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from ..data.coco import check_unique_ids
 from ..jsonio import read_json
 from .nms import _person_keypoints3, _to_numpy, resolve_sigmas
 
@@ -58,8 +59,6 @@ def _check_ground_truth(dataset: Mapping, source: str) -> None:
     person is scored twice and another never (perfect predictions on coco_sample gave AP 0.835), and
     a duplicated image id binds annotations to the wrong image.
     """
-    from ..data.coco import check_unique_ids  # the loader's own check (imported here: it needs `datasets`)
-
     images, annotations = dataset.get("images") or [], dataset.get("annotations") or []
     check_unique_ids(images, source, "image", describe=lambda img: f"file_name {img.get('file_name')!r}")
     check_unique_ids(annotations, source, "annotation")
