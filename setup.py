@@ -29,6 +29,8 @@ extras = {
     # torch itself stays as pinned above (nothing newer is pulled in through this extra)
     "onnx": ["onnx>=1.16", "onnxscript>=0.2", "onnxruntime>=1.17"],
     "peft": ["peft>=0.10"],
+    # video tracking: scipy's Hungarian assignment (linear_sum_assignment)
+    "video": ["scipy>=1.10"],
 }
 extras["dev"] = sorted(
     {
@@ -36,9 +38,12 @@ extras["dev"] = sorted(
         "pytest-timeout>=2.2",
         "hypothesis>=6.80",
         "scipy>=1.10",
+        # the video benchmark and tests score tracking with the MOT metrics library
+        "motmetrics>=1.4",
         *extras["detector"],
         *extras["onnx"],
         *extras["peft"],
+        *extras["video"],
     }
 )
 extras["all"] = sorted({dep for deps in extras.values() for dep in deps})

@@ -1,7 +1,8 @@
 """`vitpose-hf` command line (also `python -m vitpose_hf`).
 
 Subcommands:
-    predict   keypoints for images or folders of images -> JSON (+ optional drawings)
+    predict   keypoints for images or folders of images -> JSON (+ optional drawings); for a video,
+              tracked poses -> annotated video + JSON Lines (vitpose_hf.video.command)
     evaluate  COCO-style OKS AP of a model (vitpose_hf.evaluation.command)
     convert   official ViTPose .pth / transformers checkpoints -> vitpose_hf (vitpose_hf.convert_vitpose_to_hf)
     export    a checkpoint -> ONNX folder (vitpose_hf.export), optionally int8-quantized
@@ -25,7 +26,6 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 
 # subcommands served by another module: name -> (module, help)
 _DELEGATED = {
@@ -43,6 +43,8 @@ def collect_images(sources: Sequence[str], recursive: bool = False) -> list[str]
     Raises:
         ValueError: a source that is neither a file, a folder nor a URL, or no image at all.
     """
+    from .image_io import IMAGE_EXTENSIONS  # here: `vitpose-hf --help` does not load torch
+
     images: list[str] = []
     for source in sources:
         if source.startswith(("http://", "https://")):
@@ -135,7 +137,7 @@ def load_boxes_file(path: str, images: Sequence[str], score_threshold: float | N
 
 
 def _add_predict_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("images", nargs="+", help="image files, folders of images, or URLs")
+    parser.add_argument("images", nargs="+", help="image files, folders of images, or URLs; or one video file, camera index or (with --sequence) folder of frames")
     parser.add_argument("--model", "-m", required=True, help="model directory or hub id, or an ONNX export folder")
     parser.add_argument(
         "--onnx-file", default=None,
@@ -156,7 +158,7 @@ def _add_predict_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-persons", type=int, default=None, help="at most this many persons per image")
     parser.add_argument(
         "--output", "-o", required=True,
-        help="output JSON file, written atomically once every image is done; meanwhile each image's record "
+        help="images: output JSON file, written atomically once every image is done; meanwhile each image's record "
         "({\"image\", \"persons\"} or {\"image\", \"error\", \"persons\": []}, as in the final \"images\" "
         "list) is appended to OUTPUT.partial.jsonl as soon as it is made, so a crash keeps the finished "
         "images; that file is removed once OUTPUT is written",
@@ -173,6 +175,21 @@ def _add_predict_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass")
     parser.add_argument("--recursive", action="store_true", help="look for images in sub-folders too")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    video = parser.add_argument_group(
+        "video", "for one video file, a camera index (0, 1, ...) or a folder of frames with --sequence: --output "
+        "names the annotated video (X.mp4; the JSON Lines go to X.jsonl beside it) or a .jsonl file; see docs/video.md",
+    )  # fmt: skip
+    video.add_argument("--track", action="store_true", help="give each person a track id that stays across frames")
+    video.add_argument("--smooth", action="store_true", help="One-Euro smoothing of each track's keypoints (needs --track)")
+    video.add_argument(
+        "--detect-every", type=int, default=1, metavar="N",
+        help="run the person detector every N frames (and after a track is lost); in between, boxes follow the "
+        "tracks (N > 1 needs --track)",
+    )  # fmt: skip
+    video.add_argument("--fps", type=float, default=None, help="frame rate (needed with --sequence; overrides a file's own)")
+    video.add_argument("--sequence", action="store_true", help="the input folder holds the frames of one video, sorted by name")
+    video.add_argument("--min-cutoff", type=float, default=None, help="One-Euro min_cutoff in Hz (docs/video.md)")
+    video.add_argument("--beta", type=float, default=None, help="One-Euro beta (docs/video.md)")
 
 
 def _device(spec: str | None):
@@ -222,9 +239,12 @@ def run_predict(args: argparse.Namespace) -> int:
 
     from . import register
     from .jsonio import JsonLinesWriter, check_output_dir, check_output_file, write_json_atomic
+    from .video.command import is_video_input, run_predict_video
     from .visualization import draw_keypoints
 
     register()
+    if is_video_input(args):
+        return run_predict_video(args, lambda: _pipeline_model(args))
     # before any work (the model is not even loaded): a run must not end unable to save its results
     out_path = check_output_file(args.output, "--output")
     partial_path = out_path.with_name(out_path.name + ".partial.jsonl")
@@ -366,7 +386,7 @@ def build_parser(load: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default="INFO", help="logging level (DEBUG, INFO, WARNING, ...)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    predict = sub.add_parser("predict", help="keypoints for images -> JSON (+ drawings)")
+    predict = sub.add_parser("predict", help="keypoints for images -> JSON (+ drawings); for a video: tracked poses -> annotated video + JSON Lines")
     _add_predict_arguments(predict)
     predict.set_defaults(func=run_predict)
     export = sub.add_parser("export", help="export a checkpoint to an ONNX folder (+ int8 quantization)")

@@ -57,13 +57,14 @@ __all__ = [
     "DEFAULT_DETECTOR",
     "DEFAULT_DETECTOR_REVISION",
     "DEFAULT_DETECTOR_THRESHOLD",
-    "DetectorUnavailableError",
-    "load_default_detector",
     "BaseDetector",
-    "YoloxOnnxDetector",
-    "HFDetector",
     "CallableDetector",
+    "DetectorUnavailableError",
+    "HFDetector",
+    "YoloxOnnxDetector",
+    "box_iou",
     "build_detector",
+    "load_default_detector",
     "load_rgb_image",
     "nms",
 ]
@@ -72,6 +73,27 @@ __all__ = [
 # ----------------------------------------------------------------------------------------------
 # box utilities
 # ----------------------------------------------------------------------------------------------
+
+
+def box_iou(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:
+    """Pairwise intersection over union.
+
+    Args:
+        boxes_a: `(N, 4)` boxes `[x1, y1, x2, y2]`.
+        boxes_b: `(M, 4)` boxes `[x1, y1, x2, y2]`.
+
+    Returns:
+        `(N, M)` float64 IoU in [0, 1] (0 where both boxes are empty).
+    """
+    a = np.asarray(boxes_a, dtype=np.float64).reshape(-1, 4)
+    b = np.asarray(boxes_b, dtype=np.float64).reshape(-1, 4)
+    area_a = np.clip(a[:, 2] - a[:, 0], 0, None) * np.clip(a[:, 3] - a[:, 1], 0, None)
+    area_b = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
+    w = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
+    h = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
+    inter = w * h
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
 
 
 def nms(boxes_xyxy: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
@@ -88,20 +110,12 @@ def nms(boxes_xyxy: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.
     boxes = np.asarray(boxes_xyxy, dtype=np.float64).reshape(-1, 4)
     scores = np.asarray(scores, dtype=np.float64).reshape(-1)
     order = np.argsort(-scores, kind="stable")
-    areas = np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
     keep: list[int] = []
     while order.size:
         i = int(order[0])
         keep.append(i)
         rest = order[1:]
-        xx1 = np.maximum(boxes[i, 0], boxes[rest, 0])
-        yy1 = np.maximum(boxes[i, 1], boxes[rest, 1])
-        xx2 = np.minimum(boxes[i, 2], boxes[rest, 2])
-        yy2 = np.minimum(boxes[i, 3], boxes[rest, 3])
-        inter = np.clip(xx2 - xx1, 0, None) * np.clip(yy2 - yy1, 0, None)
-        union = areas[i] + areas[rest] - inter
-        iou = np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
-        order = rest[iou <= iou_threshold]
+        order = rest[box_iou(boxes[i : i + 1], boxes[rest])[0] <= iou_threshold]
     return np.asarray(keep, dtype=np.int64)
 
 

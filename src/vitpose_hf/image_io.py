@@ -31,7 +31,10 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["to_rgb_tensor", "to_rgb_pil", "rgb_tensor_to_pil", "image_size", "is_url"]
+__all__ = ["IMAGE_EXTENSIONS", "to_rgb_tensor", "to_rgb_pil", "rgb_tensor_to_pil", "image_size", "is_url"]
+
+#: file name endings of the image files looked for in folders (CLI, image sequences of videos)
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 
 # PIL modes carrying an alpha channel (premultiplied "RGBa" / "La" are un-premultiplied by PIL's convert)
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}

@@ -26,8 +26,10 @@ from transformers import Pipeline
 
 from .detectors import DEFAULT_DETECTOR, BaseDetector, build_detector, load_default_detector
 from .image_io import rgb_tensor_to_pil, to_rgb_tensor
-from .keypoint_schemas import KeypointSchema, get_schema, head_num_keypoints, resolve_schema
 from .inference import InferenceModelCache
+from .keypoint_schemas import KeypointSchema, get_schema, head_num_keypoints, resolve_schema
+from .video.estimator import VideoPoseEstimator
+from .video.sources import is_video_path
 
 logger = logging.getLogger(__name__)
 
@@ -387,7 +389,10 @@ class KeypointDetectionPipeline(Pipeline):
 
     def __call__(self, inputs, *args, batch_size: int | None = None, **kwargs):
         """One image -> list of persons; a list of images -> list of lists (crops of `batch_size`
-        images share one forward pass)."""
+        images share one forward pass); a video file path (`.mp4`, `.avi`, `.mov`, `.mkv`, `.webm`...)
+        -> a generator of per-frame records (see `video`)."""
+        if is_video_path(inputs):
+            return self.video(inputs, **kwargs)
         if isinstance(inputs, tuple):
             inputs = list(inputs)
         if _is_datasets_dataset(inputs):
@@ -443,6 +448,28 @@ class KeypointDetectionPipeline(Pipeline):
                 offset += n
                 results.append(self.postprocess(part, **post))
         return results
+
+
+    def video(self, source, fps: float | None = None, **kwargs):
+        """Tracked (and smoothed) poses of a video, as a generator of one record per frame.
+
+        `pipe("clip.mp4", ...)` calls this. Unlike the list returned for images, the result is a
+        generator: frames are read, processed and yielded one at a time (bounded memory).
+
+        Args:
+            source: a video file, a folder of frames (with `fps`), a camera index, or an iterable
+                of frames (see `vitpose_hf.video.iter_frames`).
+            fps: frame rate (required for folders and plain image iterators).
+            **kwargs: options of `vitpose_hf.video.VideoPoseEstimator` (`detector`,
+                `detect_every`, `track`, `smooth`, `min_cutoff`, `beta`, `flip_test`,
+                `dataset_index`, `detection_threshold`, `max_persons`, `keypoint_threshold`...).
+
+        Yields:
+            `{"frame": int, "timestamp": float (s), "persons": [person, ...]}` where each person
+            is in this pipeline's format plus `"track_id"` (when tracking, the default).
+        """
+        estimator = VideoPoseEstimator(self, **kwargs)
+        return (frame.to_record() for frame in estimator(source, fps=fps))
 
 
 def _chunks(items, size: int):

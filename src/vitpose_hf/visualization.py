@@ -15,11 +15,11 @@ in violet, torso and centre-line in blue), so left/right swaps are visible at a 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from .image_io import to_rgb_pil
 from .keypoint_schemas import KeypointSchema, get_schema, schema_for_num_keypoints
@@ -139,6 +139,8 @@ def draw_keypoints(
     draw_boxes: bool = True,
     box_color: tuple[int, int, int] = (255, 255, 255),
     supersample: int | None = None,
+    colors: Sequence[tuple[int, int, int]] | None = None,
+    labels: Sequence[str | None] | None = None,
 ) -> Image.Image:
     """Draw skeletons and keypoints of `persons` on a copy of `image`.
 
@@ -157,6 +159,9 @@ def draw_keypoints(
         box_color: RGB of the boxes.
         supersample: draw at this factor and downsample for smooth edges (default 2 for images up
             to 2000 px, else 1).
+        colors: one RGB colour per person: its limbs, points and box are drawn in it instead of the
+            body-part colours (e.g. one colour per track in a video).
+        labels: one text per person (or None), written above its box (e.g. a track id).
 
     Returns:
         A new RGB `PIL.Image.Image` of the same size; `image` is not modified.
@@ -184,8 +189,11 @@ def draw_keypoints(
     draw = ImageDraw.Draw(overlay, "RGBA")
 
     parsed = [person_to_arrays(p) for p in persons]
+    for name, values in (("colors", colors), ("labels", labels)):
+        if values is not None and len(values) != len(parsed):
+            raise ValueError(f"{name} must hold one entry per person: {len(parsed)} persons, {len(values)} {name}")
     cached: dict[int, tuple[KeypointSchema, list, list]] = {}
-    for xy, scores, bbox in parsed:
+    for n, (xy, scores, bbox) in enumerate(parsed):
         k = xy.shape[0]
         if scores.shape[0] != k:
             raise ValueError(f"person has {k} keypoints but {scores.shape[0]} scores")
@@ -193,9 +201,13 @@ def draw_keypoints(
             sch = _resolve_schema(schema, k)
             cached[k] = (sch, keypoint_colors(sch), limb_colors(sch))
         sch, point_cols, edge_cols = cached[k]
+        person_box_color = box_color
+        if colors is not None:
+            color = tuple(int(c) for c in colors[n])
+            point_cols, edge_cols, person_box_color = [color] * k, [color] * len(edge_cols), color
         if draw_boxes and bbox is not None and np.all(np.isfinite(bbox)):
             x, y, w, h = (bbox * factor).tolist()
-            draw.rectangle([x, y, x + w, y + h], outline=box_color + (255,), width=max(1, thickness // 2) * factor)
+            draw.rectangle([x, y, x + w, y + h], outline=person_box_color + (255,), width=max(1, thickness // 2) * factor)
         visible = np.isfinite(xy).all(axis=1) & np.isfinite(scores) & (scores >= keypoint_threshold)
         pts = xy * factor
         for (i, j), color in zip(sch.skeleton, edge_cols):
@@ -207,9 +219,37 @@ def draw_keypoints(
             if r > 0:
                 draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=point_cols[idx] + (255,), outline=(255, 255, 255, 255))
     if factor == 1:
-        return base
-    overlay = overlay.resize((width, height), Image.LANCZOS)
-    out = base.convert("RGBA")
-    out.alpha_composite(overlay)
-    return out.convert("RGB")
+        out = base
+    else:
+        overlay = overlay.resize((width, height), Image.LANCZOS)
+        out = base.convert("RGBA")
+        out.alpha_composite(overlay)
+        out = out.convert("RGB")
+    if labels is not None:
+        _draw_labels(out, parsed, labels, colors, box_color, size=max(10, 5 * radius))
+    return out
+
+
+def _draw_labels(image: Image.Image, parsed, labels, colors, default_color, size: int) -> None:
+    """Write each person's label on a filled tag above the top-left corner of its box (or of
+    its keypoints when it has no box)."""
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default(size=size)
+    for n, ((xy, scores, bbox), text) in enumerate(zip(parsed, labels)):
+        if text is None:
+            continue
+        if bbox is not None and np.all(np.isfinite(bbox)):
+            x, y = float(bbox[0]), float(bbox[1])
+        elif np.isfinite(xy).any():
+            x, y = np.nanmin(np.where(np.isfinite(xy), xy, np.nan), axis=0).tolist()
+        else:
+            continue
+        color = tuple(int(c) for c in colors[n]) if colors is not None else default_color
+        left, top, right, bottom = draw.textbbox((0, 0), str(text), font=font)
+        tw, th = right - left, bottom - top
+        x = min(max(x, 0.0), max(image.width - tw - 4, 0))
+        y = min(max(y - th - 4, 0.0), max(image.height - th - 4, 0))
+        draw.rectangle([x, y, x + tw + 4, y + th + 4], fill=color)
+        dark = sum(color) > 380  # dark text on light tags
+        draw.text((x + 2 - left, y + 2 - top), str(text), fill=(0, 0, 0) if dark else (255, 255, 255), font=font)
 
