@@ -100,9 +100,7 @@ def test_package_imports_are_at_the_top():
     _, _, inner = _imports()
     # the CLI imports a sub-command's modules when that sub-command runs, so `vitpose-hf --help` and
     # `predict` do not pay for training or export imports
-    # still to move (issue 15 is open for these): the pipeline, evaluation.topdown, visualization
-    pending = {"pipeline_keypoint_detection", "evaluation.topdown", "visualization"}
-    assert [(m, t, line) for m, t, line in inner if m != "cli" and m not in pending] == []
+    assert [(m, t, line) for m, t, line in inner if m != "cli"] == []
 
 
 def test_the_architecture_page_names_every_module():

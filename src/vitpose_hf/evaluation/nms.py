@@ -10,7 +10,8 @@ These follow the test-time post-processing of the original ViTPose code (mmpose 
   of its padded, aspect-corrected crop box (mmpose: ``prod(scale * 200)``), see :func:`crop_box_areas`.
 
 Arrays may be numpy arrays or torch tensors; the computations run in numpy (float64) and the OKS
-matrix is computed for all pairs at once.
+matrix is computed for all pairs at once. `rescore_scores` lives in `vitpose_hf.heatmaps` (the
+pipeline rescores too) and is re-exported here.
 """
 
 from __future__ import annotations
@@ -20,21 +21,12 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from ..heatmaps import as_float64_array, rescore_scores
 from ..keypoint_schemas import SCHEMAS, KeypointSchema, get_schema
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["oks_iou", "oks_nms", "oks_nms_arrays", "rescore", "rescore_scores", "crop_box_areas", "resolve_sigmas"]
-
-
-def _to_numpy(value: Any, name: str, dtype=np.float64) -> np.ndarray:
-    if hasattr(value, "detach"):  # torch tensor
-        value = value.detach().cpu().numpy()
-    try:
-        array = np.asarray(value, dtype=dtype)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{name} must be numeric array-like, got {type(value).__name__}: {err}") from None
-    return array
 
 
 def resolve_sigmas(sigmas: Any, num_keypoints: int | None = None) -> np.ndarray:
@@ -68,7 +60,7 @@ def resolve_sigmas(sigmas: Any, num_keypoints: int | None = None) -> np.ndarray:
             raise ValueError(f"keypoint schema {schema.name!r} defines no OKS sigmas; pass them explicitly")
         array = np.asarray(schema.sigmas, dtype=np.float64)
     else:
-        array = _to_numpy(sigmas, "sigmas").reshape(-1)
+        array = as_float64_array(sigmas, "sigmas").reshape(-1)
     if array.size == 0 or not np.all(np.isfinite(array)) or np.any(array <= 0):
         raise ValueError(f"sigmas must be finite and positive, got {array.tolist()}")
     if num_keypoints is not None and array.shape[0] != num_keypoints:
@@ -105,17 +97,17 @@ def oks_iou(
         `keypoints_a` is one).
     """
     is_torch = hasattr(keypoints_a, "detach")
-    a = _to_numpy(keypoints_a, "keypoints_a")
-    b = _to_numpy(keypoints_b, "keypoints_b")
-    sig = None if isinstance(sigmas, (str, KeypointSchema)) or sigmas is None else _to_numpy(sigmas, "sigmas")
+    a = as_float64_array(keypoints_a, "keypoints_a")
+    b = as_float64_array(keypoints_b, "keypoints_b")
+    sig = None if isinstance(sigmas, (str, KeypointSchema)) or sigmas is None else as_float64_array(sigmas, "sigmas")
     num_keypoints = sig.reshape(-1).shape[0] if sig is not None else None
     a = _as_person_array(a, "keypoints_a", num_keypoints)
     b = _as_person_array(b, "keypoints_b", num_keypoints if num_keypoints is not None else a.shape[1])
     if a.shape[1] != b.shape[1]:
         raise ValueError(f"keypoints_a has {a.shape[1]} keypoints but keypoints_b has {b.shape[1]}")
     sig = resolve_sigmas(sigmas, a.shape[1])
-    area_a = _to_numpy(areas_a, "areas_a").reshape(-1)
-    area_b = _to_numpy(areas_b, "areas_b").reshape(-1)
+    area_a = as_float64_array(areas_a, "areas_a").reshape(-1)
+    area_b = as_float64_array(areas_b, "areas_b").reshape(-1)
     if area_a.shape[0] != a.shape[0] or area_b.shape[0] != b.shape[0]:
         raise ValueError(
             f"areas do not match the persons: {area_a.shape[0]} areas for {a.shape[0]} persons (a), "
@@ -179,13 +171,13 @@ def oks_nms_arrays(
         `(n_kept,)` int64 indices into the input, highest score first (ties broken like
         ``np.argsort(scores)[::-1]``, as the original).
     """
-    score = _to_numpy(scores, "scores").reshape(-1)
+    score = as_float64_array(scores, "scores").reshape(-1)
     n = score.shape[0]
     if n == 0:
         return np.zeros((0,), dtype=np.int64)
     if not np.all(np.isfinite(score)):
         raise ValueError("scores holds non-finite values")
-    kpts = _as_person_array(_to_numpy(keypoints, "keypoints"), "keypoints", None)
+    kpts = _as_person_array(as_float64_array(keypoints, "keypoints"), "keypoints", None)
     if kpts.shape[0] != n:
         raise ValueError(f"{kpts.shape[0]} keypoint sets but {n} scores")
     ious = oks_iou(kpts, kpts, areas, areas, sigmas=sigmas, vis_threshold=vis_threshold)  # (N, N) float32
@@ -241,7 +233,7 @@ def _person_keypoints3(person: Mapping[str, Any], idx: int) -> np.ndarray:
             return np.asarray([[float(e["x"]), float(e["y"]), float(e.get("score", 1.0))] for e in entries])
         except (KeyError, TypeError, ValueError) as err:
             raise ValueError(f"person {idx} keypoints: each entry needs numeric 'x' and 'y' ({err})") from err
-    kp = _to_numpy(entries, f"person {idx} keypoints")
+    kp = as_float64_array(entries, f"person {idx} keypoints")
     if kp.ndim == 1 and kp.shape[0] % 3 == 0:
         kp = kp.reshape(-1, 3)
     if kp.ndim != 2 or kp.shape[1] not in (2, 3):
@@ -249,34 +241,11 @@ def _person_keypoints3(person: Mapping[str, Any], idx: int) -> np.ndarray:
     if kp.shape[1] == 2:
         if "scores" not in person:
             raise ValueError(f"person {idx} has (K, 2) keypoints but no 'scores'")
-        sc = _to_numpy(person["scores"], f"person {idx} scores").reshape(-1)
+        sc = as_float64_array(person["scores"], f"person {idx} scores").reshape(-1)
         if sc.shape[0] != kp.shape[0]:
             raise ValueError(f"person {idx} has {kp.shape[0]} keypoints but {sc.shape[0]} scores")
         kp = np.concatenate([kp, sc[:, None]], axis=1)
     return kp
-
-
-def rescore_scores(box_scores, keypoint_scores, keypoint_threshold: float = 0.2) -> np.ndarray:
-    """``box_score * mean(keypoint scores above the threshold)`` (0 where none is above it).
-
-    Args:
-        box_scores: `(N,)` detector (or ground-truth: 1.0) box scores.
-        keypoint_scores: `(N, K)` keypoint confidences (heatmap maxima).
-        keypoint_threshold: strict lower bound (0.2 in ViTPose's test config, `vis_thr`).
-
-    Returns:
-        `(N,)` float64 person scores.
-    """
-    box = _to_numpy(box_scores, "box_scores").reshape(-1)
-    kps = _to_numpy(keypoint_scores, "keypoint_scores")
-    if kps.ndim != 2 or kps.shape[0] != box.shape[0]:
-        raise ValueError(f"keypoint_scores must be (N, K) with N={box.shape[0]}, got shape {tuple(kps.shape)}")
-    if not (np.all(np.isfinite(box)) and np.all(np.isfinite(kps))):
-        raise ValueError("box_scores / keypoint_scores hold non-finite values")
-    valid = kps > keypoint_threshold
-    count = valid.sum(1)
-    mean = np.where(count > 0, (kps * valid).sum(1) / np.maximum(count, 1), 0.0)
-    return box * mean
 
 
 def rescore(persons: Iterable[Mapping[str, Any]], keypoint_threshold: float = 0.2) -> list[dict]:
@@ -298,7 +267,7 @@ def rescore(persons: Iterable[Mapping[str, Any]], keypoint_threshold: float = 0.
         else:
             raise ValueError(f"person {idx} has neither 'box_score' nor 'score'")
         if "scores" in person:
-            kps.append(_to_numpy(person["scores"], f"person {idx} scores").reshape(-1))
+            kps.append(as_float64_array(person["scores"], f"person {idx} scores").reshape(-1))
         elif "keypoints" in person:
             kps.append(_person_keypoints3(person, idx)[:, 2])
         else:
@@ -330,7 +299,7 @@ def crop_box_areas(boxes, aspect_ratio: float, padding: float = 1.25) -> np.ndar
     Returns:
         `(N,)` float64 areas.
     """
-    b = _to_numpy(boxes, "boxes").reshape(-1, 4)
+    b = as_float64_array(boxes, "boxes").reshape(-1, 4)
     if aspect_ratio <= 0 or not np.isfinite(aspect_ratio):
         raise ValueError(f"aspect_ratio must be positive, got {aspect_ratio}")
     w, h = b[:, 2].copy(), b[:, 3].copy()
