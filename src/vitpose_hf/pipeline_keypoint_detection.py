@@ -28,7 +28,7 @@ from transformers.pipelines import PIPELINE_REGISTRY
 from .detectors import DEFAULT_DETECTOR, BaseDetector, build_detector, load_default_detector
 from .heatmaps import rescore_scores
 from .image_io import rgb_tensor_to_pil, to_rgb_tensor
-from .image_processing_vitpose import MAX_BOX_VALUE, VitPoseTopDownImageProcessor, _finite_number
+from .image_processing_vitpose import MAX_BOX_VALUE, VitPoseTopDownImageProcessor, check_finite_number
 from .inference import InferenceModelCache
 from .keypoint_schemas import KeypointSchema, get_schema, head_num_keypoints, resolve_schema
 from .modeling_vitpose import VitPoseForPoseEstimation
@@ -251,7 +251,7 @@ class KeypointDetectionPipeline(Pipeline):
         if schema is not None:
             fwd["schema"] = get_schema(schema)
         if keypoint_threshold is not None:
-            post["keypoint_threshold"] = _finite_number(keypoint_threshold, "keypoint_threshold")
+            post["keypoint_threshold"] = check_finite_number(keypoint_threshold, "keypoint_threshold")
         if clamp_to_heatmap is not None:
             post["clamp_to_heatmap"] = bool(clamp_to_heatmap)
         return pre, fwd, post

@@ -44,6 +44,7 @@ __all__ = [
     "embed_images",
     "load_coco_keypoints",
     "check_coco_bbox",
+    "check_number",
     "check_coco_keypoints",
     "check_unique_ids",
     "clean_coco_bbox",
@@ -72,7 +73,7 @@ PERSON_FEATURES = datasets.Features(
 )
 
 
-def _as_float(value: Any, where: str, field: str, index: int | None = None) -> float:
+def check_number(value: Any, where: str, field: str, index: int | None = None) -> float:
     """`value` as a float; a bool, a string, None or a non-number -> ValueError naming `where` and `field`."""
     at = f" at index {index}" if index is not None else ""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
@@ -81,10 +82,10 @@ def _as_float(value: Any, where: str, field: str, index: int | None = None) -> f
 
 
 def _as_floats(values: list | tuple, where: str, field: str) -> list[float]:
-    """A list of plain ints / floats as floats (fast path); anything else through `_as_float`."""
+    """A list of plain ints / floats as floats (fast path); anything else through `check_number`."""
     if all(type(v) is float or type(v) is int for v in values):
         return [float(v) for v in values]
-    return [_as_float(v, where, field, i) for i, v in enumerate(values)]
+    return [check_number(v, where, field, i) for i, v in enumerate(values)]
 
 
 def check_coco_bbox(bbox: Any, where: str = "bbox") -> list[float]:
@@ -208,7 +209,7 @@ def _image_size(img: dict, source: str, what: str) -> tuple[float, float]:
         raise ValueError(f"{source}: image id {img['id']!r} (for {what}) lacks width/height")
     size = []
     for field in ("width", "height"):
-        v = _as_float(img[field], f"{source}: image id {img['id']!r}", field)
+        v = check_number(img[field], f"{source}: image id {img['id']!r}", field)
         if not (math.isfinite(v) and v > 0):
             raise ValueError(f"{source}: image id {img['id']!r}: field {field!r} is {img[field]!r}, expected a number > 0")
         size.append(v)
@@ -300,7 +301,7 @@ def select_ground_truth_boxes(
             count = len(kps) // 3
         kps = check_coco_keypoints(kps, count or 0, where)
         check_coco_bbox(ann["bbox"], where)
-        if "area" in ann and not math.isfinite(_as_float(ann["area"], where, "area")):
+        if "area" in ann and not math.isfinite(check_number(ann["area"], where, "area")):
             raise ValueError(f"{where}: field 'area' holds a non-finite value {ann['area']!r}")
         crowd = _crowd(ann, where)
         img = images.get(ann["image_id"])

@@ -22,7 +22,7 @@ import numpy as np
 from ..data.coco import check_unique_ids
 from ..heatmaps import as_float64_array
 from ..jsonio import read_json
-from .nms import _person_keypoints3, resolve_sigmas
+from .nms import person_keypoint_array, resolve_sigmas
 
 logger = logging.getLogger(__name__)
 
@@ -298,7 +298,7 @@ def persons_to_coco_results(
     for idx, (image_id, person) in enumerate(flat):
         if "keypoints" not in person:
             raise ValueError(f"person {idx} has no 'keypoints'")
-        kp = _person_keypoints3(person, idx)
+        kp = person_keypoint_array(person, idx)
         score = float(as_float64_array(person.get("score", 1.0), f"person {idx} score").reshape(-1)[0])
         if not (np.all(np.isfinite(kp)) and math.isfinite(score)):
             raise ValueError(f"person {idx} holds non-finite keypoints or score")

@@ -26,7 +26,10 @@ from ..keypoint_schemas import SCHEMAS, KeypointSchema, get_schema
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["oks_iou", "oks_nms", "oks_nms_arrays", "rescore", "rescore_scores", "crop_box_areas", "resolve_sigmas"]
+__all__ = [
+    "oks_iou", "oks_nms", "oks_nms_arrays", "rescore", "rescore_scores", "crop_box_areas", "resolve_sigmas",
+    "person_keypoint_array",
+]  # fmt: skip
 
 
 def resolve_sigmas(sigmas: Any, num_keypoints: int | None = None) -> np.ndarray:
@@ -214,7 +217,7 @@ def oks_nms(
         missing = [key for key in ("keypoints", "score", "area") if key not in person]
         if missing:
             raise ValueError(f"person {idx} lacks {missing} (needs keypoints, score, area)")
-        kpts.append(_person_keypoints3(person, idx))
+        kpts.append(person_keypoint_array(person, idx))
         scores.append(float(person["score"]))
         areas.append(float(person["area"]))
     shapes = {k.shape for k in kpts}
@@ -224,7 +227,7 @@ def oks_nms(
     return keep.tolist()
 
 
-def _person_keypoints3(person: Mapping[str, Any], idx: int) -> np.ndarray:
+def person_keypoint_array(person: Mapping[str, Any], idx: int) -> np.ndarray:
     """`(K, 3)` [x, y, score] of a person dict holding (K,2) keypoints + (K,) scores, (K,3), or
     the pipeline's list of `{"label", "x", "y", "score"}` (in schema order)."""
     entries = person["keypoints"]
@@ -269,7 +272,7 @@ def rescore(persons: Iterable[Mapping[str, Any]], keypoint_threshold: float = 0.
         if "scores" in person:
             kps.append(as_float64_array(person["scores"], f"person {idx} scores").reshape(-1))
         elif "keypoints" in person:
-            kps.append(_person_keypoints3(person, idx)[:, 2])
+            kps.append(person_keypoint_array(person, idx)[:, 2])
         else:
             raise ValueError(f"person {idx} has no keypoint scores ('scores' or (K, 3) 'keypoints')")
     lengths = sorted({k.shape[0] for k in kps})
