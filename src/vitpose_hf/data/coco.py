@@ -28,6 +28,7 @@ import logging
 import math
 import numbers
 import os
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Any, Collection, Iterable, Mapping, NamedTuple
@@ -53,6 +54,7 @@ __all__ = [
     "keypoint_category_ids",
     "schema_from_category",
     "rows_to_dataset",
+    "recorded_schema_name",
 ]
 
 #: Column types shared by every loader (COCO, AIC, CrowdPose, MPII, synthetic).
@@ -347,6 +349,10 @@ def schema_from_category(category: dict, source: str = "<category>") -> Keypoint
     return schema
 
 
+#: how `rows_to_dataset` records the keypoint schema in the dataset's description (`save_to_disk` keeps it)
+_SCHEMA_NOTE = "keypoint schema: "
+
+
 def rows_to_dataset(rows: list[dict[str, Any]], source: str, schema: KeypointSchema | None = None) -> datasets.Dataset:
     """Rows (dicts with the `PERSON_FEATURES` columns) -> `datasets.Dataset`; empty -> ValueError."""
     if not rows:
@@ -362,8 +368,14 @@ def rows_to_dataset(rows: list[dict[str, Any]], source: str, schema: KeypointSch
     columns = {name: [r[name] for r in rows] for name in PERSON_FEATURES}
     ds = datasets.Dataset.from_dict(columns, features=PERSON_FEATURES)
     if schema is not None:
-        ds.info.description = f"vitpose_hf person instances; keypoint schema: {schema.name}"
+        ds.info.description = f"vitpose_hf person instances; {_SCHEMA_NOTE}{schema.name}"
     return ds
+
+
+def recorded_schema_name(ds: datasets.Dataset) -> str | None:
+    """The keypoint schema name `rows_to_dataset` recorded in `ds.info.description`, or None."""
+    found = re.search(re.escape(_SCHEMA_NOTE) + r"(\S+)", ds.info.description or "")
+    return found.group(1) if found else None
 
 
 def embed_images(ds: datasets.Dataset) -> datasets.Dataset:
