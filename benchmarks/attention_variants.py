@@ -89,10 +89,14 @@ def measure(kind: str, impl: str, layers: int, batch: int, window, height: int, 
 
 
 def measure_op(kind: str, impl: str, batch: int, window, height: int, width: int, repeats: int,
-               device: str = "cpu", hidden: int = 768, heads: int = 12, **_) -> dict:
-    """Only the attention of one layer (q, k, v given), as the model calls it: ms and peak MB."""
+               device: str = "cpu", size: str = "base", **_) -> dict:
+    """Only the attention of one layer (q, k, v given) of the `size` preset, as the model calls it: ms
+    and peak MB."""
+    from vitpose_hf import VitPoseConfig
     from vitpose_hf.attention import build_attention_mask_fn, sdpa_or_eager_attention
 
+    preset = VitPoseConfig.from_preset(size)
+    hidden, heads = preset.hidden_size, preset.num_attention_heads
     grid = (height // 16, width // 16)
     torch.manual_seed(0)
     q, k, v = (torch.randn(batch, grid[0] * grid[1], hidden, device=device) for _ in range(3))

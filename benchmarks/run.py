@@ -32,7 +32,6 @@ SHARED = Path(os.environ.get("VITPOSE_SHARED", ROOT.parent / "shared"))
 COCO_SAMPLE = SHARED / "data" / "coco_sample"
 
 import transformers  # noqa: E402
-from transformers import VitPoseBackboneConfig as TfBackboneConfig  # noqa: E402
 from transformers import VitPoseConfig as TfConfig  # noqa: E402
 from transformers import VitPoseForPoseEstimation as TfModel  # noqa: E402
 from transformers import VitPoseImageProcessor as TfProcessor  # noqa: E402
@@ -168,21 +167,15 @@ def add_row(name, ours, ref, unit, extra="", higher_is_better=False):
     print(f"{name:<50} {ours:10.2f} {ref_s} {unit:<10} {ratio_s}  {extra}", flush=True)
 
 
-def build_pair(simple=False, hidden=768, layers=12, heads=12, image_size=(256, 192)):
-    """Transformers' model and ours with identical random weights (eval mode)."""
+def build_pair(size="base", simple=False, layers=12, image_size=(256, 192)):
+    """Transformers' model and ours with identical random weights (eval mode): the `size` preset of
+    `VitPoseConfig.from_preset` (the one definition of the model sizes), `layers` deep; transformers'
+    config is ours in its layout (`VitPoseConfig.to_transformers_dict`)."""
+    config = VitPoseConfig.from_preset(size, image_size=image_size, num_hidden_layers=layers,
+                                       use_simple_decoder=simple, drop_path_rate=0.0)
     torch.manual_seed(0)
-    tf_cfg = TfConfig(
-        backbone_config=TfBackboneConfig(
-            image_size=list(image_size), hidden_size=hidden, num_hidden_layers=layers,
-            num_attention_heads=heads, layer_norm_eps=1e-6, out_indices=[layers],
-        ),
-        use_simple_decoder=simple, num_labels=17,
-    )
-    tf_model = TfModel(tf_cfg).eval()
-    ours = VitPoseForPoseEstimation(
-        VitPoseConfig(image_size=image_size, hidden_size=hidden, num_hidden_layers=layers,
-                      num_attention_heads=heads, use_simple_decoder=simple, drop_path_rate=0.0)
-    ).eval()
+    tf_model = TfModel(TfConfig(**config.to_transformers_dict())).eval()
+    ours = VitPoseForPoseEstimation(config).eval()
     ours.load_state_dict(tf_model.state_dict(), strict=True)
     return tf_model, ours
 
@@ -504,10 +497,9 @@ def rows_onnx(args, device):
     # (interleaved) PyTorch call and bias the comparison
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     repeats = 3 if args.quick else 7
-    sizes = {"S": dict(hidden=384, layers=min(12, args.layers), heads=6),
-             "B": dict(hidden=768, layers=args.layers, heads=12)}
-    for name, size in sizes.items():
-        tf_model, plain = build_pair(simple=args.head == "simple", **size)
+    sizes = {"S": ("small", min(12, args.layers)), "B": ("base", args.layers)}
+    for name, (size, layers) in sizes.items():
+        tf_model, plain = build_pair(size, simple=args.head == "simple", layers=layers)
         mine = fast(plain)
         with tempfile.TemporaryDirectory() as tmp:
             export_onnx(plain, tmp, quantize="int8")

@@ -166,12 +166,12 @@ def test_processor_crops_equal_the_exact_torch_warp():
 
 @pytest.mark.parametrize("size", [(256, 192), (64, 48), (17, 5)])
 def test_numpy_center_scale_and_udp_matrix_are_bit_identical_to_torch(size):
-    from vitpose_hf.geometry import _udp_crops_np
+    from vitpose_hf.geometry import udp_crops_np
 
     rng = np.random.default_rng(size[0])
     boxes = np.concatenate([rng.uniform(-100, 600, (400, 2)), rng.uniform(0.01, 900, (400, 2))], 1)
     boxes[:4, 2:] = [[size[1] * 3.0, size[0] * 3.0]]  # exactly the crop aspect: neither grown
-    center, scale, m = _udp_crops_np(boxes, size, 1.25, 200.0)
+    center, scale, m = udp_crops_np(boxes, size, 1.25, 200.0)
     ct, st = box_xywh_to_center_scale(torch.from_numpy(boxes), size[1] / size[0], padding=1.25, pixel_std=200.0)
     mt = get_udp_warp_matrix(ct, st, size, pixel_std=200.0)
     assert np.array_equal(center, ct.numpy()) and np.array_equal(scale, st.numpy()) and np.array_equal(m, mt.numpy())

@@ -134,3 +134,6 @@ def test_ground_truth_boxes_are_selected_and_ids_checked_in_one_place():
     checked duplicated ids (see test_reliability_data.py::test_one_ground_truth_selection_...)."""
     assert _files_matching(r"field 'id' appears twice") == ["src/vitpose_hf/data/coco.py"]
     assert _files_matching(r"clean_coco_bbox\(") == ["src/vitpose_hf/data/coco.py"]
+    # the training run's predictions picture draws the boxes the evaluation crops, not raw annotation bboxes
+    outputs = (ROOT / "src" / "vitpose_hf" / "training" / "outputs.py").read_text(encoding="utf-8")
+    assert "ground_truth_boxes(" in outputs and "iscrowd" not in outputs and '["bbox"]' not in outputs

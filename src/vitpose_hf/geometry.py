@@ -39,6 +39,7 @@ __all__ = [
     "warp_affine_batch",
     "CropWorkspace",
     "heatmap_coords_to_image",
+    "udp_crops_np",
 ]
 
 SizeLike = Sequence[int] | torch.Tensor
@@ -205,7 +206,7 @@ def get_plain_warp_matrix(
     return torch.cat([a, t[:, :, None]], dim=-1)
 
 
-def _udp_crops_np(
+def udp_crops_np(
     boxes: np.ndarray, output_size: tuple[int, int], padding: float, pixel_std: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """`box_xywh_to_center_scale` then `get_udp_warp_matrix` (no rotation) on float64 numpy `(N, 4)`

@@ -1,8 +1,9 @@
-"""Heatmap post-processing: the flip test, Gaussian blur, argmax, DARK and DARK-UDP decoding.
+"""Heatmap post-processing: the flip test, Gaussian blur, argmax, DARK and DARK-UDP decoding, rescoring.
 
-One home for what turns model heatmaps into keypoints, used by the model's flip-back
-(`flip_heatmaps`), the image processor, the evaluation, the Trainer metrics, the onnxruntime
-backend and the pipeline. Heatmap coordinates are `(x, y)` heatmap pixels; mapping them back into
+One home for what turns model heatmaps into keypoints and person scores, used by the model's
+flip-back (`flip_heatmaps`), the image processor, the evaluation, the Trainer metrics, the
+onnxruntime backend and the pipeline (`rescore_scores`: ViTPose's person score from the keypoint
+scores). Heatmap coordinates are `(x, y)` heatmap pixels; mapping them back into
 the image is `geometry.heatmap_coords_to_image`. Imports torch, numpy and the stdlib-only schema
 table only: it is copied beside saved checkpoints with the model and the processor.
 """
@@ -20,7 +21,10 @@ from .keypoint_schemas import SCHEMAS, resolve_schema, schema_for_num_keypoints
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["decode_heatmaps", "flip_heatmaps", "gaussian_blur_heatmaps", "predict_heatmaps"]
+__all__ = [
+    "as_float64_array", "decode_heatmaps", "flip_heatmaps", "gaussian_blur_heatmaps", "predict_heatmaps",
+    "rescore_scores",
+]  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- flip test
@@ -312,6 +316,44 @@ def decode_heatmaps(
     if clamp_to_heatmap:
         coords = torch.stack([coords[..., 0].clamp(0, w - 1), coords[..., 1].clamp(0, h - 1)], dim=-1)
     return coords, scores.float()
+
+
+
+# ----------------------------------------------------------------------------- rescoring
+def as_float64_array(value: Any, name: str, dtype=np.float64) -> np.ndarray:
+    """`value` (array-like or torch tensor) as a numpy array of `dtype`; ValueError naming `name`
+    when it is not numeric."""
+    if hasattr(value, "detach"):  # torch tensor
+        value = value.detach().cpu().numpy()
+    try:
+        array = np.asarray(value, dtype=dtype)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{name} must be numeric array-like, got {type(value).__name__}: {err}") from None
+    return array
+
+
+def rescore_scores(box_scores, keypoint_scores, keypoint_threshold: float = 0.2) -> np.ndarray:
+    """ViTPose's person score: ``box_score * mean(keypoint scores above the threshold)`` (0 where
+    none is above it); the pipeline's and the evaluation's (`vitpose_hf.evaluation.rescore`).
+
+    Args:
+        box_scores: `(N,)` detector (or ground-truth: 1.0) box scores.
+        keypoint_scores: `(N, K)` keypoint confidences (heatmap maxima).
+        keypoint_threshold: strict lower bound (0.2 in ViTPose's test config, `vis_thr`).
+
+    Returns:
+        `(N,)` float64 person scores.
+    """
+    box = as_float64_array(box_scores, "box_scores").reshape(-1)
+    kps = as_float64_array(keypoint_scores, "keypoint_scores")
+    if kps.ndim != 2 or kps.shape[0] != box.shape[0]:
+        raise ValueError(f"keypoint_scores must be (N, K) with N={box.shape[0]}, got shape {tuple(kps.shape)}")
+    if not (np.all(np.isfinite(box)) and np.all(np.isfinite(kps))):
+        raise ValueError("box_scores / keypoint_scores hold non-finite values")
+    valid = kps > keypoint_threshold
+    count = valid.sum(1)
+    mean = np.where(count > 0, (kps * valid).sum(1) / np.maximum(count, 1), 0.0)
+    return box * mean
 
 
 # ----------------------------------------------------------------------------- flip test

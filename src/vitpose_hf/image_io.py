@@ -31,7 +31,9 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["IMAGE_EXTENSIONS", "to_rgb_tensor", "to_rgb_pil", "rgb_tensor_to_pil", "image_size", "is_url"]
+__all__ = [
+    "IMAGE_EXTENSIONS", "to_rgb_tensor", "to_rgb_pil", "rgb_tensor_to_pil", "image_size", "is_url", "is_encoded_image", "tensor_from_numpy",
+]  # fmt: skip
 
 #: file name endings of the image files looked for in folders (CLI, image sequences of videos)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
@@ -62,7 +64,7 @@ def _pil_image_class():
     return Image.Image
 
 
-def _from_numpy(arr: np.ndarray) -> torch.Tensor:
+def tensor_from_numpy(arr: np.ndarray) -> torch.Tensor:
     """`torch.from_numpy` without copying and without the read-only warning (we never write)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
@@ -200,7 +202,7 @@ def _pil_to_rgb(image, name: str) -> torch.Tensor:
     if image.width == 0 or image.height == 0:
         raise ValueError(f"{name} is empty: {image.width}x{image.height} pixels (width x height)")
     if mode == "RGB" and "transparency" not in image.info:
-        return _from_numpy(np.asarray(image)).permute(2, 0, 1)
+        return tensor_from_numpy(np.asarray(image)).permute(2, 0, 1)
     if mode in _16BIT_MODES or mode == "I":
         # "I" (32-bit) is how PIL holds 16-bit PNG / TIFF data: read as 16-bit like "I;16"
         arr = np.asarray(image).astype(np.float32 if mode != "I" else np.int64)
@@ -208,12 +210,12 @@ def _pil_to_rgb(image, name: str) -> torch.Tensor:
     if mode == "F":
         return _channels_to_rgb(torch.from_numpy(np.array(image, dtype=np.float32))[None], name)
     if mode in _ALPHA_MODES or "transparency" in image.info:
-        rgba = _from_numpy(np.asarray(image.convert("RGBA"))).permute(2, 0, 1)
+        rgba = tensor_from_numpy(np.asarray(image.convert("RGBA"))).permute(2, 0, 1)
         return _alpha_over_white(rgba[:3], rgba[3:])
     if mode == "L":
-        return _from_numpy(np.asarray(image))[None].expand(3, -1, -1)
+        return tensor_from_numpy(np.asarray(image))[None].expand(3, -1, -1)
     # P (no transparency), 1, CMYK, YCbCr, LAB, HSV, RGBX...: PIL's own conversion
-    return _from_numpy(np.asarray(image.convert("RGB"))).permute(2, 0, 1)
+    return tensor_from_numpy(np.asarray(image.convert("RGB"))).permute(2, 0, 1)
 
 
 def _numpy_to_rgb(image: np.ndarray, name: str) -> torch.Tensor:
@@ -234,7 +236,7 @@ def _numpy_to_rgb(image: np.ndarray, name: str) -> torch.Tensor:
         arr, kind = arr.astype(np.float32), "levels"
     if any(stride < 0 for stride in arr.strides):
         arr = np.ascontiguousarray(arr)
-    t = _from_numpy(arr)
+    t = tensor_from_numpy(arr)
     if t.ndim == 2:
         t = t[None]
     elif t.ndim == 3:
@@ -369,6 +371,6 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
     return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
 
 
-def _is_encoded(image: Any) -> bool:
+def is_encoded_image(image: Any) -> bool:
     """Whether `image` is one image given encoded (a path, URL, bytes or `datasets.Image` dict)."""
     return isinstance(image, (str, Path, os.PathLike, dict) + _BYTES_TYPES)

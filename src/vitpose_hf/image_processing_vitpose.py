@@ -41,13 +41,13 @@ from transformers.processing_utils import ImagesKwargs
 
 from .geometry import (
     CropWorkspace,
-    _udp_crops_np,
     box_xywh_to_center_scale,
     heatmap_coords_to_image,
+    udp_crops_np,
     warp_affine_batch,
 )
 from .heatmaps import check_kernel_size, decode_heatmaps, gaussian_blur_heatmaps, predict_heatmaps
-from .image_io import _from_numpy, _is_encoded, to_rgb_tensor
+from .image_io import is_encoded_image, tensor_from_numpy, to_rgb_tensor
 from .saved_code import stamp_saved_code
 
 logger = logging.getLogger(__name__)
@@ -56,6 +56,8 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "VitPoseTopDownImageProcessor",
     "VitPoseImageProcessor",
+    "MAX_BOX_VALUE",
+    "check_finite_number",
     "decode_heatmaps",
     "gaussian_blur_heatmaps",
     "predict_heatmaps",
@@ -72,7 +74,7 @@ class VitPoseImageProcessorKwargs(ImagesKwargs, total=False):
 
 
 def _is_single_image(x: Any) -> bool:
-    if _is_encoded(x):
+    if is_encoded_image(x):
         return True
     if isinstance(x, (np.ndarray, torch.Tensor)):
         return x.ndim != 4
@@ -99,7 +101,7 @@ def _flatten_images(images: Any) -> list:
 MAX_BOX_VALUE = float(2**24)
 
 
-def _finite_number(value: Any, name: str, positive: bool = False) -> float:
+def check_finite_number(value: Any, name: str, positive: bool = False) -> float:
     """`float(value)`, ValueError naming `name` unless it is a finite number (> 0 if `positive`)."""
     try:
         number = float(value)
@@ -113,15 +115,15 @@ def _finite_number(value: Any, name: str, positive: bool = False) -> float:
 def _check_options(opts: dict) -> None:
     """ValueError naming the first invalid processor setting (size, factors, padding, mean / std)."""
     VitPoseTopDownImageProcessor._size_dict(opts["size"])
-    _finite_number(opts["padding"], "padding", positive=True)
-    _finite_number(opts["normalize_factor"], "normalize_factor", positive=True)
-    _finite_number(opts["rescale_factor"], "rescale_factor", positive=True)
+    check_finite_number(opts["padding"], "padding", positive=True)
+    check_finite_number(opts["normalize_factor"], "normalize_factor", positive=True)
+    check_finite_number(opts["rescale_factor"], "rescale_factor", positive=True)
     mean, std = list(opts["image_mean"]), list(opts["image_std"])
     if len(mean) != 3 or len(std) != 3:
         raise ValueError(f"image_mean / image_std must have 3 values, got {mean}, {std}")
     for i in range(3):
-        _finite_number(mean[i], f"image_mean[{i}]")
-        _finite_number(std[i], f"image_std[{i}]", positive=True)
+        check_finite_number(mean[i], f"image_mean[{i}]")
+        check_finite_number(std[i], f"image_std[{i}]", positive=True)
 
 
 def _oversized_box(a: np.ndarray) -> int | None:
@@ -386,18 +388,18 @@ class VitPoseTopDownImageProcessor(BaseImageProcessor):
             boxes_np = image_boxes.numpy()
             # = box_xywh_to_center_scale + get_udp_warp_matrix, bit for bit, in numpy (tiny torch ops are slow)
             with np.errstate(all="ignore"):  # a degenerate box is named by _check_crop_matrices
-                center, scale, matrices = _udp_crops_np(
+                center, scale, matrices = udp_crops_np(
                     boxes_np, (out_h, out_w), float(opts["padding"]), float(opts["normalize_factor"])
                 )
             _check_crop_matrices(matrices, boxes_np, i)
             crops.append(
                 warp_affine_batch(
-                    tensor, _from_numpy(matrices), (out_h, out_w), channel_scale=ch_scale, channel_offset=ch_offset,
+                    tensor, tensor_from_numpy(matrices), (out_h, out_w), channel_scale=ch_scale, channel_offset=ch_offset,
                     workspace=self._crop_workspace,
                 )
             )
-            centers.append(_from_numpy(center))
-            scales.append(_from_numpy(scale))
+            centers.append(tensor_from_numpy(center))
+            scales.append(tensor_from_numpy(scale))
         if crops:
             pixel_values = crops[0] if len(crops) == 1 else torch.cat(crops)
             center, scale = torch.cat(centers), torch.cat(scales)
@@ -479,7 +481,7 @@ class VitPoseTopDownImageProcessor(BaseImageProcessor):
             raise ValueError("outputs_or_heatmaps must carry (N, K, h, w) heatmaps")
         kernel_size = check_kernel_size(kernel_size)
         if threshold is not None:
-            threshold = _finite_number(threshold, "threshold")
+            threshold = check_finite_number(threshold, "threshold")
         num_images = len(boxes) if not isinstance(boxes, (np.ndarray, torch.Tensor)) or boxes.ndim == 3 else 1
         box_lists = _boxes_per_image(boxes, num_images)
         all_boxes = torch.cat(box_lists) if box_lists else torch.zeros(0, 4, dtype=torch.float64)

@@ -45,7 +45,7 @@ from .modeling_vitpose import (
     VitPoseSelfAttention,
     VitPoseSelfOutput,
     VitPoseSimpleDecoder,
-    _as_weight_dtype,
+    as_weight_dtype,
 )
 
 logger = logging.getLogger(__name__)
@@ -260,7 +260,7 @@ class LowResSimpleHead(_InferenceOnly):
         return self._matrices[key]
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        x = F.relu(_as_weight_dtype(features, self.conv))
+        x = F.relu(as_weight_dtype(features, self.conv))
         batch, channels, h, w = x.shape
         weight = self.conv.weight  # (K, C, 3, 3)
         k = weight.shape[0]

@@ -57,6 +57,8 @@ __all__ = [
     "resample_position_embeddings",
     "export_to_transformers",
     "is_tracing",
+    "as_weight_dtype",
+    "trunc_normal_init",
 ]
 
 
@@ -473,7 +475,7 @@ class VitPoseClassicDecoder(nn.Module):
         x = F.relu(self.batchnorm1(self.deconv1(features)))
         if self.num_deconv_layers == 2:
             x = F.relu(self.batchnorm2(self.deconv2(x)))
-        return self.conv(_as_weight_dtype(x, self.conv))  # float32 heatmaps from a bf16 model
+        return self.conv(as_weight_dtype(x, self.conv))  # float32 heatmaps from a bf16 model
 
 
 class VitPoseSimpleDecoder(nn.Module):
@@ -488,13 +490,13 @@ class VitPoseSimpleDecoder(nn.Module):
         self.conv = nn.Conv2d(in_channels, num_keypoints, kernel_size=3, padding=1)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        features = _as_weight_dtype(features, self.conv)  # float32 heatmaps from a bf16 model
+        features = as_weight_dtype(features, self.conv)  # float32 heatmaps from a bf16 model
         x = F.relu(features)
         x = F.interpolate(x, scale_factor=self.scale_factor, mode="bilinear", align_corners=False)
         return self.conv(x)
 
 
-def _as_weight_dtype(x: torch.Tensor, layer: nn.Module) -> torch.Tensor:
+def as_weight_dtype(x: torch.Tensor, layer: nn.Module) -> torch.Tensor:
     """`x` cast to the floating dtype of `layer.weight` (unchanged when they match or `layer` has no
     plain weight). A head's final conv may be float32 in a bf16/fp16 model (`optimize_for_inference`)."""
     weight = getattr(layer, "weight", None)
@@ -554,7 +556,7 @@ class VitPosePreTrainedModel(PreTrainedModel):
     def _init_weights(self, module: nn.Module) -> None:
         std = self.config.initializer_range
         if isinstance(module, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
-            _trunc_normal(module.weight, std)
+            trunc_normal_init(module.weight, std)
             if module.bias is not None:
                 _zeros(module.bias)
         elif isinstance(module, (nn.LayerNorm, nn.BatchNorm2d)):
@@ -564,9 +566,9 @@ class VitPosePreTrainedModel(PreTrainedModel):
                 _zeros(module.running_mean)
                 _ones(module.running_var)
         elif isinstance(module, VitPoseEmbeddings):
-            _trunc_normal(module.position_embeddings, std)
+            trunc_normal_init(module.position_embeddings, std)
             if module.num_knowledge_tokens:
-                _trunc_normal(module.knowledge_tokens, std)
+                trunc_normal_init(module.knowledge_tokens, std)
 
     def _set_gradient_checkpointing(self, enable: bool = True, gradient_checkpointing_func=None, **kwargs):
         for module in self.modules():
@@ -600,7 +602,9 @@ class VitPosePreTrainedModel(PreTrainedModel):
         return self.config.num_hidden_layers + 2
 
 
-def _trunc_normal(t, std):
+def trunc_normal_init(t, std):
+    """Fill `t` from a truncated normal of mean 0 and `std` (transformers' `trunc_normal_`): the weight
+    init of the pose model and the MAE model."""
     hf_init.trunc_normal_(t, mean=0.0, std=std)
 
 

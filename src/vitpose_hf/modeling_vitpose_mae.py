@@ -55,10 +55,10 @@ from .modeling_vitpose import (
     VitPoseModel,
     VitPosePreTrainedModel,
     check_dataset_index,
-    _trunc_normal,
     infer_grid,
     reject_unknown_kwargs,
     resample_position_embeddings,
+    trunc_normal_init,
 )
 
 logger = logging.getLogger(__name__)
@@ -334,7 +334,7 @@ class VitPoseForMaskedImageModeling(VitPosePreTrainedModel):
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
         if isinstance(module, VitPoseMaeDecoder):
-            _trunc_normal(module.mask_token, self.config.initializer_range)
+            trunc_normal_init(module.mask_token, self.config.initializer_range)
 
     def no_weight_decay(self) -> set[str]:
         """Backbone names of the base class plus the decoder's mask token."""

@@ -22,12 +22,17 @@ from typing import Any
 
 import numpy as np
 import torch
-from transformers import Pipeline
+from transformers import AutoModelForPoseEstimation, Pipeline
+from transformers.pipelines import PIPELINE_REGISTRY
 
 from .detectors import DEFAULT_DETECTOR, BaseDetector, build_detector, load_default_detector
+from .heatmaps import rescore_scores
 from .image_io import rgb_tensor_to_pil, to_rgb_tensor
+from .image_processing_vitpose import MAX_BOX_VALUE, VitPoseTopDownImageProcessor, check_finite_number
 from .inference import InferenceModelCache
 from .keypoint_schemas import KeypointSchema, get_schema, head_num_keypoints, resolve_schema
+from .modeling_vitpose import VitPoseForPoseEstimation
+from .onnx_backend import OnnxPoseModel
 from .video.estimator import VideoPoseEstimator
 from .video.sources import is_video_path
 
@@ -53,8 +58,6 @@ def _validate_boxes(boxes: Any, width: int, height: int) -> np.ndarray:
         arr = arr[None]
     if arr.ndim != 2 or arr.shape[1] != 4:
         raise ValueError(f"boxes must have shape (N, 4) as [x, y, w, h], got shape {arr.shape}")
-    from .image_processing_vitpose import MAX_BOX_VALUE
-
     for box in arr:
         if not np.all(np.isfinite(box)):
             raise ValueError(f"box {box.tolist()} holds NaN or infinite values")
@@ -144,8 +147,6 @@ class KeypointDetectionPipeline(Pipeline):
         whose `image_processor_type` is transformers' class name; a hub id's file is fetched like
         any hub file), else a default of the model's input size.
         """
-        from .image_processing_vitpose import VitPoseTopDownImageProcessor
-
         if isinstance(processor, VitPoseTopDownImageProcessor):
             return processor
         if processor is not None and hasattr(processor, "to_dict"):
@@ -252,9 +253,7 @@ class KeypointDetectionPipeline(Pipeline):
         if schema is not None:
             fwd["schema"] = get_schema(schema)
         if keypoint_threshold is not None:
-            from .image_processing_vitpose import _finite_number
-
-            post["keypoint_threshold"] = _finite_number(keypoint_threshold, "keypoint_threshold")
+            post["keypoint_threshold"] = check_finite_number(keypoint_threshold, "keypoint_threshold")
         if clamp_to_heatmap is not None:
             post["clamp_to_heatmap"] = bool(clamp_to_heatmap)
         return pre, fwd, post
@@ -362,8 +361,6 @@ class KeypointDetectionPipeline(Pipeline):
         sch: KeypointSchema = model_outputs["schema"]
         boxes = np.asarray(model_outputs["boxes"], dtype=np.float64)
         box_scores = np.asarray(model_outputs["box_scores"], dtype=np.float64)
-        from .evaluation.nms import rescore_scores
-
         decoded = self.image_processor.post_process_pose_estimation(
             heatmaps, boxes=[boxes], clamp_to_heatmap=clamp_to_heatmap
         )[0]
@@ -492,8 +489,6 @@ def _is_datasets_dataset(value) -> bool:
 def _check_pose_model(model) -> None:
     """A ValueError when the pipeline is built for a model that is not a top-down pose estimator
     (e.g. SuperPoint, which transformers also tags "keypoint-detection")."""
-    from .onnx_backend import OnnxPoseModel
-
     if isinstance(model, OnnxPoseModel):
         return
     model_type = getattr(getattr(model, "config", None), "model_type", None)
@@ -515,12 +510,6 @@ def register_pipeline() -> None:
     so `pipeline("keypoint-detection", model=EXPORT_DIR)` runs the graph with onnxruntime), then
     the PyTorch classes.
     """
-    from transformers import AutoModelForPoseEstimation
-    from transformers.pipelines import PIPELINE_REGISTRY
-
-    from .modeling_vitpose import VitPoseForPoseEstimation
-    from .onnx_backend import OnnxPoseModel
-
     current = PIPELINE_REGISTRY.supported_tasks.get(TASK)
     if current is not None and current.get("impl") is KeypointDetectionPipeline:
         return

@@ -28,6 +28,7 @@ import logging
 import math
 import numbers
 import os
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Any, Collection, Iterable, Mapping, NamedTuple
@@ -44,6 +45,7 @@ __all__ = [
     "embed_images",
     "load_coco_keypoints",
     "check_coco_bbox",
+    "check_number",
     "check_coco_keypoints",
     "check_unique_ids",
     "clean_coco_bbox",
@@ -52,6 +54,7 @@ __all__ = [
     "keypoint_category_ids",
     "schema_from_category",
     "rows_to_dataset",
+    "recorded_schema_name",
 ]
 
 #: Column types shared by every loader (COCO, AIC, CrowdPose, MPII, synthetic).
@@ -72,7 +75,7 @@ PERSON_FEATURES = datasets.Features(
 )
 
 
-def _as_float(value: Any, where: str, field: str, index: int | None = None) -> float:
+def check_number(value: Any, where: str, field: str, index: int | None = None) -> float:
     """`value` as a float; a bool, a string, None or a non-number -> ValueError naming `where` and `field`."""
     at = f" at index {index}" if index is not None else ""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
@@ -81,10 +84,10 @@ def _as_float(value: Any, where: str, field: str, index: int | None = None) -> f
 
 
 def _as_floats(values: list | tuple, where: str, field: str) -> list[float]:
-    """A list of plain ints / floats as floats (fast path); anything else through `_as_float`."""
+    """A list of plain ints / floats as floats (fast path); anything else through `check_number`."""
     if all(type(v) is float or type(v) is int for v in values):
         return [float(v) for v in values]
-    return [_as_float(v, where, field, i) for i, v in enumerate(values)]
+    return [check_number(v, where, field, i) for i, v in enumerate(values)]
 
 
 def check_coco_bbox(bbox: Any, where: str = "bbox") -> list[float]:
@@ -208,7 +211,7 @@ def _image_size(img: dict, source: str, what: str) -> tuple[float, float]:
         raise ValueError(f"{source}: image id {img['id']!r} (for {what}) lacks width/height")
     size = []
     for field in ("width", "height"):
-        v = _as_float(img[field], f"{source}: image id {img['id']!r}", field)
+        v = check_number(img[field], f"{source}: image id {img['id']!r}", field)
         if not (math.isfinite(v) and v > 0):
             raise ValueError(f"{source}: image id {img['id']!r}: field {field!r} is {img[field]!r}, expected a number > 0")
         size.append(v)
@@ -300,7 +303,7 @@ def select_ground_truth_boxes(
             count = len(kps) // 3
         kps = check_coco_keypoints(kps, count or 0, where)
         check_coco_bbox(ann["bbox"], where)
-        if "area" in ann and not math.isfinite(_as_float(ann["area"], where, "area")):
+        if "area" in ann and not math.isfinite(check_number(ann["area"], where, "area")):
             raise ValueError(f"{where}: field 'area' holds a non-finite value {ann['area']!r}")
         crowd = _crowd(ann, where)
         img = images.get(ann["image_id"])
@@ -346,6 +349,10 @@ def schema_from_category(category: dict, source: str = "<category>") -> Keypoint
     return schema
 
 
+#: how `rows_to_dataset` records the keypoint schema in the dataset's description (`save_to_disk` keeps it)
+_SCHEMA_NOTE = "keypoint schema: "
+
+
 def rows_to_dataset(rows: list[dict[str, Any]], source: str, schema: KeypointSchema | None = None) -> datasets.Dataset:
     """Rows (dicts with the `PERSON_FEATURES` columns) -> `datasets.Dataset`; empty -> ValueError."""
     if not rows:
@@ -361,8 +368,14 @@ def rows_to_dataset(rows: list[dict[str, Any]], source: str, schema: KeypointSch
     columns = {name: [r[name] for r in rows] for name in PERSON_FEATURES}
     ds = datasets.Dataset.from_dict(columns, features=PERSON_FEATURES)
     if schema is not None:
-        ds.info.description = f"vitpose_hf person instances; keypoint schema: {schema.name}"
+        ds.info.description = f"vitpose_hf person instances; {_SCHEMA_NOTE}{schema.name}"
     return ds
+
+
+def recorded_schema_name(ds: datasets.Dataset) -> str | None:
+    """The keypoint schema name `rows_to_dataset` recorded in `ds.info.description`, or None."""
+    found = re.search(re.escape(_SCHEMA_NOTE) + r"(\S+)", ds.info.description or "")
+    return found.group(1) if found else None
 
 
 def embed_images(ds: datasets.Dataset) -> datasets.Dataset:

@@ -25,7 +25,7 @@ import datasets
 from ..image_io import image_size
 from ..jsonio import read_json
 from ..keypoint_schemas import KeypointSchema, get_schema
-from .coco import _as_float, load_coco_keypoints, rows_to_dataset
+from .coco import check_number, load_coco_keypoints, rows_to_dataset
 
 logger = logging.getLogger(__name__)
 
@@ -97,20 +97,20 @@ def load_mpii(
                 f"{source}: {what} has {len(joints)} joints / {len(vis)} visibilities, expected {num_joints}"
             )
         where = f"{source}: {what}"
-        vis = [_as_float(v, where, "joints_vis", j) for j, v in enumerate(vis)]
+        vis = [check_number(v, where, "joints_vis", j) for j, v in enumerate(vis)]
         for j, joint in enumerate(joints):
             if not isinstance(joint, (list, tuple)) or len(joint) != 2:
                 raise ValueError(f"{where}: field 'joints' entry {j} is {joint!r}, expected [x, y]")
             # an invisible joint's coordinates are never used (zeroed below): only visible ones must be finite
-            if vis[j] > 0 and not all(math.isfinite(_as_float(c, where, "joints", j)) for c in joint):
+            if vis[j] > 0 and not all(math.isfinite(check_number(c, where, "joints", j)) for c in joint):
                 raise ValueError(f"{where}: field 'joints' holds a non-finite value at joint {j}: {joint!r}")
         center = e["center"]
         if not isinstance(center, (list, tuple)) or len(center) != 2:
             raise ValueError(f"{where}: field 'center' is {center!r}, expected [x, y]")
-        cx, cy = (_as_float(c, where, "center", j) for j, c in enumerate(center))
+        cx, cy = (check_number(c, where, "center", j) for j, c in enumerate(center))
         if not (math.isfinite(cx) and math.isfinite(cy)):
             raise ValueError(f"{where}: field 'center' holds a non-finite value: {center!r}")
-        s = _as_float(e["scale"], where, "scale")
+        s = check_number(e["scale"], where, "scale")
         if not (math.isfinite(s) and s > 0):
             raise ValueError(f"{where}: field 'scale' is {e['scale']!r}, expected a finite number > 0")
         if cx != -1:

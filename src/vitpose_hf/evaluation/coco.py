@@ -20,8 +20,9 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from ..data.coco import check_unique_ids
+from ..heatmaps import as_float64_array
 from ..jsonio import read_json
-from .nms import _person_keypoints3, _to_numpy, resolve_sigmas
+from .nms import person_keypoint_array, resolve_sigmas
 
 logger = logging.getLogger(__name__)
 
@@ -173,7 +174,7 @@ def _check_predictions(predictions, image_ids: set, num_keypoints: int) -> list[
         missing = [key for key in ("image_id", "keypoints", "score") if key not in pred]
         if missing:
             raise ValueError(f"prediction {idx} lacks {missing} (COCO results need image_id, keypoints, score)")
-        keypoints = _to_numpy(pred["keypoints"], f"prediction {idx} keypoints").reshape(-1)
+        keypoints = as_float64_array(pred["keypoints"], f"prediction {idx} keypoints").reshape(-1)
         if keypoints.shape[0] != 3 * num_keypoints:
             raise ValueError(
                 f"prediction {idx} has {keypoints.shape[0]} keypoint values ({keypoints.shape[0] / 3:g} keypoints) "
@@ -297,8 +298,8 @@ def persons_to_coco_results(
     for idx, (image_id, person) in enumerate(flat):
         if "keypoints" not in person:
             raise ValueError(f"person {idx} has no 'keypoints'")
-        kp = _person_keypoints3(person, idx)
-        score = float(_to_numpy(person.get("score", 1.0), f"person {idx} score").reshape(-1)[0])
+        kp = person_keypoint_array(person, idx)
+        score = float(as_float64_array(person.get("score", 1.0), f"person {idx} score").reshape(-1)[0])
         if not (np.all(np.isfinite(kp)) and math.isfinite(score)):
             raise ValueError(f"person {idx} holds non-finite keypoints or score")
         image_id = image_id.item() if hasattr(image_id, "item") else image_id

@@ -10,7 +10,8 @@ These follow the test-time post-processing of the original ViTPose code (mmpose 
   of its padded, aspect-corrected crop box (mmpose: ``prod(scale * 200)``), see :func:`crop_box_areas`.
 
 Arrays may be numpy arrays or torch tensors; the computations run in numpy (float64) and the OKS
-matrix is computed for all pairs at once.
+matrix is computed for all pairs at once. `rescore_scores` lives in `vitpose_hf.heatmaps` (the
+pipeline rescores too) and is re-exported here.
 """
 
 from __future__ import annotations
@@ -20,183 +21,15 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from ..keypoint_schemas import SCHEMAS, KeypointSchema, get_schema
+from ..heatmaps import as_float64_array, rescore_scores
+from ..similarity import oks_iou, oks_nms_arrays, resolve_sigmas
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["oks_iou", "oks_nms", "oks_nms_arrays", "rescore", "rescore_scores", "crop_box_areas", "resolve_sigmas"]
-
-
-def _to_numpy(value: Any, name: str, dtype=np.float64) -> np.ndarray:
-    if hasattr(value, "detach"):  # torch tensor
-        value = value.detach().cpu().numpy()
-    try:
-        array = np.asarray(value, dtype=dtype)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{name} must be numeric array-like, got {type(value).__name__}: {err}") from None
-    return array
-
-
-def resolve_sigmas(sigmas: Any, num_keypoints: int | None = None) -> np.ndarray:
-    """Return OKS sigmas as a float64 array of shape `(K,)`.
-
-    Args:
-        sigmas: a schema name (``"coco"``, ``"crowdpose"``, ...), a `KeypointSchema`, a sequence of K
-            floats, or None. None means COCO's sigmas for 17 keypoints (pycocotools' default), else
-            the sigmas of the known schemas with `num_keypoints` keypoints when they all agree; it
-            is an error when they differ (e.g. AIC and CrowdPose, both 14) or none has sigmas.
-        num_keypoints: expected K; a mismatch raises ValueError.
-    """
-    if sigmas is None:
-        if num_keypoints is None:
-            raise ValueError("sigmas=None needs num_keypoints to pick a keypoint schema")
-        matches = sorted(
-            name for name, s in SCHEMAS.items() if s.sigmas is not None and s.num_keypoints == num_keypoints
-        )
-        distinct = {tuple(SCHEMAS[name].sigmas) for name in matches}
-        if "coco" in matches:  # pycocotools' own default for 17 keypoints
-            distinct = {tuple(SCHEMAS["coco"].sigmas)}
-        if len(distinct) != 1:
-            raise ValueError(
-                f"cannot infer OKS sigmas for {num_keypoints} keypoints (schemas with that count and sigmas: "
-                f"{matches}); pass sigmas= a schema name or a list of {num_keypoints} floats"
-            )
-        array = np.asarray(next(iter(distinct)), dtype=np.float64)
-    elif isinstance(sigmas, (str, KeypointSchema)):
-        schema = get_schema(sigmas)
-        if schema.sigmas is None:
-            raise ValueError(f"keypoint schema {schema.name!r} defines no OKS sigmas; pass them explicitly")
-        array = np.asarray(schema.sigmas, dtype=np.float64)
-    else:
-        array = _to_numpy(sigmas, "sigmas").reshape(-1)
-    if array.size == 0 or not np.all(np.isfinite(array)) or np.any(array <= 0):
-        raise ValueError(f"sigmas must be finite and positive, got {array.tolist()}")
-    if num_keypoints is not None and array.shape[0] != num_keypoints:
-        source = f" (schema {get_schema(sigmas).name!r})" if isinstance(sigmas, (str, KeypointSchema)) else ""
-        raise ValueError(f"got {array.shape[0]} OKS sigmas{source} for data with {num_keypoints} keypoints")
-    return array
-
-
-def oks_iou(
-    keypoints_a,
-    keypoints_b,
-    areas_a,
-    areas_b,
-    sigmas="coco",
-    vis_threshold: float | None = None,
-):
-    """Pairwise object keypoint similarity, mmpose 0.x `oks_iou` semantics, for all pairs at once.
-
-    For a pair (a, b): ``e_k = d_k^2 / (2 sigma_k)^2 / ((area_a + area_b) / 2 + eps) / 2`` and
-    ``oks = mean_k exp(-e_k)``. With `vis_threshold`, the mean runs over the keypoints of **b**
-    whose score is above it (this is what the original code computes: its
-    ``list(vg > thr) and list(vd > thr)`` evaluates to the second mask), and is 0 when none is.
-
-    Args:
-        keypoints_a: `(N, K, 3)` [x, y, score] (or `(N, K, 2)` when `vis_threshold` is None), or
-            `(N, 3K)` flat.
-        keypoints_b: `(M, K, 3)` / `(M, K, 2)` / `(M, 3K)`.
-        areas_a: `(N,)` areas; areas_b: `(M,)`.
-        sigmas: schema name, `KeypointSchema` or `(K,)` sigmas.
-        vis_threshold: optional keypoint score threshold (see above).
-
-    Returns:
-        `(N, M)` OKS values in [0, 1], float32 like the original (a torch tensor when
-        `keypoints_a` is one).
-    """
-    is_torch = hasattr(keypoints_a, "detach")
-    a = _to_numpy(keypoints_a, "keypoints_a")
-    b = _to_numpy(keypoints_b, "keypoints_b")
-    sig = None if isinstance(sigmas, (str, KeypointSchema)) or sigmas is None else _to_numpy(sigmas, "sigmas")
-    num_keypoints = sig.reshape(-1).shape[0] if sig is not None else None
-    a = _as_person_array(a, "keypoints_a", num_keypoints)
-    b = _as_person_array(b, "keypoints_b", num_keypoints if num_keypoints is not None else a.shape[1])
-    if a.shape[1] != b.shape[1]:
-        raise ValueError(f"keypoints_a has {a.shape[1]} keypoints but keypoints_b has {b.shape[1]}")
-    sig = resolve_sigmas(sigmas, a.shape[1])
-    area_a = _to_numpy(areas_a, "areas_a").reshape(-1)
-    area_b = _to_numpy(areas_b, "areas_b").reshape(-1)
-    if area_a.shape[0] != a.shape[0] or area_b.shape[0] != b.shape[0]:
-        raise ValueError(
-            f"areas do not match the persons: {area_a.shape[0]} areas for {a.shape[0]} persons (a), "
-            f"{area_b.shape[0]} for {b.shape[0]} (b)"
-        )
-    if vis_threshold is not None and b.shape[2] < 3:
-        raise ValueError("vis_threshold needs keypoint scores: pass keypoints_b as (M, K, 3)")
-    variances = (2.0 * sig) ** 2  # (K,)
-    diff = a[:, None, :, :2] - b[None, :, :, :2]  # (N, M, K, 2)
-    dist2 = (diff**2).sum(-1)
-    mean_area = (area_a[:, None] + area_b[None, :]) / 2.0 + np.spacing(1)  # (N, M)
-    e = dist2 / variances / mean_area[..., None] / 2.0
-    sim = np.exp(-e)
-    if vis_threshold is None:
-        oks = sim.mean(-1)
-    else:
-        mask = (b[:, :, 2] > vis_threshold)[None].astype(np.float64)  # (1, M, K)
-        count = mask.sum(-1)
-        oks = np.where(count > 0, (sim * mask).sum(-1) / np.maximum(count, 1), 0.0)
-    oks = oks.astype(np.float32)
-    if is_torch:
-        import torch
-
-        return torch.from_numpy(oks)
-    return oks
-
-
-def _as_person_array(array: np.ndarray, name: str, num_keypoints: int | None) -> np.ndarray:
-    """`(N, K, C)` with C in {2, 3}; a `(N, 3K)` flat array is reshaped."""
-    if array.ndim == 2:
-        if array.shape[0] == 0 and array.shape[1] == 0 and num_keypoints is not None:
-            return np.zeros((0, num_keypoints, 3))
-        if array.shape[1] % 3 != 0:
-            raise ValueError(f"{name} flat rows must hold 3K values, got {array.shape[1]}")
-        array = array.reshape(array.shape[0], -1, 3)
-    if array.ndim != 3 or array.shape[2] not in (2, 3):
-        raise ValueError(f"{name} must be (N, K, 3), (N, K, 2) or (N, 3K), got shape {tuple(array.shape)}")
-    if not np.all(np.isfinite(array)):
-        raise ValueError(f"{name} holds non-finite values")
-    return array
-
-
-def oks_nms_arrays(
-    keypoints,
-    scores,
-    areas,
-    threshold: float = 0.9,
-    sigmas="coco",
-    vis_threshold: float | None = None,
-) -> np.ndarray:
-    """Greedy OKS-NMS of the persons of ONE image (mmpose 0.x `oks_nms`).
-
-    Args:
-        keypoints: `(N, K, 3)` [x, y, score] (or `(N, K, 2)`, or `(N, 3K)`).
-        scores: `(N,)` person scores (after rescoring).
-        areas: `(N,)` OKS areas (see :func:`crop_box_areas`).
-        threshold: persons whose OKS with a kept person is above it are dropped.
-        sigmas, vis_threshold: as in :func:`oks_iou`.
-
-    Returns:
-        `(n_kept,)` int64 indices into the input, highest score first (ties broken like
-        ``np.argsort(scores)[::-1]``, as the original).
-    """
-    score = _to_numpy(scores, "scores").reshape(-1)
-    n = score.shape[0]
-    if n == 0:
-        return np.zeros((0,), dtype=np.int64)
-    if not np.all(np.isfinite(score)):
-        raise ValueError("scores holds non-finite values")
-    kpts = _as_person_array(_to_numpy(keypoints, "keypoints"), "keypoints", None)
-    if kpts.shape[0] != n:
-        raise ValueError(f"{kpts.shape[0]} keypoint sets but {n} scores")
-    ious = oks_iou(kpts, kpts, areas, areas, sigmas=sigmas, vis_threshold=vis_threshold)  # (N, N) float32
-    order = score.argsort()[::-1]
-    keep: list[int] = []
-    while order.size > 0:
-        i = int(order[0])
-        keep.append(i)
-        rest = order[1:]
-        order = rest[ious[i, rest] <= threshold]
-    return np.asarray(keep, dtype=np.int64)
+__all__ = [
+    "oks_iou", "oks_nms", "oks_nms_arrays", "rescore", "rescore_scores", "crop_box_areas", "resolve_sigmas",
+    "person_keypoint_array",
+]  # fmt: skip
 
 
 def oks_nms(
@@ -222,7 +55,7 @@ def oks_nms(
         missing = [key for key in ("keypoints", "score", "area") if key not in person]
         if missing:
             raise ValueError(f"person {idx} lacks {missing} (needs keypoints, score, area)")
-        kpts.append(_person_keypoints3(person, idx))
+        kpts.append(person_keypoint_array(person, idx))
         scores.append(float(person["score"]))
         areas.append(float(person["area"]))
     shapes = {k.shape for k in kpts}
@@ -232,7 +65,7 @@ def oks_nms(
     return keep.tolist()
 
 
-def _person_keypoints3(person: Mapping[str, Any], idx: int) -> np.ndarray:
+def person_keypoint_array(person: Mapping[str, Any], idx: int) -> np.ndarray:
     """`(K, 3)` [x, y, score] of a person dict holding (K,2) keypoints + (K,) scores, (K,3), or
     the pipeline's list of `{"label", "x", "y", "score"}` (in schema order)."""
     entries = person["keypoints"]
@@ -241,7 +74,7 @@ def _person_keypoints3(person: Mapping[str, Any], idx: int) -> np.ndarray:
             return np.asarray([[float(e["x"]), float(e["y"]), float(e.get("score", 1.0))] for e in entries])
         except (KeyError, TypeError, ValueError) as err:
             raise ValueError(f"person {idx} keypoints: each entry needs numeric 'x' and 'y' ({err})") from err
-    kp = _to_numpy(entries, f"person {idx} keypoints")
+    kp = as_float64_array(entries, f"person {idx} keypoints")
     if kp.ndim == 1 and kp.shape[0] % 3 == 0:
         kp = kp.reshape(-1, 3)
     if kp.ndim != 2 or kp.shape[1] not in (2, 3):
@@ -249,34 +82,11 @@ def _person_keypoints3(person: Mapping[str, Any], idx: int) -> np.ndarray:
     if kp.shape[1] == 2:
         if "scores" not in person:
             raise ValueError(f"person {idx} has (K, 2) keypoints but no 'scores'")
-        sc = _to_numpy(person["scores"], f"person {idx} scores").reshape(-1)
+        sc = as_float64_array(person["scores"], f"person {idx} scores").reshape(-1)
         if sc.shape[0] != kp.shape[0]:
             raise ValueError(f"person {idx} has {kp.shape[0]} keypoints but {sc.shape[0]} scores")
         kp = np.concatenate([kp, sc[:, None]], axis=1)
     return kp
-
-
-def rescore_scores(box_scores, keypoint_scores, keypoint_threshold: float = 0.2) -> np.ndarray:
-    """``box_score * mean(keypoint scores above the threshold)`` (0 where none is above it).
-
-    Args:
-        box_scores: `(N,)` detector (or ground-truth: 1.0) box scores.
-        keypoint_scores: `(N, K)` keypoint confidences (heatmap maxima).
-        keypoint_threshold: strict lower bound (0.2 in ViTPose's test config, `vis_thr`).
-
-    Returns:
-        `(N,)` float64 person scores.
-    """
-    box = _to_numpy(box_scores, "box_scores").reshape(-1)
-    kps = _to_numpy(keypoint_scores, "keypoint_scores")
-    if kps.ndim != 2 or kps.shape[0] != box.shape[0]:
-        raise ValueError(f"keypoint_scores must be (N, K) with N={box.shape[0]}, got shape {tuple(kps.shape)}")
-    if not (np.all(np.isfinite(box)) and np.all(np.isfinite(kps))):
-        raise ValueError("box_scores / keypoint_scores hold non-finite values")
-    valid = kps > keypoint_threshold
-    count = valid.sum(1)
-    mean = np.where(count > 0, (kps * valid).sum(1) / np.maximum(count, 1), 0.0)
-    return box * mean
 
 
 def rescore(persons: Iterable[Mapping[str, Any]], keypoint_threshold: float = 0.2) -> list[dict]:
@@ -298,9 +108,9 @@ def rescore(persons: Iterable[Mapping[str, Any]], keypoint_threshold: float = 0.
         else:
             raise ValueError(f"person {idx} has neither 'box_score' nor 'score'")
         if "scores" in person:
-            kps.append(_to_numpy(person["scores"], f"person {idx} scores").reshape(-1))
+            kps.append(as_float64_array(person["scores"], f"person {idx} scores").reshape(-1))
         elif "keypoints" in person:
-            kps.append(_person_keypoints3(person, idx)[:, 2])
+            kps.append(person_keypoint_array(person, idx)[:, 2])
         else:
             raise ValueError(f"person {idx} has no keypoint scores ('scores' or (K, 3) 'keypoints')")
     lengths = sorted({k.shape[0] for k in kps})
@@ -330,7 +140,7 @@ def crop_box_areas(boxes, aspect_ratio: float, padding: float = 1.25) -> np.ndar
     Returns:
         `(N,)` float64 areas.
     """
-    b = _to_numpy(boxes, "boxes").reshape(-1, 4)
+    b = as_float64_array(boxes, "boxes").reshape(-1, 4)
     if aspect_ratio <= 0 or not np.isfinite(aspect_ratio):
         raise ValueError(f"aspect_ratio must be positive, got {aspect_ratio}")
     w, h = b[:, 2].copy(), b[:, 3].copy()

@@ -19,10 +19,13 @@ from typing import Any
 
 import numpy as np
 
+from ..data.coco import keypoint_category_ids, select_ground_truth_boxes
+from ..heatmaps import rescore_scores
+from ..inference import inference_model
 from ..jsonio import JsonLinesWriter, check_output_file, read_json, write_json_atomic
 from ..keypoint_schemas import get_schema, head_num_keypoints
 from .coco import coco_keypoint_eval, load_coco, persons_to_coco_results
-from .nms import crop_box_areas, oks_nms_arrays, rescore_scores, resolve_sigmas
+from .nms import crop_box_areas, oks_nms_arrays, resolve_sigmas
 
 logger = logging.getLogger(__name__)
 
@@ -56,8 +59,6 @@ def ground_truth_boxes(coco) -> dict[Any, tuple[list[list[float]], list[float]]]
             `width` / `height` (or duplicated ids, see `load_coco`), naming the file, the
             annotation id and the field.
     """
-    from ..data.coco import keypoint_category_ids, select_ground_truth_boxes  # (imported here: needs `datasets`)
-
     coco = load_coco(coco)
     source = getattr(coco, "vitpose_source", "ground truth")
     annotations = coco.dataset.get("annotations") or []
@@ -218,8 +219,6 @@ def predict_coco_results(
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    from ..inference import inference_model  # torch only where a model runs
-
     model = inference_model(model)  # fast paths on a weight-sharing copy: the caller's model is untouched
     schema = get_schema(schema)
     sigmas = resolve_sigmas(schema, schema.num_keypoints) if oks_threshold is not None else None

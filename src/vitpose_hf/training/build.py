@@ -14,7 +14,6 @@ import json
 import logging
 import math
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ import numpy as np
 from ..checkpoint_keys import read_checkpoint
 from ..configuration_vitpose import VitPoseConfig
 from ..data import TopDownTransform, load_keypoint_dataset, make_synthetic_coco, schema_from_category
+from ..data.coco import recorded_schema_name
 from ..keypoint_schemas import SCHEMAS, KeypointSchema, get_schema, schema_for_num_keypoints
 from ..modeling_vitpose import VitPoseForPoseEstimation
 from ..modeling_vitpose_mae import load_mae_checkpoint_into_backbone
@@ -143,10 +143,10 @@ def _saved_schema(ds, data_args) -> KeypointSchema:
     if data_args.keypoint_schema:
         return get_schema(data_args.keypoint_schema)
     count = len(ds[0]["keypoints"]) // 3
-    found = re.search(r"keypoint schema: (\S+)", ds.info.description or "")
-    if found:
+    recorded = recorded_schema_name(ds)
+    if recorded:
         try:
-            schema = get_schema(found.group(1))
+            schema = get_schema(recorded)
         except ValueError:
             schema = None
         if schema is not None and schema.num_keypoints == count:

@@ -15,7 +15,7 @@ import numpy as np
 import transformers
 from PIL import Image
 
-from ..evaluation import load_coco
+from ..evaluation import ground_truth_boxes, load_coco
 from ..evaluation.coco import format_metrics_table
 from ..modelcard import write_model_card
 from ..visualization import draw_keypoints
@@ -29,15 +29,16 @@ PREDICTIONS_PICTURE = "predictions.png"
 
 def write_predictions_picture(trainer, coco_eval: dict, output_dir: str, num_images: int = 4) -> str | None:
     """`output_dir/predictions.png`: the trained model's keypoints on the first `num_images`
-    evaluation images (ground-truth boxes, no flip test), side by side; returns its path."""
+    evaluation images (the evaluation's ground-truth boxes, `vitpose_hf.evaluation.ground_truth_boxes`;
+    no flip test), side by side; returns its path."""
     model = trainer.accelerator.unwrap_model(trainer.model).eval()
     pipe = transformers.pipeline("keypoint-detection", model=model, image_processor=coco_eval["processor"],
                                  device=model.device)
-    dataset = load_coco(coco_eval["annotation_file"]).dataset
+    coco = load_coco(coco_eval["annotation_file"])
+    boxes_per_image = ground_truth_boxes(coco)
     tiles = []
-    for image_info in dataset["images"][:num_images]:
-        boxes = [a["bbox"] for a in dataset["annotations"]
-                 if a["image_id"] == image_info["id"] and not a.get("iscrowd", 0)]
+    for image_info in coco.dataset["images"][:num_images]:
+        boxes, _ = boxes_per_image[image_info["id"]]
         path = os.path.join(coco_eval["image_dir"], image_info["file_name"])
         persons = pipe(path, boxes=boxes, flip_test=False, dataset_index=coco_eval["dataset_index"]) if boxes else []
         tiles.append(np.asarray(draw_keypoints(path, persons, schema=coco_eval["schema"])))

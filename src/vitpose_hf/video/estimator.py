@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 
 from ..detectors import build_detector
-from ..evaluation.nms import oks_nms_arrays
 from ..keypoint_schemas import KeypointSchema
+from ..similarity import oks_nms_arrays
 from .smoothing import DEFAULT_BETA, DEFAULT_D_CUTOFF, DEFAULT_MIN_CUTOFF, PoseSmoother
 from .sources import Frame, iter_frames
 from .tracking import PoseTracker

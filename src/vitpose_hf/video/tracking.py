@@ -2,7 +2,7 @@
 
 Association is one Hungarian assignment per frame (`scipy.optimize.linear_sum_assignment`) on a
 similarity that mixes the two cues top-down pose gives: the box IoU and the object keypoint
-similarity (OKS, COCO's keypoint distance, `evaluation.nms.oks_iou`) between each track's pose,
+similarity (OKS, COCO's keypoint distance, `vitpose_hf.similarity.oks_iou`) between each track's pose,
 moved by its velocity to the frame's time, and each new person. IoU alone (SORT, ByteTrack, and
 supervision's ByteTrack) confuses two people whose boxes overlap while they cross; their keypoints
 still tell them apart, which is why the OKS term is there. A pair is matched only when its
@@ -25,12 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..detectors import box_iou
-from ..evaluation.nms import oks_iou
-
-try:  # optional dependency (the "video" extra): only the association needs it
-    from scipy.optimize import linear_sum_assignment
-except ImportError:  # pragma: no cover - exercised only without scipy
-    linear_sum_assignment = None
+from ..similarity import oks_iou
 
 logger = logging.getLogger(__name__)
 
@@ -98,8 +93,11 @@ class PoseTracker:
         keypoint_threshold: float = 0.3,
         min_score: float = 0.3,
     ):
-        if linear_sum_assignment is None:
-            raise ImportError("pose tracking needs scipy: pip install scipy (or vitpose_hf[video])")
+        try:  # an optional dependency (the "video" extra), imported when a tracker is made
+            from scipy.optimize import linear_sum_assignment
+        except ImportError as err:  # pragma: no cover - exercised only without scipy
+            raise ImportError("pose tracking needs scipy: pip install scipy (or vitpose_hf[video])") from err
+        self._assign = linear_sum_assignment
         if not 0.0 <= float(oks_weight) <= 1.0:
             raise ValueError(f"oks_weight must be in [0, 1], got {oks_weight}")
         if not 0.0 < float(match_threshold) <= 1.0:
@@ -169,7 +167,7 @@ class PoseTracker:
         sim = self.similarity(timestamp, keypoints, bboxes)
         matched_track: dict[int, int] = {}
         if sim.size:
-            rows, cols = linear_sum_assignment(-sim)
+            rows, cols = self._assign(-sim)
             for r, c in zip(rows, cols):
                 if sim[r, c] >= self.match_threshold:
                     matched_track[int(c)] = int(r)
