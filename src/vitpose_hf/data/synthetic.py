@@ -281,7 +281,8 @@ def _draw_figure(canvas: _Canvas, fig: dict, code: int, rng: np.random.Generator
         hp, kn, an = (11, 13, 15) if left else (12, 14, 16)
         limb(hp, kn, 1.1 * w, left, L_THIGH if left else R_THIGH)
         limb(kn, an, 0.95 * w, left, L_SHIN if left else R_SHIN)
-        out = _rot(fig["down"], -90.0 if left else 90.0)  # feet point outwards
+        # feet point outwards, or along `foot_dir` when given (a walking figure's direction)
+        out = fig["foot_dir"] if "foot_dir" in fig else _rot(fig["down"], -90.0 if left else 90.0)
         toe = kp[an] + out * 1.4 * w + fig["down"] * 0.2 * w
         canvas.line(kp[an], toe, tone[left], 0.7 * w, code | (L_FOOT if left else R_FOOT))
 
