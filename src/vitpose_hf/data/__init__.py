@@ -1,4 +1,5 @@
-"""Datasets, train-time augmentation, target heatmaps, collation and a synthetic dataset.
+"""Datasets, train-time augmentation, target heatmaps, collation, a synthetic dataset and synthetic
+tracking videos.
 
 Typical use::
 
@@ -13,6 +14,7 @@ from .augmentation import IMAGENET_MEAN, IMAGENET_STD, TopDownTransform, load_im
 from .coco import PERSON_FEATURES, clean_coco_bbox, load_coco_keypoints, schema_from_category, select_ground_truth_boxes
 from .collator import PoseDataCollator
 from .synthetic import load_synthetic_dataset, make_synthetic_coco, render_synthetic_image
+from .synthetic_video import SyntheticVideoFrame, iter_synthetic_video, video_difficulty, write_synthetic_video
 from .converters import load_aic, load_crowdpose, load_keypoint_dataset, load_mpii
 from .targets import generate_heatmaps, generate_msra_heatmaps, generate_udp_heatmaps
 
@@ -21,11 +23,13 @@ __all__ = [
     "IMAGENET_STD",
     "PERSON_FEATURES",
     "PoseDataCollator",
+    "SyntheticVideoFrame",
     "TopDownTransform",
     "clean_coco_bbox",
     "generate_heatmaps",
     "generate_msra_heatmaps",
     "generate_udp_heatmaps",
+    "iter_synthetic_video",
     "load_aic",
     "load_coco_keypoints",
     "load_crowdpose",
@@ -37,4 +41,6 @@ __all__ = [
     "render_synthetic_image",
     "schema_from_category",
     "select_ground_truth_boxes",
+    "video_difficulty",
+    "write_synthetic_video",
 ]

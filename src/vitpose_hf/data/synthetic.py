@@ -132,16 +132,59 @@ def _rot(v: np.ndarray, deg: float) -> np.ndarray:
     return np.array([c * v[0] - s * v[1], s * v[0] + c * v[1]])
 
 
-def _figure_pose(rng: np.random.Generator, height: float, pelvis: np.ndarray) -> dict:
-    """Joint positions (image pixels) of one figure facing the viewer, plus drawing sizes."""
+def _sample_figure_shape(rng: np.random.Generator) -> dict:
+    """One figure's random shape and pose draws, relative to its height (see `_figure_geometry`).
+
+    The draws are kept raw (the uniform factors, the angles in degrees) and in `_figure_pose`'s
+    historical call order, so that `_figure_geometry(_sample_figure_shape(rng), h, pelvis)` is
+    bit-identical to what the image generator always drew. The video generator samples a shape once
+    and re-evaluates the geometry per frame with its own joint angles.
+
+    Returns a dict: `body_rot`, `lean`, `tilt` (degrees), `yaw`, the size factors `sw`, `hw`,
+    `torso`, `head_r`, `neck_len`, `limb_scale`, `limb_w`, and per side (0 left, 1 right) lists
+    `arm_angle`, `arm_bend`, `leg_angle`, `leg_bend` (degrees) and `upper_arm`, `forearm`, `thigh`,
+    `shin` (length factors).
+    """
+    s: dict = {}
+    s["body_rot"] = rng.normal(0.0, 12.0) if rng.random() < 0.85 else rng.uniform(-60.0, 60.0)
+    s["lean"] = rng.normal(0.0, 8.0)
+    s["sw"] = rng.uniform(0.85, 1.15)
+    s["hw"] = rng.uniform(0.85, 1.15)
+    s["torso"] = rng.uniform(0.92, 1.08)
+    s["head_r"] = rng.uniform(0.9, 1.1)
+    s["neck_len"] = rng.uniform(0.8, 1.2)
+    s["tilt"] = rng.normal(0.0, 10.0)
+    s["yaw"] = rng.uniform(-0.35, 0.35)
+    s["limb_scale"] = rng.uniform(0.9, 1.1)
+    for key in ("arm_angle", "arm_bend", "upper_arm", "forearm", "leg_angle", "leg_bend", "thigh", "shin"):
+        s[key] = []
+    for _ in range(2):  # left, then right
+        s["arm_angle"].append(rng.uniform(-30.0, 170.0))
+        s["arm_bend"].append(rng.uniform(-20.0, 150.0) * (1.0 if rng.random() < 0.7 else -1.0))
+        s["upper_arm"].append(rng.uniform(0.75, 1.05))
+        s["forearm"].append(rng.uniform(0.75, 1.05))
+        s["leg_angle"].append(rng.uniform(-12.0, 45.0) if rng.random() < 0.9 else rng.uniform(45.0, 95.0))
+        s["leg_bend"].append(rng.uniform(-10.0, 70.0) * (1.0 if rng.random() < 0.5 else -1.0))
+        s["thigh"].append(rng.uniform(0.8, 1.05))
+        s["shin"].append(rng.uniform(0.8, 1.05))
+    s["limb_w"] = rng.uniform(0.055, 0.085)
+    return s
+
+
+def _figure_geometry(shape: dict, height: float, pelvis: np.ndarray) -> dict:
+    """Joint positions (image pixels) of a figure of `shape` (`_sample_figure_shape`), `height`
+    pixels tall, pelvis at `pelvis` `(2,)`, facing the viewer; plus its drawing sizes.
+
+    Returns `kp (17, 2)`, `neck_base`, `head_c`, `head_dir`, `side`, `down` `(2,)`, `head_r`, `limb_w`.
+    """
     h = height
-    body_rot = rng.normal(0.0, 12.0) if rng.random() < 0.85 else rng.uniform(-60.0, 60.0)
-    lean = rng.normal(0.0, 8.0)
-    sw = 0.11 * h * rng.uniform(0.85, 1.15)  # half shoulder width
-    hw = 0.075 * h * rng.uniform(0.85, 1.15)  # half hip width
-    torso = 0.30 * h * rng.uniform(0.92, 1.08)
-    head_r = 0.065 * h * rng.uniform(0.9, 1.1)
-    neck_len = 0.055 * h * rng.uniform(0.8, 1.2)
+    # the products keep the historical operand order: floating point is not associative
+    body_rot, lean = shape["body_rot"], shape["lean"]
+    sw = 0.11 * h * shape["sw"]  # half shoulder width
+    hw = 0.075 * h * shape["hw"]  # half hip width
+    torso = 0.30 * h * shape["torso"]
+    head_r = 0.065 * h * shape["head_r"]
+    neck_len = 0.055 * h * shape["neck_len"]
 
     def body(p):  # body frame (x to image right = figure's left, y down) -> image
         return pelvis + _rot(np.asarray(p, dtype=np.float64), body_rot)
@@ -155,11 +198,10 @@ def _figure_pose(rng: np.random.Generator, height: float, pelvis: np.ndarray) ->
     kp[6] = upper((-sw, -torso))
     kp[11] = body((hw, 0.0))
     kp[12] = body((-hw, 0.0))
-    tilt = rng.normal(0.0, 10.0)
-    head_dir = _rot(_rot(np.array([0.0, -1.0]), body_rot + lean), tilt)
+    head_dir = _rot(_rot(np.array([0.0, -1.0]), body_rot + lean), shape["tilt"])
     head_c = neck_base + head_dir * (neck_len + head_r)
     side = np.array([-head_dir[1], head_dir[0]])  # unit vector to the figure's left (image right)
-    yaw = rng.uniform(-0.35, 0.35)
+    yaw = shape["yaw"]
     kp[0] = head_c + side * (yaw * head_r) - head_dir * (0.2 * head_r)
     kp[1] = head_c + side * ((0.38 + 0.3 * yaw) * head_r) + head_dir * (0.22 * head_r)
     kp[2] = head_c + side * ((-0.38 + 0.3 * yaw) * head_r) + head_dir * (0.22 * head_r)
@@ -167,23 +209,23 @@ def _figure_pose(rng: np.random.Generator, height: float, pelvis: np.ndarray) ->
     kp[4] = head_c + side * ((-0.98 - 0.1 * yaw) * head_r) + head_dir * (0.05 * head_r)
 
     down = _rot(np.array([0.0, 1.0]), body_rot)
-    limb_scale = rng.uniform(0.9, 1.1)
+    limb_scale = shape["limb_scale"]
     for s_idx, sign in ((0, 1.0), (1, -1.0)):  # 0: left (outward = +x), 1: right
         # arm: angle from hanging down, positive = raised sideways
-        a = rng.uniform(-30.0, 170.0)
-        bend = rng.uniform(-20.0, 150.0) * (1.0 if rng.random() < 0.7 else -1.0)
-        up_len = 0.165 * h * limb_scale * rng.uniform(0.75, 1.05)
-        fo_len = 0.15 * h * limb_scale * rng.uniform(0.75, 1.05)
+        a = shape["arm_angle"][s_idx]
+        bend = shape["arm_bend"][s_idx]
+        up_len = 0.165 * h * limb_scale * shape["upper_arm"][s_idx]
+        fo_len = 0.15 * h * limb_scale * shape["forearm"][s_idx]
         d1 = _rot(down, -sign * a + lean)
         d2 = _rot(d1, -sign * bend)
         sh = kp[5 + s_idx]
         kp[7 + s_idx] = sh + d1 * up_len
         kp[9 + s_idx] = kp[7 + s_idx] + d2 * fo_len
         # leg: thigh angle outward, knee bend
-        a = rng.uniform(-12.0, 45.0) if rng.random() < 0.9 else rng.uniform(45.0, 95.0)
-        bend = rng.uniform(-10.0, 70.0) * (1.0 if rng.random() < 0.5 else -1.0)
-        th_len = 0.24 * h * limb_scale * rng.uniform(0.8, 1.05)
-        sh_len = 0.23 * h * limb_scale * rng.uniform(0.8, 1.05)
+        a = shape["leg_angle"][s_idx]
+        bend = shape["leg_bend"][s_idx]
+        th_len = 0.24 * h * limb_scale * shape["thigh"][s_idx]
+        sh_len = 0.23 * h * limb_scale * shape["shin"][s_idx]
         d1 = _rot(down, -sign * a)
         d2 = _rot(d1, sign * bend)
         hip = kp[11 + s_idx]
@@ -197,8 +239,13 @@ def _figure_pose(rng: np.random.Generator, height: float, pelvis: np.ndarray) ->
         "head_dir": head_dir,
         "side": side,
         "down": down,
-        "limb_w": h * rng.uniform(0.055, 0.085),
+        "limb_w": h * shape["limb_w"],
     }
+
+
+def _figure_pose(rng: np.random.Generator, height: float, pelvis: np.ndarray) -> dict:
+    """Joint positions (image pixels) of one random figure facing the viewer, plus drawing sizes."""
+    return _figure_geometry(_sample_figure_shape(rng), height, pelvis)
 
 
 def _draw_figure(canvas: _Canvas, fig: dict, code: int, rng: np.random.Generator) -> None:
@@ -234,7 +281,8 @@ def _draw_figure(canvas: _Canvas, fig: dict, code: int, rng: np.random.Generator
         hp, kn, an = (11, 13, 15) if left else (12, 14, 16)
         limb(hp, kn, 1.1 * w, left, L_THIGH if left else R_THIGH)
         limb(kn, an, 0.95 * w, left, L_SHIN if left else R_SHIN)
-        out = _rot(fig["down"], -90.0 if left else 90.0)  # feet point outwards
+        # feet point outwards, or along `foot_dir` when given (a walking figure's direction)
+        out = fig["foot_dir"] if "foot_dir" in fig else _rot(fig["down"], -90.0 if left else 90.0)
         toe = kp[an] + out * 1.4 * w + fig["down"] * 0.2 * w
         canvas.line(kp[an], toe, tone[left], 0.7 * w, code | (L_FOOT if left else R_FOOT))
 
