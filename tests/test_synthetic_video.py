@@ -24,9 +24,9 @@ from vitpose_hf.data.synthetic import (
     R_SHIN,
     R_THIGH,
     TORSO,
-    _draw_figure,
-    _figure_geometry,
-    _sample_figure_shape,
+    draw_figure,
+    figure_geometry,
+    sample_figure_shape,
 )
 
 SMALL = {"image_size": (144, 256), "num_frames": 120}
@@ -159,15 +159,15 @@ def test_keypoints_boxes_and_visibility_follow_the_label_map(clip):
 
 
 def test_the_drawing_window_holds_every_pixel_of_a_figure():
-    """`_figure_window` bounds where `_draw_figure` can draw (it limits the silhouette search)."""
+    """`_figure_window` bounds where `draw_figure` can draw (it limits the silhouette search)."""
     rng = np.random.default_rng(0)
     for i in range(150):
         height = rng.uniform(20.0, 300.0)
-        geo = _figure_geometry(_sample_figure_shape(rng), height, rng.uniform(-50.0, 350.0, 2))
+        geo = figure_geometry(sample_figure_shape(rng), height, rng.uniform(-50.0, 350.0, 2))
         if i % 2:
             geo["foot_dir"] = np.array([1.0 if i % 4 == 1 else -1.0, 0.0])
         canvas = sv._LabelCanvas(300, 300)
-        _draw_figure(canvas, geo, 1 << 5, np.random.default_rng(i))
+        draw_figure(canvas, geo, 1 << 5, np.random.default_rng(i))
         ys, xs = np.nonzero(canvas.label)
         win = sv._figure_window(geo, 300, 300)
         if win is None:

@@ -17,7 +17,10 @@ import torch
 from conftest import tiny_config_kwargs
 
 from vitpose_hf import VitPoseConfig, VitPoseForPoseEstimation
+from vitpose_hf.data.synthetic_video import iter_synthetic_video
+from vitpose_hf.detectors import BaseDetector, box_iou
 from vitpose_hf.video import (
+    Frame,
     OneEuroFilter,
     PoseFrame,
     PoseSmoother,
@@ -28,6 +31,7 @@ from vitpose_hf.video import (
     iter_frames,
     track_color,
 )
+from vitpose_hf.video.tracking import keypoint_extent
 
 CLIPS = Path(__file__).resolve().parents[2] / "shared" / "data" / "video_sample"
 
@@ -312,6 +316,26 @@ def test_tracker_birth_hysteresis_death_and_no_id_reuse():
     assert tracker.update(1.5, kps2, boxes2, scores2) == [1, 3]
 
 
+def test_tracker_sources_continue_their_track_and_boxes_are_learnt():
+    tracker = PoseTracker()
+    kps, boxes, scores = _frame_persons([(100, 100), (160, 100)])
+    assert tracker.update(0.0, kps, boxes, scores) == [1, 2]
+    first, second = tracker.tracks
+    # the detector drew its boxes around the keypoints with these margins
+    extent = keypoint_extent(kps[0])
+    w, h = extent[2] - extent[0], extent[3] - extent[1]
+    expected = [(extent[0] - boxes[0][0]) / w, (extent[1] - boxes[0][1]) / h,
+                (boxes[0][0] + boxes[0][2] - extent[2]) / w, (boxes[0][1] + boxes[0][3] - extent[3]) / h]
+    np.testing.assert_allclose(first.box_margins, np.clip(expected, 0, 1))
+    np.testing.assert_allclose(first.box_around(kps[0]), boxes[0], atol=1e-9)
+    # persons estimated in a track's own box continue that track, even when swapped in the list
+    # and closer to the other track
+    swapped = kps[::-1].copy(), boxes[::-1].copy(), scores
+    assert tracker.update(0.04, *swapped, sources=[first, second]) == [1, 2]
+    with pytest.raises(ValueError, match="1 sources for 2 persons"):
+        tracker.update(0.08, kps, boxes, scores, sources=[first])
+
+
 def test_tracker_rejects_bad_input():
     tracker = PoseTracker()
     kps, boxes, scores = _frame_persons([(10, 10)])
@@ -505,3 +529,81 @@ def test_cli_video_flags_on_images_are_refused(tmp_path, capsys):
     cv2.imwrite(str(image), _image())
     assert main(["predict", str(image), "-m", str(tmp_path), "--output", str(tmp_path / "o.json"), "--track"]) == 2
     assert "--track apply to videos" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------ generated video with ground truth
+
+
+class _TruthDetector(BaseDetector):
+    """The generated people's boxes, looked up by the frame array (a detector that sees everything
+    more than 30 % visible)."""
+
+    def __init__(self):
+        self.truth = {}
+        self.calls = 0
+
+    def __call__(self, image, score_threshold=None, max_detections=None):
+        self.calls += 1
+        return [{"bbox": p["bbox"], "score": 0.9} for p in self.truth[id(image)] if p["visible_fraction"] > 0.3]
+
+
+def _truth_frames(detector, log, num_frames=100, seed=0):
+    for f in iter_synthetic_video(seed=seed, num_frames=num_frames):
+        detector.truth[id(f.image)] = f.persons
+        log.append(f.persons)
+        yield Frame(f.index, f.timestamp, f.image)
+
+
+def _iou_distance(gt_boxes, hyp_boxes) -> np.ndarray:
+    """motmetrics' distance matrix for box matching at IoU >= 0.5 (1 - IoU, NaN = cannot match);
+    motmetrics 1.4's own `iou_matrix` calls `np.asfarray`, which NumPy 2 removed."""
+    def xyxy(b):
+        b = np.asarray(b, dtype=np.float64).reshape(-1, 4).copy()
+        b[:, 2:] += b[:, :2]
+        return b
+
+    iou = box_iou(xyxy(gt_boxes), xyxy(hyp_boxes))
+    return np.where(iou >= 0.5, 1.0 - iou, np.nan)
+
+
+def _mot_summary(log, frames):
+    mm = pytest.importorskip("motmetrics")
+    acc = mm.MOTAccumulator(auto_id=True)
+    for truth, frame in zip(log, frames):
+        gt = [p for p in truth if p["visible_fraction"] > 0]
+        dist = _iou_distance([p["bbox"] for p in gt], [p["bbox"] for p in frame.persons])
+        acc.update([p["track_id"] for p in gt], [p["track_id"] for p in frame.persons], dist)
+    row = mm.metrics.create().compute(acc, metrics=["mota", "num_switches", "num_objects"], name="x").loc["x"]
+    return float(row["mota"]), int(row["num_switches"]), int(row["num_objects"])
+
+
+@pytest.mark.parametrize("detect_every", [1, 5])
+def test_generated_video_with_ground_truth(trained_tiny_model, detect_every):
+    """100 frames of the benchmark's seed 0 (4 people, 2 crossings, 4 occlusions): scored against the
+    generated identities with motmetrics."""
+    import transformers
+
+    _, _, model_dir = trained_tiny_model
+    pipe = transformers.pipeline("keypoint-detection", model=str(model_dir))
+    detector, log = _TruthDetector(), []
+    est = VideoPoseEstimator(pipe, detector=detector, detect_every=detect_every, tracker=_permissive_tracker(),
+                             lost_threshold=0.0)
+    frames = list(est.process(_truth_frames(detector, log)))
+    mota, switches, track_frames = _mot_summary(log, frames)
+    assert len(frames) == 100 and track_frames == sum(p["visible_fraction"] > 0 for t in log for p in t) > 250
+    # measured with this rough tiny model: every frame 0.894 / 0 switches; every 5th frame 0.672 / 1
+    # switch / 35 detector calls (AVX-512) and 0.602 / 6 (oneDNN limited to AVX2): carried boxes follow
+    # the model's keypoints, so small rounding differences grow; the benchmark measures the real thing
+    assert switches <= (1 if detect_every == 1 else 10), (mota, switches)
+    assert mota >= (0.85 if detect_every == 1 else 0.45), (mota, switches)
+    if detect_every == 5:
+        assert 20 <= detector.calls <= 50  # every 5th frame, plus re-detections after lost tracks
+    # no id is ever used by two persons of one frame, and ids are never reused after a track ends
+    for frame in frames:
+        ids = [p["track_id"] for p in frame.persons]
+        assert len(ids) == len(set(ids))
+    last_seen = {}
+    for frame in frames:
+        for p in frame.persons:
+            last_seen.setdefault(p["track_id"], []).append(frame.index)
+    assert sorted(last_seen) == list(range(1, len(last_seen) + 1))

@@ -43,8 +43,8 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["make_synthetic_coco", "render_synthetic_image", "load_synthetic_dataset", "KEYPOINT_PARTS"]
 
-_SHIFT = 4  # OpenCV fixed-point bits: coordinates in 1/16 px
-_ONE = 1 << _SHIFT
+SUBPIXEL_SHIFT = 4  # OpenCV fixed-point bits: coordinates in 1/16 px
+SUBPIXEL_ONE = 1 << SUBPIXEL_SHIFT
 
 # part ids in the label map (figure f in 1..4 is coded (f << 5) | part; occluders 255, background 0)
 TORSO, HEAD, NECK = 1, 2, 3
@@ -75,11 +75,11 @@ KEYPOINT_PARTS: tuple[frozenset, ...] = (
 )
 
 
-def _fx(p) -> tuple[int, int]:
-    return int(round(p[0] * _ONE)), int(round(p[1] * _ONE))
+def fixed_point(p) -> tuple[int, int]:
+    return int(round(p[0] * SUBPIXEL_ONE)), int(round(p[1] * SUBPIXEL_ONE))
 
 
-class _Canvas:
+class Canvas:
     """An RGB image and its label map, drawn together (anti-aliased colour, hard labels)."""
 
     def __init__(self, image: np.ndarray):
@@ -88,34 +88,34 @@ class _Canvas:
 
     def line(self, p0, p1, color, thickness: float, label: int, caps: bool = True):
         t = max(1, int(round(thickness)))
-        cv2.line(self.image, _fx(p0), _fx(p1), color, t, cv2.LINE_AA, _SHIFT)
-        cv2.line(self.label, _fx(p0), _fx(p1), label, t, cv2.LINE_8, _SHIFT)
+        cv2.line(self.image, fixed_point(p0), fixed_point(p1), color, t, cv2.LINE_AA, SUBPIXEL_SHIFT)
+        cv2.line(self.label, fixed_point(p0), fixed_point(p1), label, t, cv2.LINE_8, SUBPIXEL_SHIFT)
         if caps:
             for p in (p0, p1):
                 self.disk(p, thickness / 2.0, color, label)
 
     def disk(self, c, r, color, label: int):
         r = max(r, 0.75)
-        cv2.circle(self.image, _fx(c), int(round(r * _ONE)), color, -1, cv2.LINE_AA, _SHIFT)
-        cv2.circle(self.label, _fx(c), int(round(r * _ONE)), label, -1, cv2.LINE_8, _SHIFT)
+        cv2.circle(self.image, fixed_point(c), int(round(r * SUBPIXEL_ONE)), color, -1, cv2.LINE_AA, SUBPIXEL_SHIFT)
+        cv2.circle(self.label, fixed_point(c), int(round(r * SUBPIXEL_ONE)), label, -1, cv2.LINE_8, SUBPIXEL_SHIFT)
 
     def ellipse(self, c, axes, angle, color, label: int):
-        ax = (max(1, int(round(axes[0] * _ONE))), max(1, int(round(axes[1] * _ONE))))
-        cv2.ellipse(self.image, _fx(c), ax, angle, 0, 360, color, -1, cv2.LINE_AA, _SHIFT)
-        cv2.ellipse(self.label, _fx(c), ax, angle, 0, 360, label, -1, cv2.LINE_8, _SHIFT)
+        ax = (max(1, int(round(axes[0] * SUBPIXEL_ONE))), max(1, int(round(axes[1] * SUBPIXEL_ONE))))
+        cv2.ellipse(self.image, fixed_point(c), ax, angle, 0, 360, color, -1, cv2.LINE_AA, SUBPIXEL_SHIFT)
+        cv2.ellipse(self.label, fixed_point(c), ax, angle, 0, 360, label, -1, cv2.LINE_8, SUBPIXEL_SHIFT)
 
     def poly(self, pts, color, label: int):
-        arr = np.array([_fx(p) for p in pts], dtype=np.int32)
-        cv2.fillConvexPoly(self.image, arr, color, cv2.LINE_AA, _SHIFT)
-        cv2.fillConvexPoly(self.label, arr, label, cv2.LINE_8, _SHIFT)
+        arr = np.array([fixed_point(p) for p in pts], dtype=np.int32)
+        cv2.fillConvexPoly(self.image, arr, color, cv2.LINE_AA, SUBPIXEL_SHIFT)
+        cv2.fillConvexPoly(self.label, arr, label, cv2.LINE_8, SUBPIXEL_SHIFT)
 
 
-def _shade(color: np.ndarray, towards: float, amount: float) -> tuple[int, int, int]:
+def shade(color: np.ndarray, towards: float, amount: float) -> tuple[int, int, int]:
     c = color * (1.0 - amount) + towards * amount
     return tuple(int(v) for v in np.clip(c, 0, 255))
 
 
-def _random_color(rng: np.random.Generator, sat=(0.45, 1.0), val=(0.45, 0.85)) -> np.ndarray:
+def random_color(rng: np.random.Generator, sat=(0.45, 1.0), val=(0.45, 0.85)) -> np.ndarray:
     h = rng.random() * 6.0
     s = rng.uniform(*sat)
     v = rng.uniform(*val) * 255.0
@@ -132,11 +132,11 @@ def _rot(v: np.ndarray, deg: float) -> np.ndarray:
     return np.array([c * v[0] - s * v[1], s * v[0] + c * v[1]])
 
 
-def _sample_figure_shape(rng: np.random.Generator) -> dict:
-    """One figure's random shape and pose draws, relative to its height (see `_figure_geometry`).
+def sample_figure_shape(rng: np.random.Generator) -> dict:
+    """One figure's random shape and pose draws, relative to its height (see `figure_geometry`).
 
     The draws are kept raw (the uniform factors, the angles in degrees) and in `_figure_pose`'s
-    historical call order, so that `_figure_geometry(_sample_figure_shape(rng), h, pelvis)` is
+    historical call order, so that `figure_geometry(sample_figure_shape(rng), h, pelvis)` is
     bit-identical to what the image generator always drew. The video generator samples a shape once
     and re-evaluates the geometry per frame with its own joint angles.
 
@@ -171,8 +171,8 @@ def _sample_figure_shape(rng: np.random.Generator) -> dict:
     return s
 
 
-def _figure_geometry(shape: dict, height: float, pelvis: np.ndarray) -> dict:
-    """Joint positions (image pixels) of a figure of `shape` (`_sample_figure_shape`), `height`
+def figure_geometry(shape: dict, height: float, pelvis: np.ndarray) -> dict:
+    """Joint positions (image pixels) of a figure of `shape` (`sample_figure_shape`), `height`
     pixels tall, pelvis at `pelvis` `(2,)`, facing the viewer; plus its drawing sizes.
 
     Returns `kp (17, 2)`, `neck_base`, `head_c`, `head_dir`, `side`, `down` `(2,)`, `head_r`, `limb_w`.
@@ -245,19 +245,19 @@ def _figure_geometry(shape: dict, height: float, pelvis: np.ndarray) -> dict:
 
 def _figure_pose(rng: np.random.Generator, height: float, pelvis: np.ndarray) -> dict:
     """Joint positions (image pixels) of one random figure facing the viewer, plus drawing sizes."""
-    return _figure_geometry(_sample_figure_shape(rng), height, pelvis)
+    return figure_geometry(sample_figure_shape(rng), height, pelvis)
 
 
-def _draw_figure(canvas: _Canvas, fig: dict, code: int, rng: np.random.Generator) -> None:
+def draw_figure(canvas: Canvas, fig: dict, code: int, rng: np.random.Generator) -> None:
     kp = fig["kp"]
-    base = _random_color(rng)
-    light = _shade(base, 255.0, 0.5)
-    dark = _shade(base, 0.0, 0.5)
+    base = random_color(rng)
+    light = shade(base, 255.0, 0.5)
+    dark = shade(base, 0.0, 0.5)
     left_light = bool(rng.random() < 0.5)  # which side is the light one: random (mirror symmetry)
     tone = {True: light if left_light else dark, False: dark if left_light else light}  # left? -> shade
     stripe_side = left_light  # the light side carries the stripe
     torso_col = tuple(int(v) for v in base)
-    skin = _shade(_random_color(rng, sat=(0.2, 0.6), val=(0.55, 0.95)), 220.0, 0.3)
+    skin = shade(random_color(rng, sat=(0.2, 0.6), val=(0.55, 0.95)), 220.0, 0.3)
     w = fig["limb_w"]
     stripe_w = max(1.0, 0.28 * w)
 
@@ -267,7 +267,7 @@ def _draw_figure(canvas: _Canvas, fig: dict, code: int, rng: np.random.Generator
         if left == stripe_side:
             pa = kp[a] if isinstance(a, int) else a
             pb = kp[b] if isinstance(b, int) else b
-            cv2.line(canvas.image, _fx(pa), _fx(pb), dark, max(1, int(round(stripe_w))), cv2.LINE_AA, _SHIFT)
+            cv2.line(canvas.image, fixed_point(pa), fixed_point(pb), dark, max(1, int(round(stripe_w))), cv2.LINE_AA, SUBPIXEL_SHIFT)
 
     def arm(left: bool):
         s, e, wr = (5, 7, 9) if left else (6, 8, 10)
@@ -313,8 +313,8 @@ def _draw_figure(canvas: _Canvas, fig: dict, code: int, rng: np.random.Generator
     canvas.disk(kp[0], 0.14 * hr, (200, 60, 60), code | NOSE)
 
 
-def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
-    c0, c1 = _random_color(rng, (0.0, 0.7), (0.2, 0.95)), _random_color(rng, (0.0, 0.7), (0.2, 0.95))
+def draw_background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    c0, c1 = random_color(rng, (0.0, 0.7), (0.2, 0.95)), random_color(rng, (0.0, 0.7), (0.2, 0.95))
     ang = rng.uniform(0, 2 * math.pi)
     t = np.add.outer(
         np.arange(height, dtype=np.float32) * (math.sin(ang) / height),
@@ -323,27 +323,27 @@ def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray
     t = (t - t.min()) / (t.max() - t.min() + 1e-6)
     img = cv2.merge([cv2.convertScaleAbs(t, alpha=float(c1[c] - c0[c]), beta=float(c0[c])) for c in range(3)])
     for _ in range(int(rng.integers(6, 22))):
-        col = tuple(int(v) for v in _random_color(rng, (0.0, 1.0), (0.1, 1.0)))
+        col = tuple(int(v) for v in random_color(rng, (0.0, 1.0), (0.1, 1.0)))
         kind = rng.integers(0, 4)
         cx, cy = rng.uniform(0, width), rng.uniform(0, height)
         size = rng.uniform(0.03, 0.25) * min(width, height)
         if kind == 0:
-            p0 = _fx((cx - size, cy - size * rng.uniform(0.3, 1.0)))
-            p1 = _fx((cx + size, cy + size * rng.uniform(0.3, 1.0)))
-            cv2.rectangle(img, p0, p1, col, -1, cv2.LINE_AA, _SHIFT)
+            p0 = fixed_point((cx - size, cy - size * rng.uniform(0.3, 1.0)))
+            p1 = fixed_point((cx + size, cy + size * rng.uniform(0.3, 1.0)))
+            cv2.rectangle(img, p0, p1, col, -1, cv2.LINE_AA, SUBPIXEL_SHIFT)
         elif kind == 1:
-            cv2.ellipse(img, _fx((cx, cy)), (int(size * _ONE), int(size * rng.uniform(0.3, 1.0) * _ONE)),
-                        rng.uniform(0, 180), 0, 360, col, -1, cv2.LINE_AA, _SHIFT)
+            cv2.ellipse(img, fixed_point((cx, cy)), (int(size * SUBPIXEL_ONE), int(size * rng.uniform(0.3, 1.0) * SUBPIXEL_ONE)),
+                        rng.uniform(0, 180), 0, 360, col, -1, cv2.LINE_AA, SUBPIXEL_SHIFT)
         elif kind == 2:
             n = int(rng.integers(3, 7))
             angs = np.sort(rng.uniform(0, 2 * math.pi, n))
             pts = np.stack([cx + size * np.cos(angs), cy + size * np.sin(angs)], -1)
-            cv2.fillPoly(img, [np.round(pts * _ONE).astype(np.int32)], col, cv2.LINE_AA, _SHIFT)
+            cv2.fillPoly(img, [np.round(pts * SUBPIXEL_ONE).astype(np.int32)], col, cv2.LINE_AA, SUBPIXEL_SHIFT)
         else:
             d = rng.uniform(0, 2 * math.pi)
             p0 = (cx - size * math.cos(d), cy - size * math.sin(d))
             p1 = (cx + size * math.cos(d), cy + size * math.sin(d))
-            cv2.line(img, _fx(p0), _fx(p1), col, int(rng.integers(1, 4)), cv2.LINE_AA, _SHIFT)
+            cv2.line(img, fixed_point(p0), fixed_point(p1), col, int(rng.integers(1, 4)), cv2.LINE_AA, SUBPIXEL_SHIFT)
     return img
 
 
@@ -373,7 +373,7 @@ def render_synthetic_image(
         num_persons = int(rng.choice([1, 2, 3, 4], p=[0.35, 0.3, 0.2, 0.15]))
     if not 1 <= num_persons <= 4:
         raise ValueError(f"num_persons must be in 1..4, got {num_persons}")
-    canvas = _Canvas(_background(rng, height, width))
+    canvas = Canvas(draw_background(rng, height, width))
     slots = rng.permutation(num_persons)
     figures, areas = [], []
     for i in range(num_persons):
@@ -384,7 +384,7 @@ def render_synthetic_image(
         py = rng.uniform(0.48 * fh, height - 0.5 * fh) if height > fh else 0.5 * height
         fig = _figure_pose(rng, fh, np.array([px, py]))
         code = (i + 1) << 5
-        _draw_figure(canvas, fig, code, rng)
+        draw_figure(canvas, fig, code, rng)
         mine = (canvas.label >> 5) == (i + 1)
         areas.append(int(np.count_nonzero(mine)))
         ys, xs = np.nonzero(mine)
@@ -395,7 +395,7 @@ def render_synthetic_image(
             j = int(rng.integers(0, 17))
             c = fig["kp"][j] + rng.normal(0, 0.05 * height, 2)
             size = rng.uniform(0.05, 0.12) * height
-            col = tuple(int(v) for v in _random_color(rng, (0.0, 1.0), (0.15, 0.95)))
+            col = tuple(int(v) for v in random_color(rng, (0.0, 1.0), (0.15, 0.95)))
             if rng.random() < 0.5:
                 canvas.poly([c + (-size, -size * 0.7), c + (size, -size * 0.7), c + (size, size * 0.7),
                              c + (-size, size * 0.7)], col, OCCLUDER)

@@ -67,18 +67,18 @@ import numpy as np
 from ..jsonio import write_json_atomic
 from ..keypoint_schemas import COCO
 from .synthetic import (
-    _ONE,
-    _SHIFT,
+    SUBPIXEL_ONE,
+    SUBPIXEL_SHIFT,
     KEYPOINT_PARTS,
     OCCLUDER,
-    _background,
-    _Canvas,
-    _draw_figure,
-    _figure_geometry,
-    _fx,
-    _random_color,
-    _sample_figure_shape,
-    _shade,
+    draw_background,
+    Canvas,
+    draw_figure,
+    figure_geometry,
+    fixed_point,
+    random_color,
+    sample_figure_shape,
+    shade,
 )
 
 logger = logging.getLogger(__name__)
@@ -124,10 +124,10 @@ class SyntheticVideoFrame:
     persons: list[dict]
 
 
-class _LabelCanvas(_Canvas):
+class _LabelCanvas(Canvas):
     """The label map alone (for `render=False`): the same label drawing calls, no colour drawing.
 
-    `_draw_figure` also draws its stripes straight into `image`; a 1x1 image clips them away."""
+    `draw_figure` also draws its stripes straight into `image`; a 1x1 image clips them away."""
 
     def __init__(self, height: int, width: int):
         self.image = np.zeros((1, 1, 3), dtype=np.uint8)
@@ -135,22 +135,22 @@ class _LabelCanvas(_Canvas):
 
     def line(self, p0, p1, color, thickness: float, label: int, caps: bool = True):
         t = max(1, round(thickness))
-        cv2.line(self.label, _fx(p0), _fx(p1), label, t, cv2.LINE_8, _SHIFT)
+        cv2.line(self.label, fixed_point(p0), fixed_point(p1), label, t, cv2.LINE_8, SUBPIXEL_SHIFT)
         if caps:
             for p in (p0, p1):
                 self.disk(p, thickness / 2.0, color, label)
 
     def disk(self, c, r, color, label: int):
         r = max(r, 0.75)
-        cv2.circle(self.label, _fx(c), round(r * _ONE), label, -1, cv2.LINE_8, _SHIFT)
+        cv2.circle(self.label, fixed_point(c), round(r * SUBPIXEL_ONE), label, -1, cv2.LINE_8, SUBPIXEL_SHIFT)
 
     def ellipse(self, c, axes, angle, color, label: int):
-        ax = (max(1, round(axes[0] * _ONE)), max(1, round(axes[1] * _ONE)))
-        cv2.ellipse(self.label, _fx(c), ax, angle, 0, 360, label, -1, cv2.LINE_8, _SHIFT)
+        ax = (max(1, round(axes[0] * SUBPIXEL_ONE)), max(1, round(axes[1] * SUBPIXEL_ONE)))
+        cv2.ellipse(self.label, fixed_point(c), ax, angle, 0, 360, label, -1, cv2.LINE_8, SUBPIXEL_SHIFT)
 
     def poly(self, pts, color, label: int):
-        arr = np.array([_fx(p) for p in pts], dtype=np.int32)
-        cv2.fillConvexPoly(self.label, arr, label, cv2.LINE_8, _SHIFT)
+        arr = np.array([fixed_point(p) for p in pts], dtype=np.int32)
+        cv2.fillConvexPoly(self.label, arr, label, cv2.LINE_8, SUBPIXEL_SHIFT)
 
 
 @dataclass
@@ -183,7 +183,7 @@ class _Track:
         return x > self.x_end if self.vx > 0 else x < self.x_end
 
     def pose(self, t: float) -> dict:
-        """`_figure_geometry` output at frame `t` (image pixels)."""
+        """`figure_geometry` output at frame `t` (image pixels)."""
         dt = t - self.t0
         phi = self.phase0 + self.omega * dt
         d = 1.0 if self.vx > 0 else -1.0
@@ -194,14 +194,14 @@ class _Track:
         leg = self.leg_base + self.leg_amp * s
         shape["leg_angle"] = [leg, leg]
         # shin rotation towards the back (+ rotates the image's down vector to -x): `d * knee`;
-        # `_figure_geometry` rotates a side's shin by `sign * bend` (sign +1 left, -1 right)
+        # `figure_geometry` rotates a side's shin by `sign * bend` (sign +1 left, -1 right)
         knee_l = self.knee_base + self.knee_amp * max(0.0, c * d)
         knee_r = self.knee_base + self.knee_amp * max(0.0, -c * d)
         shape["leg_bend"] = [d * knee_l, -d * knee_r]
         arm = self.arm_base - self.arm_amp * s  # arms swing against the legs
         shape["arm_angle"] = [arm, arm]
         shape["arm_bend"] = [d * self.elbow, -d * self.elbow]  # forearms point forwards
-        geo = _figure_geometry(shape, self.height, np.zeros(2))
+        geo = figure_geometry(shape, self.height, np.zeros(2))
         # feet on the ground: the lower foot (its sole ~0.5 limb widths below the ankle) stands on
         # the ground line, so the pelvis bobs as the legs spread and close
         foot = max(geo["kp"][15, 1], geo["kp"][16, 1]) + 0.5 * geo["limb_w"]
@@ -214,7 +214,7 @@ class _Track:
 
 
 def _figure_window(geo: dict, height: int, width: int) -> tuple[int, int, int, int] | None:
-    """`(x0, y0, x1, y1)` (exclusive ends) image window holding every pixel `_draw_figure` can
+    """`(x0, y0, x1, y1)` (exclusive ends) image window holding every pixel `draw_figure` can
     draw for `geo`, or None when it lies outside the image.
 
     The farthest reaches beyond the joints are the toe (1.77 limb widths from the ankle, with its
@@ -238,7 +238,7 @@ class _Scene:
         self.seed, self.height, self.width, self.fps = seed, height, width, fps
         self.max_tracks = max_tracks
         rng = np.random.default_rng([seed, 4])
-        self.background = _background(rng, height, width)
+        self.background = draw_background(rng, height, width)
         self.occluders = self._occluders(rng, num_pillars, num_boxes)
         self.spawn_rng = np.random.default_rng([seed, 0])
         self.mean_gap = spawn_interval * fps  # frames between spawns (exponential)
@@ -268,7 +268,7 @@ class _Scene:
             bottom = self.ground(scale) + 0.01 * h
             out.append({"scale": scale, "pts": [(cx - half, -2.0), (cx + half, -2.0), (cx + half, bottom),
                                                 (cx - half, bottom)],
-                        "color": _random_color(rng, (0.0, 0.6), (0.25, 0.9))})
+                        "color": random_color(rng, (0.0, 0.6), (0.25, 0.9))})
         for _ in range(num_boxes):
             scale = rng.uniform(0.55, 1.0)
             fig_h = scale * _FIGURE_HEIGHT * h
@@ -278,12 +278,12 @@ class _Scene:
             bottom = self.ground(scale) + 0.01 * h
             out.append({"scale": scale, "pts": [(cx - half, top), (cx + half, top), (cx + half, bottom),
                                                 (cx - half, bottom)],
-                        "color": _random_color(rng, (0.2, 0.8), (0.3, 0.8))})
+                        "color": random_color(rng, (0.2, 0.8), (0.3, 0.8))})
         return out
 
     def _spawn(self, t: float) -> None:
         rng = np.random.default_rng([self.seed, 3, self.spawned])
-        shape = _sample_figure_shape(rng)  # proportions and sizes; the pose is replaced per frame
+        shape = sample_figure_shape(rng)  # proportions and sizes; the pose is replaced per frame
         # a new figure mostly walks against the majority of those alive: opposite walkers cross
         balance = sum(1 if tr.vx > 0 else -1 for tr in self.tracks)
         p_right = 0.5 if balance == 0 else (0.25 if balance > 0 else 0.75)
@@ -326,7 +326,7 @@ class _Scene:
 
     def render(self, index: int, render: bool, noise: float) -> tuple[np.ndarray | None, np.ndarray, list[dict]]:
         height, width = self.height, self.width
-        canvas = _Canvas(self.background.copy()) if render else _LabelCanvas(height, width)
+        canvas = Canvas(self.background.copy()) if render else _LabelCanvas(height, width)
         items = [(o["scale"], 0, i) for i, o in enumerate(self.occluders)]
         items += [(tr.scale, 1, i) for i, tr in enumerate(self.tracks)]
         drawn = []  # (track, geometry, figure number, window, area, bbox)
@@ -338,8 +338,8 @@ class _Scene:
                     p = occ["pts"]
                     edge = [p[0], (p[0][0] + 0.18 * (p[1][0] - p[0][0]), p[0][1]),
                             (p[3][0] + 0.18 * (p[2][0] - p[3][0]), p[3][1]), p[3]]
-                    cv2.fillConvexPoly(canvas.image, np.array([_fx(q) for q in edge], dtype=np.int32),
-                                       _shade(occ["color"], 0.0, 0.3), cv2.LINE_AA, _SHIFT)
+                    cv2.fillConvexPoly(canvas.image, np.array([fixed_point(q) for q in edge], dtype=np.int32),
+                                       shade(occ["color"], 0.0, 0.3), cv2.LINE_AA, SUBPIXEL_SHIFT)
                 continue
             tr = self.tracks[i]
             geo = tr.pose(float(index))
@@ -347,7 +347,7 @@ class _Scene:
             if win is None:
                 continue
             f = len(drawn) + 1
-            _draw_figure(canvas, geo, f << 5, np.random.default_rng(tr.appearance_seed))
+            draw_figure(canvas, geo, f << 5, np.random.default_rng(tr.appearance_seed))
             x0, y0, x1, y1 = win
             # drawn last so far, the figure is all on top: its pixels now are its whole silhouette
             ys, xs = np.nonzero((canvas.label[y0:y1, x0:x1] >> 5) == f)

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from ..detectors import build_detector
+from ..detectors import box_iou, build_detector
 from ..keypoint_schemas import KeypointSchema
 from ..similarity import oks_nms_arrays
 from .smoothing import DEFAULT_BETA, DEFAULT_D_CUTOFF, DEFAULT_MIN_CUTOFF, PoseSmoother
@@ -99,6 +99,12 @@ def _persons_arrays(persons: list[dict], schema: KeypointSchema) -> tuple[np.nda
     boxes = np.asarray([p["bbox"] for p in persons], dtype=np.float64).reshape(-1, 4)
     scores = np.asarray([p["score"] for p in persons], dtype=np.float64)
     return keypoints, boxes, scores
+
+
+def _xyxy(boxes: np.ndarray) -> np.ndarray:
+    out = np.asarray(boxes, dtype=np.float64).reshape(-1, 4).copy()
+    out[:, 2:] += out[:, :2]
+    return out
 
 
 def _keypoint_box(keypoints: np.ndarray, fallback: np.ndarray, threshold: float, margin: float) -> np.ndarray:
@@ -285,12 +291,13 @@ class VideoPoseEstimator:
                 if detect:
                     boxes, scores = self._detect(frame.image)
                     persons = self._poses([frame.image], [boxes], [scores])[0]
+                    sources = None  # detections: the tracker assigns them
                     since_detection = 1
                     redetect = False
                 else:
-                    persons, redetect = self._carried(frame, tracker)
+                    persons, sources, redetect = self._carried(frame, tracker)
                     since_detection += 1
-                yield self._finish(frame, persons, tracker, smoother, detected=detect)
+                yield self._finish(frame, persons, tracker, smoother, detected=detect, sources=sources)
             if frame is None:
                 break
         logger.info("video: %s", self.stats.summary())
@@ -311,40 +318,60 @@ class VideoPoseEstimator:
         for frame, persons in zip(batch, results):
             yield self._finish(frame, persons, tracker, smoother, detected=box_iter is None)
 
-    def _carried(self, frame: Frame, tracker: PoseTracker) -> tuple[list[dict], bool]:
+    def _carried(self, frame: Frame, tracker: PoseTracker) -> tuple[list[dict], list, bool]:
         """Pose of every live track in a box made from its previous keypoints; returns the persons
-        kept and whether a track was lost (so the next frame runs the detector)."""
+        kept, the track each came from, and whether a track was lost (the next frame then runs the
+        detector)."""
         width, height = frame.size
-        boxes, scores, lost = [], [], False
+        boxes, sources, lost = [], [], False
         for track in tracker.active_tracks():
             keypoints, bbox = track.predicted(frame.timestamp)
-            box = _keypoint_box(keypoints, bbox, threshold=0.3, margin=0.1)
+            # the box its detector would draw around the moved keypoints, 5 % wider per side for the
+            # pose change since; before any detection of it, the keypoints' extent grown by 10 %
+            box = track.box_around(keypoints, extra=0.05)
+            if box is None:
+                box = _keypoint_box(keypoints, bbox, threshold=0.3, margin=0.1)
             x, y, w, h = box
             if x >= width or y >= height or x + w <= 0 or y + h <= 0:
                 lost = True  # walked out of the frame
                 continue
             boxes.append(box)
-            scores.append(1.0)
+            sources.append(track)
         if not boxes:
-            return [], True
-        persons = self._poses([frame.image], [np.asarray(boxes)], [np.asarray(scores)])[0]
-        kept = [p for p in persons if p["score"] >= self.lost_threshold]
-        lost = lost or len(kept) < len(persons)
-        if len(kept) > 1:
-            # two tracks that drifted onto the same person: keep the better one (OKS-NMS, as in evaluation)
-            keypoints, bbs, sc = _persons_arrays(kept, self.schema)
-            keep = oks_nms_arrays(keypoints, sc, bbs[:, 2] * bbs[:, 3], threshold=0.9, sigmas=self._sigmas())
-            if len(keep) < len(kept):
+            return [], [], True
+        persons = self._poses([frame.image], [np.asarray(boxes)], [np.ones(len(boxes))])[0]
+        stay = np.zeros(len(persons))  # how well each new pose stays in its track's box
+        for i, (person, track, crop) in enumerate(zip(persons, sources, boxes)):
+            keypoints, _, _ = _persons_arrays([person], self.schema)
+            box = track.box_around(keypoints[0])
+            before = track.predicted(frame.timestamp)[1]
+            if box is not None:
+                # centred on the new pose; the size half from it, half from the last frame's box
+                # (a swinging arm changes the keypoints' extent more than the person's box)
+                size = 0.5 * (box[2:] + before[2:])
+                x, y = (box[:2] + box[2:] / 2 - size / 2).tolist()
+                w, h = size.tolist()
+                person.update(bbox=[x, y, w, h], box={"xmin": x, "ymin": y, "xmax": x + w, "ymax": y + h})
+            stay[i] = box_iou(_xyxy(before), _xyxy(np.asarray(person["bbox"])))[0, 0]
+        # a pose that left its track's box (it latched onto someone else) or scores low: the track
+        # is lost, the detector runs on the next frame
+        keep = [i for i, p in enumerate(persons) if p["score"] >= self.lost_threshold and stay[i] >= 0.3]
+        lost = lost or len(keep) < len(persons)
+        if len(keep) > 1:
+            # two tracks on the same person: keep the one whose pose stayed in its own box best
+            keypoints, bbs, _ = _persons_arrays([persons[i] for i in keep], self.schema)
+            survivors = oks_nms_arrays(keypoints, stay[keep], bbs[:, 2] * bbs[:, 3], threshold=0.9, sigmas=self._sigmas())
+            if len(survivors) < len(keep):
                 lost = True
-            kept = [kept[i] for i in sorted(keep.tolist())]
-        return kept, lost
+            keep = [keep[i] for i in sorted(survivors.tolist())]
+        return [persons[i] for i in keep], [sources[i] for i in keep], lost
 
-    def _finish(self, frame: Frame, persons: list[dict], tracker, smoother, detected: bool) -> PoseFrame:
+    def _finish(self, frame: Frame, persons: list[dict], tracker, smoother, detected: bool, sources=None) -> PoseFrame:
         start = time.perf_counter()
         out = persons
         if tracker is not None:
             keypoints, boxes, scores = _persons_arrays(persons, self.schema)
-            ids = tracker.update(frame.timestamp, keypoints, boxes, scores)
+            ids = tracker.update(frame.timestamp, keypoints, boxes, scores, sources=sources)
             out = []
             for person, track_id, kps, box in zip(persons, ids, keypoints, boxes):
                 if track_id is None:

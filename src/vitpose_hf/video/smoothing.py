@@ -32,10 +32,10 @@ import numpy as np
 
 __all__ = ["DEFAULT_BETA", "DEFAULT_D_CUTOFF", "DEFAULT_MIN_CUTOFF", "OneEuroFilter", "PoseSmoother"]
 
-#: cut-off frequency (Hz) for a still keypoint
-DEFAULT_MIN_CUTOFF = 1.0
-#: cut-off increase (Hz) per person-size per second of keypoint speed
-DEFAULT_BETA = 1.0
+#: cut-off frequency (Hz) for a still keypoint (tuned on benchmarks/video.py, see docs/video.md)
+DEFAULT_MIN_CUTOFF = 0.5
+#: cut-off increase (Hz) per person-size per second of keypoint speed (tuned with DEFAULT_MIN_CUTOFF)
+DEFAULT_BETA = 0.25
 #: cut-off frequency (Hz) of the velocity estimate
 DEFAULT_D_CUTOFF = 1.0
 #: keypoints scoring below this are passed through and do not update the filter

@@ -29,7 +29,7 @@ from ..similarity import oks_iou
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PoseTracker", "Track"]
+__all__ = ["PoseTracker", "Track", "keypoint_extent"]
 
 
 @dataclass
@@ -43,6 +43,10 @@ class Track:
         timestamp: time (s) of the last match.
         velocity: `(2,)` pixels / s of the person's centre (smoothed).
         hits: consecutive matched frames; missed: frames since the last match.
+        box_margins: how the person's detector box extends beyond the extent of its confident
+            keypoints, `(left, top, right, bottom)` in units of that extent's width / height
+            (learnt on detection frames; None before the first), used to draw a detector-like box
+            around keypoints on the frames without detection.
     """
 
     track_id: int | None
@@ -53,6 +57,30 @@ class Track:
     hits: int = 1
     missed: int = 0
     serial: int = 0  # internal, for stable ordering
+    box_margins: np.ndarray | None = None
+
+    def box_around(self, keypoints: np.ndarray, threshold: float = 0.3, extra: float = 0.0) -> np.ndarray | None:
+        """`[x, y, w, h]`: the box this person's detector would draw around `keypoints` `(K, 3)`
+        (its learnt `box_margins`, plus `extra` of the extent per side); None when it has no margins
+        yet or fewer than 3 keypoints score >= `threshold`."""
+        extent = keypoint_extent(keypoints, threshold)
+        if extent is None or self.box_margins is None:
+            return None
+        x0, y0, x1, y1 = extent
+        w, h = x1 - x0, y1 - y0
+        left, top, right, bottom = self.box_margins + extra
+        return np.array([x0 - left * w, y0 - top * h, w * (1 + left + right), h * (1 + top + bottom)])
+
+    def learn_box(self, keypoints: np.ndarray, bbox: np.ndarray, threshold: float = 0.3) -> None:
+        """Update `box_margins` from a detector box `bbox` `[x, y, w, h]` and the keypoints in it."""
+        extent = keypoint_extent(keypoints, threshold)
+        if extent is None:
+            return
+        x0, y0, x1, y1 = extent
+        w, h = x1 - x0, y1 - y0
+        margins = np.array([(x0 - bbox[0]) / w, (y0 - bbox[1]) / h, (bbox[0] + bbox[2] - x1) / w, (bbox[1] + bbox[3] - y1) / h])
+        margins = np.clip(margins, 0.0, 1.0)
+        self.box_margins = margins if self.box_margins is None else 0.5 * self.box_margins + 0.5 * margins
 
     def predicted(self, timestamp: float) -> tuple[np.ndarray, np.ndarray]:
         """`(keypoints (K, 3), bbox (4,))` moved by the velocity to `timestamp`."""
@@ -62,6 +90,26 @@ class Track:
         bbox = self.bbox.copy()
         bbox[:2] += shift
         return keypoints, bbox
+
+
+def keypoint_extent(keypoints: np.ndarray, threshold: float = 0.3) -> tuple[float, float, float, float] | None:
+    """`(x0, y0, x1, y1)` of the keypoints `(K, 3)` scoring >= `threshold` (at least 1 px each way),
+    None when fewer than 3 do."""
+    seen = keypoints[:, 2] >= threshold
+    if seen.sum() < 3:
+        return None
+    x0, y0 = keypoints[seen, :2].min(axis=0)
+    x1, y1 = keypoints[seen, :2].max(axis=0)
+    return float(x0), float(y0), max(float(x1), x0 + 1.0), max(float(y1), y0 + 1.0)
+
+
+def _centre(keypoints: np.ndarray, bbox: np.ndarray, threshold: float) -> np.ndarray:
+    """A person's position for its velocity: the mean of its confident keypoints (steadier than a
+    detector's box, whose edges jitter), the box centre when fewer than 3 are confident."""
+    seen = keypoints[:, 2] >= threshold
+    if seen.sum() >= 3:
+        return keypoints[seen, :2].mean(axis=0)
+    return bbox[:2] + bbox[2:] / 2
 
 
 def _xyxy(bboxes: np.ndarray) -> np.ndarray:
@@ -86,8 +134,8 @@ class PoseTracker:
     def __init__(
         self,
         sigmas="coco",
-        oks_weight: float = 0.5,
-        match_threshold: float = 0.2,
+        oks_weight: float = 0.15,
+        match_threshold: float = 0.1,
         min_hits: int = 2,
         max_missed: int = 30,
         keypoint_threshold: float = 0.3,
@@ -140,7 +188,14 @@ class PoseTracker:
         oks = oks_iou(track_kpts, keypoints, areas_t, areas_n, sigmas=self.sigmas, vis_threshold=self.keypoint_threshold)
         return self.oks_weight * oks.astype(np.float64) + (1.0 - self.oks_weight) * iou
 
-    def update(self, timestamp: float, keypoints: np.ndarray, bboxes: np.ndarray, scores: np.ndarray) -> list[int | None]:
+    def update(
+        self,
+        timestamp: float,
+        keypoints: np.ndarray,
+        bboxes: np.ndarray,
+        scores: np.ndarray,
+        sources: list[Track | None] | None = None,
+    ) -> list[int | None]:
         """Associate the persons of one frame with the tracks.
 
         Args:
@@ -148,6 +203,9 @@ class PoseTracker:
             keypoints: `(N, K, 3)` [x, y, score] per person.
             bboxes: `(N, 4)` `[x, y, w, h]` per person.
             scores: `(N,)` person scores.
+            sources: optional, per person the `Track` whose carried box it was estimated in (None
+                for a detection): such a person continues that track without a vote; the others
+                are assigned among the remaining tracks.
 
         Returns:
             Per person its track id, or None (a tentative track, or a low-score person that started
@@ -163,14 +221,24 @@ class PoseTracker:
             raise ValueError(f"keypoints must have shape (N, K, 3), got {keypoints.shape}")
         if not (np.isfinite(keypoints).all() and np.isfinite(bboxes).all() and np.isfinite(scores).all()):
             raise ValueError("keypoints, boxes and scores must be finite")
+        if sources is not None and len(sources) != n:
+            raise ValueError(f"{len(sources)} sources for {n} persons")
         timestamp = float(timestamp)
-        sim = self.similarity(timestamp, keypoints, bboxes)
-        matched_track: dict[int, int] = {}
-        if sim.size:
+        matched_track: dict[int, int] = {}  # person -> row in self.tracks
+        if sources is not None:
+            row_of = {id(t): r for r, t in enumerate(self.tracks)}
+            for c, source in enumerate(sources):
+                if source is not None and id(source) in row_of:
+                    matched_track[c] = row_of[id(source)]
+        taken = set(matched_track.values())
+        free_rows = [r for r in range(len(self.tracks)) if r not in taken]
+        free_cols = [c for c in range(n) if c not in matched_track]
+        if free_rows and free_cols:
+            sim = self.similarity(timestamp, keypoints[free_cols], bboxes[free_cols])[free_rows]
             rows, cols = self._assign(-sim)
             for r, c in zip(rows, cols):
                 if sim[r, c] >= self.match_threshold:
-                    matched_track[int(c)] = int(r)
+                    matched_track[free_cols[int(c)]] = free_rows[int(r)]
         starting = self.frames_seen < self.min_hits
         ids: list[int | None] = [None] * n
         kept: list[Track] = []
@@ -189,14 +257,16 @@ class PoseTracker:
                 kept.append(track)
                 continue
             dt = timestamp - track.timestamp
-            centre_old = track.bbox[:2] + track.bbox[2:] / 2
-            centre_new = bboxes[person, :2] + bboxes[person, 2:] / 2
+            centre_old = _centre(track.keypoints, track.bbox, self.keypoint_threshold)
+            centre_new = _centre(keypoints[person], bboxes[person], self.keypoint_threshold)
             if dt > 0 and math.isfinite(dt):
                 velocity = (centre_new - centre_old) / dt
                 # the first displacement sets the velocity, later ones are averaged with it
                 first = track.hits == 1 and track.missed == 0 and not np.any(track.velocity)
-                track.velocity = velocity if first else 0.5 * track.velocity + 0.5 * velocity
+                track.velocity = velocity if first else 0.7 * track.velocity + 0.3 * velocity
             track.keypoints, track.bbox, track.timestamp = keypoints[person].copy(), bboxes[person].copy(), timestamp
+            if sources is None or sources[person] is None:  # a detector's box: learn its margins
+                track.learn_box(track.keypoints, track.bbox, self.keypoint_threshold)
             track.hits += 1
             track.missed = 0
             if track.track_id is None and (track.hits >= self.min_hits or starting):
@@ -208,6 +278,7 @@ class PoseTracker:
                 continue
             self._serial += 1
             track = Track(None, keypoints[c].copy(), bboxes[c].copy(), timestamp, serial=self._serial)
+            track.learn_box(track.keypoints, track.bbox, self.keypoint_threshold)
             if starting or self.min_hits <= 1:
                 track.track_id = self._new_id()
             ids[c] = track.track_id
