@@ -1,8 +1,8 @@
 """Video benchmark: tracking accuracy, jitter and lag on generated video with ground truth, and
 frames/s on the real clips.
 
-    python benchmarks/video.py --model vitpose-offline [--seeds 0,1,2] [--frames 300] [--markdown FILE]
-                               [--speed-only | --accuracy-only] [--tune]
+    python benchmarks/video.py --model vitpose-offline [--seeds 0,1,2] [--frames 300]
+                               [--speed-only | --accuracy-only | --association-grid] [--tune]
 
 Accuracy (`vitpose_hf.data.synthetic_video`, fixed seeds, ground-truth ids and keypoints): the
 model (a checkpoint trained on the synthetic people, e.g. the README's main job `vitpose-offline/`)
@@ -49,8 +49,10 @@ import transformers  # noqa: E402
 import vitpose_hf  # noqa: E402
 from vitpose_hf import VitPoseConfig, VitPoseForPoseEstimation  # noqa: E402
 from vitpose_hf.data.synthetic_video import iter_synthetic_video  # noqa: E402
-from vitpose_hf.detectors import BaseDetector, box_iou  # noqa: E402
-from vitpose_hf.video import Frame, PoseSmoother, PoseTracker, VideoPoseEstimator, iter_frames  # noqa: E402
+from vitpose_hf.detectors import BaseDetector, box_iou, xywh_to_xyxy  # noqa: E402
+from vitpose_hf.keypoint_schemas import COCO  # noqa: E402
+from vitpose_hf.video import Frame, PoseFrame, PoseSmoother, PoseTracker, VideoPoseEstimator, iter_frames  # noqa: E402
+from vitpose_hf.video.estimator import persons_to_arrays  # noqa: E402
 from vitpose_hf.video.smoothing import DEFAULT_BETA, DEFAULT_MIN_CUTOFF  # noqa: E402
 
 transformers.logging.set_verbosity_error()
@@ -91,12 +93,7 @@ def _frames_with_truth(seed: int, num_frames: int, detector: SimulatedDetector, 
 def iou_distance(gt_boxes, hyp_boxes) -> np.ndarray:
     """motmetrics' distance matrix for box matching at IoU >= 0.5 (1 - IoU, NaN = cannot match);
     motmetrics 1.4's own `distances.iou_matrix` calls `np.asfarray`, which NumPy 2 removed."""
-    def xyxy(b):
-        b = np.asarray(b, dtype=np.float64).reshape(-1, 4).copy()
-        b[:, 2:] += b[:, :2]
-        return b
-
-    iou = box_iou(xyxy(gt_boxes), xyxy(hyp_boxes))
+    iou = box_iou(xywh_to_xyxy(gt_boxes), xywh_to_xyxy(hyp_boxes))
     return np.where(iou >= 0.5, 1.0 - iou, np.nan)
 
 
@@ -211,6 +208,41 @@ def accuracy(model_dir: str, seeds, num_frames: int, tune: bool) -> list[dict]:
     return rows
 
 
+class _Replayed:
+    def __init__(self, persons, timestamp):
+        self.persons, self.timestamp = persons, timestamp
+
+
+def association_grid(model_dir: str, seeds, num_frames: int) -> None:
+    """ID switches and MOTA of `PoseTracker` settings on the same detections and poses
+    (`detect_every=1`: they do not depend on the tracker, so one pass of the model is replayed
+    through each setting)."""
+    pipe = transformers.pipeline("keypoint-detection", model=model_dir)
+    runs = []
+    for seed in seeds:
+        detector, truth_log = SimulatedDetector(seed * 100 + 1), []
+        est = VideoPoseEstimator(pipe, detector=detector, detect_every=1, track=False, smooth=False)
+        frames = [PoseFrame(f.index, f.timestamp, None, f.persons)
+                  for f in est.process(_frames_with_truth(seed, num_frames, detector, truth_log))]
+        runs.append((truth_log, frames))
+    print("\n| match_threshold | oks_weight | ID switches (all seeds) | per 1,000 | MOTA per seed |\n|---|---|---|---|---|")
+    for threshold in (0.05, 0.1, 0.2, 0.35, 0.5):
+        for weight in (0.0, 0.15, 0.3, 0.5, 0.8):
+            switches, track_frames, motas = 0, 0, []
+            for truth_log, frames in runs:
+                tracker = PoseTracker(match_threshold=threshold, oks_weight=weight)
+                replay = []
+                for f in frames:
+                    kps, boxes, scores = persons_to_arrays(f.persons, COCO)
+                    ids = tracker.update(f.timestamp, kps, boxes, scores)
+                    replay.append(_Replayed([dict(p, track_id=i) for p, i in zip(f.persons, ids) if i is not None], f.timestamp))
+                scores_, _ = _mot(truth_log, replay)
+                switches += scores_["IDSW"]
+                track_frames += scores_["track_frames"]
+                motas.append(f"{scores_['MOTA']:.3f}")
+            print(f"| {threshold} | {weight} | {switches} | {1000 * switches / track_frames:.2f} | {' / '.join(motas)} |", flush=True)
+
+
 def _fmt_accuracy(r) -> str:
     return (f"| {r['seed']} | {r['detect_every']} | {r['MOTA']:.3f} | {r['IDF1']:.3f} | {r['IDSW']} | "
             f"{r['IDSW_per_1000']:.2f} | {r['track_frames']} | {r['detector_calls_per_frame']:.2f} | "
@@ -258,6 +290,7 @@ def main(argv=None) -> int:
     parser.add_argument("--speed-only", action="store_true")
     parser.add_argument("--accuracy-only", action="store_true")
     parser.add_argument("--tune", action="store_true", help="also print the One-Euro grid (min_cutoff x beta)")
+    parser.add_argument("--association-grid", action="store_true", help="only the tracker settings grid (detect_every 1)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     vitpose_hf.register()
@@ -269,6 +302,9 @@ def main(argv=None) -> int:
     print(f"# machine: {cpu}, {os.cpu_count()} cpus, {torch.get_num_threads()} threads; ISA {' '.join(flags)}")
     print(f"# command: python benchmarks/video.py {' '.join(sys.argv[1:] if argv is None else argv)}")
     print(f"# started {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load average {os.getloadavg()[0]:.2f}")
+    if args.association_grid:
+        association_grid(args.model, [int(s) for s in args.seeds.split(",")], args.frames)
+        return 0
     if not args.speed_only:
         print("\n| seed | detect_every | MOTA | IDF1 | IDSW | IDSW / 1000 | GT track-frames | detector calls / frame "
               "| jitter raw | jitter smoothed | reduction | lag (frames) |\n|---|---|---|---|---|---|---|---|---|---|---|---|")

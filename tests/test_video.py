@@ -18,7 +18,7 @@ from conftest import tiny_config_kwargs
 
 from vitpose_hf import VitPoseConfig, VitPoseForPoseEstimation
 from vitpose_hf.data.synthetic_video import iter_synthetic_video
-from vitpose_hf.detectors import BaseDetector, box_iou
+from vitpose_hf.detectors import BaseDetector, box_iou, xywh_to_xyxy
 from vitpose_hf.video import (
     Frame,
     OneEuroFilter,
@@ -557,12 +557,7 @@ def _truth_frames(detector, log, num_frames=100, seed=0):
 def _iou_distance(gt_boxes, hyp_boxes) -> np.ndarray:
     """motmetrics' distance matrix for box matching at IoU >= 0.5 (1 - IoU, NaN = cannot match);
     motmetrics 1.4's own `iou_matrix` calls `np.asfarray`, which NumPy 2 removed."""
-    def xyxy(b):
-        b = np.asarray(b, dtype=np.float64).reshape(-1, 4).copy()
-        b[:, 2:] += b[:, :2]
-        return b
-
-    iou = box_iou(xyxy(gt_boxes), xyxy(hyp_boxes))
+    iou = box_iou(xywh_to_xyxy(gt_boxes), xywh_to_xyxy(hyp_boxes))
     return np.where(iou >= 0.5, 1.0 - iou, np.nan)
 
 

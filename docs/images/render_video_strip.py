@@ -1,5 +1,6 @@
-"""Render docs/images/video_strip.jpg: tracked, smoothed poses on generated video, a strip of frames
-with the track ids and skeletons drawn by `vitpose_hf.video.draw_tracks`.
+"""Render docs/images/video_strip.jpg: tracked, smoothed poses on generated video, six frames in two
+rows (read left to right, top to bottom) with the track ids and skeletons drawn by
+`vitpose_hf.video.draw_tracks`.
 
 The frames come from `vitpose_hf.data.synthetic_video` (the real clips in ../shared keep their own
 terms and are never copied into the repository). The model is one trained on the synthetic people,
@@ -23,7 +24,7 @@ model_dir = sys.argv[1] if len(sys.argv) > 1 else "vitpose-offline"
 seed = int(sys.argv[2]) if len(sys.argv) > 2 else 0
 first = int(sys.argv[3]) if len(sys.argv) > 3 else 60
 step = int(sys.argv[4]) if len(sys.argv) > 4 else 12
-count = 5
+count = 6
 
 
 class TruthBoxes(BaseDetector):
@@ -53,7 +54,8 @@ for frame in video.process(frames()):
     if frame.index >= first and (frame.index - first) % step == 0:
         tiles.append(draw_tracks(frame.image, frame.persons))
 gap = np.full((tiles[0].shape[0], 6, 3), 255, dtype=np.uint8)
-strip = np.concatenate([x for t in tiles for x in (t, gap)][:-1], axis=1)
+rows = [np.concatenate([x for t in tiles[i : i + 3] for x in (t, gap)][:-1], axis=1) for i in (0, 3)]
+strip = np.concatenate([rows[0], np.full((6, rows[0].shape[1], 3), 255, dtype=np.uint8), rows[1]], axis=0)
 scale = 1600 / strip.shape[1]
 out = Image.fromarray(strip).resize((1600, int(strip.shape[0] * scale)), Image.LANCZOS)
 out.save("docs/images/video_strip.jpg", quality=88)

@@ -67,12 +67,20 @@ __all__ = [
     "load_default_detector",
     "load_rgb_image",
     "nms",
+    "xywh_to_xyxy",
 ]
 
 
 # ----------------------------------------------------------------------------------------------
 # box utilities
 # ----------------------------------------------------------------------------------------------
+
+
+def xywh_to_xyxy(boxes) -> np.ndarray:
+    """`(N, 4)` `[x, y, w, h]` (any array-like, one box or many) -> `(N, 4)` float64 `[x1, y1, x2, y2]`."""
+    out = np.asarray(boxes, dtype=np.float64).reshape(-1, 4).copy()
+    out[:, 2:] += out[:, :2]
+    return out
 
 
 def box_iou(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from ..detectors import box_iou, build_detector
+from ..detectors import box_iou, build_detector, xywh_to_xyxy
 from ..keypoint_schemas import KeypointSchema
 from ..similarity import oks_nms_arrays
 from .smoothing import DEFAULT_BETA, DEFAULT_D_CUTOFF, DEFAULT_MIN_CUTOFF, PoseSmoother
@@ -35,7 +35,7 @@ from .tracking import PoseTracker
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PoseFrame", "VideoPoseEstimator", "VideoStats"]
+__all__ = ["PoseFrame", "VideoPoseEstimator", "VideoStats", "persons_to_arrays"]
 
 
 @dataclass
@@ -89,7 +89,7 @@ class VideoStats:
         )
 
 
-def _persons_arrays(persons: list[dict], schema: KeypointSchema) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def persons_to_arrays(persons: list[dict], schema: KeypointSchema) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pipeline persons -> keypoints `(N, K, 3)`, boxes `(N, 4)` xywh, scores `(N,)`."""
     k = schema.num_keypoints
     keypoints = np.zeros((len(persons), k, 3))
@@ -99,12 +99,6 @@ def _persons_arrays(persons: list[dict], schema: KeypointSchema) -> tuple[np.nda
     boxes = np.asarray([p["bbox"] for p in persons], dtype=np.float64).reshape(-1, 4)
     scores = np.asarray([p["score"] for p in persons], dtype=np.float64)
     return keypoints, boxes, scores
-
-
-def _xyxy(boxes: np.ndarray) -> np.ndarray:
-    out = np.asarray(boxes, dtype=np.float64).reshape(-1, 4).copy()
-    out[:, 2:] += out[:, :2]
-    return out
 
 
 def _keypoint_box(keypoints: np.ndarray, fallback: np.ndarray, threshold: float, margin: float) -> np.ndarray:
@@ -341,8 +335,8 @@ class VideoPoseEstimator:
             return [], [], True
         persons = self._poses([frame.image], [np.asarray(boxes)], [np.ones(len(boxes))])[0]
         stay = np.zeros(len(persons))  # how well each new pose stays in its track's box
-        for i, (person, track, crop) in enumerate(zip(persons, sources, boxes)):
-            keypoints, _, _ = _persons_arrays([person], self.schema)
+        for i, (person, track) in enumerate(zip(persons, sources)):
+            keypoints, _, _ = persons_to_arrays([person], self.schema)
             box = track.box_around(keypoints[0])
             before = track.predicted(frame.timestamp)[1]
             if box is not None:
@@ -352,14 +346,14 @@ class VideoPoseEstimator:
                 x, y = (box[:2] + box[2:] / 2 - size / 2).tolist()
                 w, h = size.tolist()
                 person.update(bbox=[x, y, w, h], box={"xmin": x, "ymin": y, "xmax": x + w, "ymax": y + h})
-            stay[i] = box_iou(_xyxy(before), _xyxy(np.asarray(person["bbox"])))[0, 0]
+            stay[i] = box_iou(xywh_to_xyxy(before), xywh_to_xyxy(np.asarray(person["bbox"])))[0, 0]
         # a pose that left its track's box (it latched onto someone else) or scores low: the track
         # is lost, the detector runs on the next frame
         keep = [i for i, p in enumerate(persons) if p["score"] >= self.lost_threshold and stay[i] >= 0.3]
         lost = lost or len(keep) < len(persons)
         if len(keep) > 1:
             # two tracks on the same person: keep the one whose pose stayed in its own box best
-            keypoints, bbs, _ = _persons_arrays([persons[i] for i in keep], self.schema)
+            keypoints, bbs, _ = persons_to_arrays([persons[i] for i in keep], self.schema)
             survivors = oks_nms_arrays(keypoints, stay[keep], bbs[:, 2] * bbs[:, 3], threshold=0.9, sigmas=self._sigmas())
             if len(survivors) < len(keep):
                 lost = True
@@ -370,7 +364,7 @@ class VideoPoseEstimator:
         start = time.perf_counter()
         out = persons
         if tracker is not None:
-            keypoints, boxes, scores = _persons_arrays(persons, self.schema)
+            keypoints, boxes, scores = persons_to_arrays(persons, self.schema)
             ids = tracker.update(frame.timestamp, keypoints, boxes, scores, sources=sources)
             out = []
             for person, track_id, kps, box in zip(persons, ids, keypoints, boxes):

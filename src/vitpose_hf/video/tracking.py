@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..detectors import box_iou
+from ..detectors import box_iou, xywh_to_xyxy
 from ..similarity import oks_iou
 
 logger = logging.getLogger(__name__)
@@ -112,12 +112,6 @@ def _centre(keypoints: np.ndarray, bbox: np.ndarray, threshold: float) -> np.nda
     return bbox[:2] + bbox[2:] / 2
 
 
-def _xyxy(bboxes: np.ndarray) -> np.ndarray:
-    out = np.asarray(bboxes, dtype=np.float64).reshape(-1, 4).copy()
-    out[:, 2:] += out[:, :2]
-    return out
-
-
 class PoseTracker:
     """Online multi-person pose tracker (see the module docstring).
 
@@ -180,7 +174,7 @@ class PoseTracker:
         moved = [t.predicted(timestamp) for t in self.tracks]
         track_kpts = np.stack([m[0] for m in moved])
         track_boxes = np.stack([m[1] for m in moved])
-        iou = box_iou(_xyxy(track_boxes), _xyxy(bboxes))
+        iou = box_iou(xywh_to_xyxy(track_boxes), xywh_to_xyxy(bboxes))
         # OKS with the tracks' box areas (persons' segmentation areas are unknown); COCO takes 0.53 x
         # box area as a person's area, the constant cancels out of the ranking but not of the threshold
         areas_t = 0.53 * track_boxes[:, 2] * track_boxes[:, 3]
