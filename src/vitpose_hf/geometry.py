@@ -226,6 +226,21 @@ def udp_crops_np(
     return center, scale, _fill_udp_matrix(np.zeros((boxes.shape[0], 2, 3)), cos, sin, sx, sy, center, target)
 
 
+def _affine_det(m):
+    """Determinants `(N,)` of the linear parts of `(N, 2, 3)` affines (torch or numpy)."""
+    return m[:, 0, 0] * m[:, 1, 1] - m[:, 0, 1] * m[:, 1, 0]
+
+
+def _affine_inverse(m, det, stack):
+    """The inverse of `(N, 2, 3)` affines with determinants `det` (checked by the caller), with the same
+    expressions for a torch tensor or a numpy array (`stack` joins the six entries), so both backends
+    give bit-identical results."""
+    a00, a01, a10, a11 = m[:, 0, 0], m[:, 0, 1], m[:, 1, 0], m[:, 1, 1]
+    i00, i01, i10, i11 = a11 / det, -a01 / det, -a10 / det, a00 / det
+    tx, ty = m[:, 0, 2], m[:, 1, 2]
+    return stack(i00, i01, -(i00 * tx + i01 * ty), i10, i11, -(i10 * tx + i11 * ty))
+
+
 def invert_affine(m: torch.Tensor) -> torch.Tensor:
     """Invert `(N, 2, 3)` affine matrices (crop -> image for a warp matrix).
 
@@ -233,14 +248,10 @@ def invert_affine(m: torch.Tensor) -> torch.Tensor:
     """
     if m.ndim != 3 or m.shape[-2:] != (2, 3):
         raise ValueError(f"affine matrices must be (N, 2, 3), got shape {tuple(m.shape)}")
-    a, t = m[:, :, :2], m[:, :, 2:]
-    det = a[:, 0, 0] * a[:, 1, 1] - a[:, 0, 1] * a[:, 1, 0]
+    det = _affine_det(m)
     if not bool(torch.isfinite(det).all()) or bool((det == 0).any()):
         raise ValueError(f"affine matrix is singular or not finite (determinants {det.tolist()})")
-    inv_a = torch.stack(
-        [torch.stack([a[:, 1, 1], -a[:, 0, 1]], -1), torch.stack([-a[:, 1, 0], a[:, 0, 0]], -1)], dim=-2
-    ) / det[:, None, None]
-    return torch.cat([inv_a, -(inv_a @ t)], dim=-1)
+    return _affine_inverse(m, det, lambda *entries: torch.stack(entries, -1).reshape(-1, 2, 3))
 
 
 def transform_points(points: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
@@ -539,17 +550,10 @@ def _import_cv2():
 
 def _invert_affine_np(m: np.ndarray) -> np.ndarray:
     """`invert_affine` in float64 numpy (tiny-array torch ops cost ~10 us each; this is the hot path)."""
-    a00, a01, a10, a11 = m[:, 0, 0], m[:, 0, 1], m[:, 1, 0], m[:, 1, 1]
-    det = a00 * a11 - a01 * a10
+    det = _affine_det(m)
     if not np.isfinite(det).all() or (det == 0).any():
         raise ValueError(f"affine matrix is singular or not finite (determinants {det.tolist()})")
-    inv = np.empty_like(m)
-    inv[:, 0, 0], inv[:, 0, 1] = a11 / det, -a01 / det
-    inv[:, 1, 0], inv[:, 1, 1] = -a10 / det, a00 / det
-    tx, ty = m[:, 0, 2], m[:, 1, 2]
-    inv[:, 0, 2] = -(inv[:, 0, 0] * tx + inv[:, 0, 1] * ty)
-    inv[:, 1, 2] = -(inv[:, 1, 0] * tx + inv[:, 1, 1] * ty)
-    return inv
+    return _affine_inverse(m, det, lambda *entries: np.stack(entries, -1).reshape(-1, 2, 3))
 
 
 def _source_planes(cv2, image: torch.Tensor, x0: int, y0: int, x1: int, y1: int, gains, shifts, scratch=None) -> list:
