@@ -17,7 +17,7 @@ install_requires = [
     "evaluate>=0.4",
     "safetensors>=0.4",
     "pycocotools>=2.0.7",
-    "pillow>=10.0",
+    "pillow>=10.1",  # ImageFont.load_default(size=) for the video tags
     "numpy>=1.24",
     "tqdm>=4.60",
     "opencv-python-headless>=4.8",  # crops, synthetic data, detector pre-processing

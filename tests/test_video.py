@@ -104,7 +104,7 @@ def test_missing_unreadable_and_empty_sources(tmp_path):
     junk = tmp_path / "junk.mp4"
     junk.write_bytes(b"this is not a video" * 50)
     with pytest.raises(ValueError, match="junk.mp4"):
-        list(iter_frames(junk))
+        iter_frames(junk)
     empty = tmp_path / "empty.mp4"
     cv2.VideoWriter(str(empty), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (64, 48)).release()
     with pytest.raises(ValueError, match="empty.mp4"):
@@ -602,3 +602,120 @@ def test_generated_video_with_ground_truth(trained_tiny_model, detect_every):
         for p in frame.persons:
             last_seen.setdefault(p["track_id"], []).append(frame.index)
     assert sorted(last_seen) == list(range(1, len(last_seen) + 1))
+
+
+# ------------------------------------------------------------------------------------------ review fixes
+
+
+def test_video_options_name_the_estimator_arguments():
+    import inspect
+
+    from vitpose_hf.video.estimator import VIDEO_OPTIONS
+
+    assert VIDEO_OPTIONS == set(inspect.signature(VideoPoseEstimator.__init__).parameters) - {"self", "pipeline"}
+
+
+def test_bad_sources_fail_at_the_call_not_at_the_first_frame(tmp_path):
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"not a video" * 20)
+    with pytest.raises(ValueError, match="junk.mp4"):
+        iter_frames(junk)  # no list(): the first frame is read at once
+    with pytest.raises(ValueError, match="gave no frames"):
+        iter_frames(iter([]), fps=5)
+
+
+def test_image_folders_in_natural_order(tmp_path):
+    for i, value in ((10, 30), (2, 20), (1, 10)):
+        cv2.imwrite(str(tmp_path / f"f_{i}.png"), _image(value=value))
+    assert [int(f.image.mean()) for f in iter_frames(tmp_path, fps=1)] == [10, 20, 30]
+
+
+def test_one_euro_restarts_a_keypoint_after_a_long_gap():
+    f = OneEuroFilter(max_gap=2)
+    for i in range(3):
+        f(i / 25, np.array([[0.0, 0.0]]), np.array([0.9]))
+    for i in range(3, 6):  # three frames unseen (more than max_gap)
+        f(i / 25, np.array([[50.0, 0.0]]), np.array([0.0]))
+    assert f(6 / 25, np.array([[100.0, 0.0]]), np.array([0.9])).tolist() == [[100.0, 0.0]]
+    g = OneEuroFilter(max_gap=3)  # the same gap within max_gap: smoothed towards the old state
+    for i in range(3):
+        g(i / 25, np.array([[0.0, 0.0]]), np.array([0.9]))
+    for i in range(3, 6):
+        g(i / 25, np.array([[50.0, 0.0]]), np.array([0.0]))
+    assert 0 < g(6 / 25, np.array([[100.0, 0.0]]), np.array([0.9]))[0, 0] < 100
+    with pytest.raises(ValueError, match="max_gap must be an integer"):
+        OneEuroFilter(max_gap=0.5)
+
+
+def _moving_boxes(n=12):
+    return [[[10 + 3 * i, 10, 40, 60], [70 + 2 * i, 20, 40, 60]] for i in range(n)]
+
+
+def test_a_given_tracker_is_copied_per_call(random_pipe):
+    template = _permissive_tracker()
+    est = VideoPoseEstimator(random_pipe, tracker=template, smooth=False)
+    images = [_image(96, 160, v) for v in range(0, 240, 20)]
+    first = [[p["track_id"] for p in f.persons] for f in est(images, fps=10, boxes=_moving_boxes())]
+    second = [[p["track_id"] for p in f.persons] for f in est(images, fps=10, boxes=_moving_boxes())]
+    assert first == second and first[0] == [1, 2]
+    assert template.tracks == [] and template.frames_seen == 0
+
+
+class _ScriptedDetector(BaseDetector):
+    """Two people on every call, and a third box on call 2 only (a one-frame false detection)."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, image, score_threshold=None, max_detections=None):
+        self.calls += 1
+        dets = [{"bbox": [10, 10, 40, 60], "score": 0.9}, {"bbox": [90, 20, 40, 60], "score": 0.9}]
+        if self.calls == 2:
+            dets.append({"bbox": [50, 30, 30, 50], "score": 0.9})
+        return dets
+
+
+def test_a_one_frame_false_detection_never_shows_with_detect_every(random_pipe):
+    detector = _ScriptedDetector()
+    est = VideoPoseEstimator(random_pipe, detector=detector, detect_every=3, smooth=False, lost_threshold=0.0,
+                             tracker=_permissive_tracker())
+    images = [_image(96, 160, 100)] * 9
+    frames = list(est(images, fps=10))
+    # the frame after the false detection runs the detector to confirm it; it is gone, so nobody new
+    assert all(len(f.persons) <= 2 for f in frames)
+    assert {p["track_id"] for f in frames for p in f.persons} <= {1, 2}
+
+
+def test_keypoint_threshold_filters_records_not_drawing(random_pipe, tmp_path):
+    est = VideoPoseEstimator(random_pipe, keypoint_threshold=0.5, tracker=_permissive_tracker())
+    images = [_image(96, 160, 100)] * 3
+    with VideoWriter(tmp_path / "k.mp4", jsonl=tmp_path / "k.jsonl") as writer:
+        for frame in est(images, fps=10, boxes=_moving_boxes(3)):
+            assert all(len(p["keypoints"]) == 17 for p in frame.persons)
+            writer.write(frame)  # drawing gets every keypoint: no schema mismatch
+    records = [json.loads(line) for line in (tmp_path / "k.jsonl").read_text().splitlines()]
+    for record in records:
+        for person in record["persons"]:
+            assert all(kp["score"] >= 0.5 for kp in person["keypoints"])  # random model: mostly empty
+
+
+def test_options_the_pipeline_was_built_with_apply(random_pipe, yolox_onnx):
+    import transformers
+
+    pipe = transformers.pipeline("keypoint-detection", model=random_pipe.model, detector=str(yolox_onnx),
+                                 flip_test=False, max_persons=1)
+    est = VideoPoseEstimator(pipe, tracker=_permissive_tracker())
+    assert est.pose_kwargs["flip_test"] is False and est.max_persons == 1
+    assert est.detector is not None  # the pipeline's YOLOX, not the default RT-DETR download
+    # max_persons limits detections, not the boxes given per frame (carried or from the caller)
+    frames = list(est([_image(96, 160, 100)] * 2, fps=10, boxes=_moving_boxes(2)))
+    assert [len(f.persons) for f in frames] == [2, 2]
+
+
+def test_pipeline_video_arguments(random_pipe):
+    clip = str(_clip("posetrack_5f.mp4"))
+    with pytest.raises(ValueError, match=r"unknown arguments for a video: \['whole_image'\]"):
+        random_pipe(clip, whole_image=True)
+    boxes = [[[500, 200, 200, 300]]] * 5
+    records = list(random_pipe(clip, boxes=boxes, batch_size=2, tracker=_permissive_tracker()))
+    assert [len(r["persons"]) for r in records] == [1] * 5

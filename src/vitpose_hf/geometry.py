@@ -90,13 +90,17 @@ def box_xywh_to_center_scale(
         raise ValueError(f"boxes must be (N, 4) xywh, got shape {tuple(boxes.shape)}")
     if not aspect_ratio > 0:
         raise ValueError(f"aspect_ratio must be > 0, got {aspect_ratio}")
-    x, y, w, h = boxes.unbind(-1)
-    center = torch.stack([x + w * 0.5, y + h * 0.5], dim=-1)
-    wider = w > aspect_ratio * h
-    taller = w < aspect_ratio * h
-    new_h = torch.where(wider, w / aspect_ratio, h)
-    new_w = torch.where(taller, h * aspect_ratio, w)
-    scale = torch.stack([new_w, new_h], dim=-1) / pixel_std * padding
+    return _box_center_scale(boxes, aspect_ratio, padding, pixel_std, torch.where, lambda *c: torch.stack(c, dim=-1))
+
+
+def _box_center_scale(boxes, aspect_ratio: float, padding: float, pixel_std: float, where, stack):
+    """`(center (N, 2), scale (N, 2))` of `(N, 4)` xywh boxes with the same expressions for a torch
+    tensor or a numpy array (`where`, `stack` of the backend), so both give bit-identical results."""
+    x, y, w, h = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]
+    center = stack(x + w * 0.5, y + h * 0.5)
+    new_h = where(w > aspect_ratio * h, w / aspect_ratio, h)
+    new_w = where(w < aspect_ratio * h, h * aspect_ratio, w)
+    scale = stack(new_w, new_h) / pixel_std * padding
     return center, scale
 
 
@@ -213,13 +217,8 @@ def udp_crops_np(
     boxes, evaluating the very same expressions (bit-identical results) without the ~10 us per tiny
     torch op: the image processor's hot path. Returns `center (N, 2)`, `scale (N, 2)`, `(N, 2, 3)`."""
     out_h, out_w = output_size
-    aspect_ratio = out_w / out_h
-    x, y, w, h = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]
-    center = np.stack([x + w * 0.5, y + h * 0.5], axis=-1)
-    new_h = np.where(w > aspect_ratio * h, w / aspect_ratio, h)
-    new_w = np.where(w < aspect_ratio * h, h * aspect_ratio, w)
-    scale = np.stack([new_w, new_h], axis=-1) / pixel_std * padding
-    cos, sin = np.ones_like(x), np.zeros_like(x)
+    center, scale = _box_center_scale(boxes, out_w / out_h, padding, pixel_std, np.where, lambda *c: np.stack(c, axis=-1))
+    cos, sin = np.ones(boxes.shape[0]), np.zeros(boxes.shape[0])
     target = scale * pixel_std
     sx = (1.0 / target[:, 0]) * (out_w - 1.0)  # torch's `float / tensor` is `tensor.reciprocal() * float`
     sy = (1.0 / target[:, 1]) * (out_h - 1.0)

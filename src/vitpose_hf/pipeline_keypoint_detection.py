@@ -33,7 +33,7 @@ from .inference import InferenceModelCache
 from .keypoint_schemas import KeypointSchema, get_schema, head_num_keypoints, resolve_schema
 from .modeling_vitpose import VitPoseForPoseEstimation
 from .onnx_backend import OnnxPoseModel
-from .video.estimator import VideoPoseEstimator
+from .video.estimator import VIDEO_OPTIONS, VideoPoseEstimator
 from .video.sources import is_video_path
 
 logger = logging.getLogger(__name__)
@@ -459,14 +459,22 @@ class KeypointDetectionPipeline(Pipeline):
             fps: frame rate (required for folders and plain image iterators).
             **kwargs: options of `vitpose_hf.video.VideoPoseEstimator` (`detector`,
                 `detect_every`, `track`, `smooth`, `min_cutoff`, `beta`, `flip_test`,
-                `dataset_index`, `detection_threshold`, `max_persons`, `keypoint_threshold`...).
+                `dataset_index`, `detection_threshold`, `max_persons`, `keypoint_threshold`...; what the
+                pipeline was built with applies unless given), `boxes=` (one list per frame, the
+                detector is then not used) and `batch_size` (frames per forward pass).
 
         Yields:
             `{"frame": int, "timestamp": float (s), "persons": [person, ...]}` where each person
             is in this pipeline's format plus `"track_id"` (when tracking, the default).
         """
+        boxes = kwargs.pop("boxes", None)
+        if "batch_size" in kwargs:  # frames whose crops share a forward pass
+            kwargs["frame_batch"] = kwargs.pop("batch_size")
+        unknown = sorted(set(kwargs) - VIDEO_OPTIONS)
+        if unknown:
+            raise ValueError(f"unknown arguments for a video: {unknown} (video options: {sorted(VIDEO_OPTIONS)})")
         estimator = VideoPoseEstimator(self, **kwargs)
-        return (frame.to_record() for frame in estimator(source, fps=fps))
+        return (frame.to_record() for frame in estimator(source, fps=fps, boxes=boxes))
 
 
 def _chunks(items, size: int):

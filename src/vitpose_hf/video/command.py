@@ -50,7 +50,8 @@ def is_video_input(args: argparse.Namespace) -> bool:
         if videos:
             raise ValueError(f"predict takes one video at a time (got {len(inputs)} inputs, videos {videos})")
         used = [flag for flag, on in (("--track", args.track), ("--smooth", args.smooth),
-                                      ("--detect-every", args.detect_every != 1), ("--fps", args.fps is not None)) if on]
+                                      ("--detect-every", args.detect_every != 1), ("--fps", args.fps is not None),
+                                      ("--min-cutoff", args.min_cutoff is not None), ("--beta", args.beta is not None)) if on]
         if used:
             raise ValueError(f"{', '.join(used)} apply to videos; the inputs {inputs[:3]} are images")
     return video
@@ -107,7 +108,7 @@ def run_predict_video(args: argparse.Namespace, pipeline_kwargs: Callable[[], di
         raise ValueError(f"video file not found: {source!r}")
     if args.sequence and args.fps is None:
         raise ValueError("--sequence needs --fps (the frame rate of the image sequence)")
-    frames = iter_frames(source, fps=args.fps)  # an unreadable file fails here, before the model loads
+    frames = iter_frames(source, fps=args.fps)  # reads the first frame: a bad input fails before the model loads
 
     pipe = transformers.pipeline("keypoint-detection", **pipeline_kwargs())
     options: dict[str, Any] = {
@@ -123,17 +124,23 @@ def run_predict_video(args: argparse.Namespace, pipeline_kwargs: Callable[[], di
         pipe.default_detector()  # offline, this stops here with the way out
     estimator = VideoPoseEstimator(pipe, **options)
     total = _frame_count(source) if camera is None else None
+    video_fps = args.fps
+    if camera is not None and video_fps is None and video_path is not None:
+        # a camera's first frames come at the pace of buffering and model loading, not its frame rate
+        video_fps = 30.0
+        logger.info("camera %d: the annotated video is written at 30 fps (--fps sets it)", camera)
     bar = tqdm(total=total, unit="frame", disable=args.quiet, desc="video")
-    writer = VideoWriter(video_path, jsonl_path, fps=args.fps, schema=estimator.schema, keypoint_threshold=args.draw_threshold)
+    writer = VideoWriter(video_path, jsonl_path, fps=video_fps, schema=estimator.schema, keypoint_threshold=args.draw_threshold)
+    status = 0
     try:
         for frame in estimator.process(frames):
             writer.write(frame)
             bar.update(1)
     except KeyboardInterrupt:
         logger.warning("interrupted after %d frames: the outputs hold every finished frame", writer.frames)
+        status = 130  # the shell's status for Ctrl-C
     finally:
         bar.close()
         writer.close()
-    logger.info("video: %s", estimator.stats.summary())
     logger.info("wrote %s%s", f"{video_path} ({writer.codec}) and " if video_path else "", jsonl_path)
-    return 0
+    return status

@@ -18,10 +18,11 @@ as for single images.
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -35,7 +36,17 @@ from .tracking import PoseTracker
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PoseFrame", "VideoPoseEstimator", "VideoStats", "persons_to_arrays"]
+__all__ = ["VIDEO_OPTIONS", "PoseFrame", "VideoPoseEstimator", "VideoStats", "persons_to_arrays"]
+
+#: the options of `VideoPoseEstimator` (its keyword arguments after the pipeline), which the
+#: pipeline's video call accepts
+VIDEO_OPTIONS = frozenset({
+    "detector", "detect_every", "track", "smooth", "min_cutoff", "beta", "d_cutoff", "flip_test",
+    "dataset_index", "schema", "detection_threshold", "max_persons", "keypoint_threshold",
+    "lost_threshold", "frame_batch", "tracker",
+})  # fmt: skip
+
+_END = object()  # the end of the boxes given per frame (a None entry is an empty frame)
 
 
 @dataclass
@@ -50,6 +61,8 @@ class PoseFrame:
             `track_id` (int) when tracking; sorted by track id.
         detected: whether the detector ran on this frame (False: boxes carried from the last frame,
             or given).
+        keypoint_threshold: keypoints scoring below it are left out of `to_record()` (`persons`
+            always holds every keypoint of the schema, in its order).
     """
 
     index: int
@@ -57,10 +70,16 @@ class PoseFrame:
     image: np.ndarray
     persons: list[dict]
     detected: bool = False
+    keypoint_threshold: float | None = None
 
     def to_record(self) -> dict:
-        """`{"frame", "timestamp", "persons"}`: one line of the JSON Lines output."""
-        return {"frame": self.index, "timestamp": self.timestamp, "persons": self.persons}
+        """`{"frame", "timestamp", "persons"}`: one line of the JSON Lines output (keypoints below
+        `keypoint_threshold` left out, as the pipeline does for images)."""
+        persons = self.persons
+        if self.keypoint_threshold is not None:
+            thr = self.keypoint_threshold
+            persons = [dict(p, keypoints=[kp for kp in p["keypoints"] if kp["score"] >= thr]) for p in persons]
+        return {"frame": self.index, "timestamp": self.timestamp, "persons": persons}
 
 
 @dataclass
@@ -74,7 +93,6 @@ class VideoStats:
     detector_seconds: float = 0.0
     pose_seconds: float = 0.0
     tracking_seconds: float = 0.0
-    per_frame: list[dict] = field(default_factory=list, repr=False)
 
     @property
     def total_seconds(self) -> float:
@@ -90,15 +108,23 @@ class VideoStats:
 
 
 def persons_to_arrays(persons: list[dict], schema: KeypointSchema) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pipeline persons -> keypoints `(N, K, 3)`, boxes `(N, 4)` xywh, scores `(N,)`."""
-    k = schema.num_keypoints
-    keypoints = np.zeros((len(persons), k, 3))
+    """Pipeline persons -> keypoints `(N, K, 3)` in the schema's order (matched by label; a keypoint
+    the person lacks, e.g. one dropped by a threshold, is `(0, 0, 0)`), boxes `(N, 4)` xywh, scores `(N,)`."""
+    index = {name: k for k, name in enumerate(schema.keypoints)}
+    keypoints = np.zeros((len(persons), schema.num_keypoints, 3))
     for i, person in enumerate(persons):
-        for j, kp in enumerate(person["keypoints"][:k]):
-            keypoints[i, j] = (kp["x"], kp["y"], kp["score"])
+        for kp in person["keypoints"]:
+            k = index.get(kp["label"])
+            if k is not None:
+                keypoints[i, k] = (kp["x"], kp["y"], kp["score"])
     boxes = np.asarray([p["bbox"] for p in persons], dtype=np.float64).reshape(-1, 4)
     scores = np.asarray([p["score"] for p in persons], dtype=np.float64)
     return keypoints, boxes, scores
+
+
+def _full_keypoints(keypoints: np.ndarray, schema: KeypointSchema) -> list[dict]:
+    """`(K, 3)` -> the pipeline's keypoint dicts, every keypoint of the schema."""
+    return [{"label": name, "x": float(x), "y": float(y), "score": float(sc)} for name, (x, y, sc) in zip(schema.keypoints, keypoints)]
 
 
 def _keypoint_box(keypoints: np.ndarray, fallback: np.ndarray, threshold: float, margin: float) -> np.ndarray:
@@ -125,14 +151,18 @@ class VideoPoseEstimator:
         pipeline: a `KeypointDetectionPipeline` (`transformers.pipeline("keypoint-detection", ...)`).
         detector: person detector for the detection frames (anything the pipeline's `detector=`
             takes: a YOLOX `.onnx` path, a model id, a detector object, a function); None = the
-            pipeline's default detector.
+            detector the pipeline was built with, else its default (RT-DETR).
         detect_every: run the detector on every N-th frame (and after a track is lost); in between,
             boxes follow the tracks. 1 = every frame.
         track: assign track ids (needed for `detect_every > 1` and for smoothing).
         smooth: One-Euro smoothing of each track's keypoints (`min_cutoff`, `beta`, `d_cutoff`,
             see `vitpose_hf.video.smoothing`).
-        flip_test, dataset_index, schema, detection_threshold, max_persons: as for the pipeline.
-        keypoint_threshold: drop keypoints scoring below it from the output (after tracking).
+        flip_test, dataset_index, schema, detection_threshold, max_persons: as for the pipeline
+            (`max_persons` limits the detections, not the tracks carried); None = what the pipeline
+            was built with, else the pipeline's defaults. `detector=None` likewise takes the
+            pipeline's own detector when it was built with one.
+        keypoint_threshold: leave keypoints scoring below it out of the records (`to_record()`);
+            the frames' persons keep every keypoint for drawing.
         lost_threshold: a carried person whose score is below it is dropped (its track is lost).
         frame_batch: frames whose crops share one forward pass when no boxes depend on the previous
             frame.
@@ -150,7 +180,7 @@ class VideoPoseEstimator:
         min_cutoff: float = DEFAULT_MIN_CUTOFF,
         beta: float = DEFAULT_BETA,
         d_cutoff: float = DEFAULT_D_CUTOFF,
-        flip_test: bool = True,
+        flip_test: bool | None = None,
         dataset_index: int | None = None,
         schema: Any = None,
         detection_threshold: float | None = None,
@@ -173,6 +203,19 @@ class VideoPoseEstimator:
         self.smooth = bool(smooth)
         self.smoother_options = {"min_cutoff": min_cutoff, "beta": beta, "d_cutoff": d_cutoff}
         PoseSmoother(**self.smoother_options)  # bad smoothing options fail here, before any frame
+        # what the pipeline was built with (transformers.pipeline(..., flip_test=False, detector=...))
+        # applies unless given here
+        built = {
+            **getattr(pipeline, "_preprocess_params", {}), **getattr(pipeline, "_forward_params", {}),
+            **getattr(pipeline, "_postprocess_params", {}),
+        }  # fmt: skip
+        flip_test = built.get("flip_test", True) if flip_test is None else flip_test
+        dataset_index = built.get("dataset_index") if dataset_index is None else dataset_index
+        schema = built.get("schema") if schema is None else schema
+        detector = built.get("detector") if detector is None else detector
+        detection_threshold = built.get("detection_threshold") if detection_threshold is None else detection_threshold
+        max_persons = built.get("max_persons") if max_persons is None else max_persons
+        keypoint_threshold = built.get("keypoint_threshold") if keypoint_threshold is None else keypoint_threshold
         self.schema = pipeline.schema_for(dataset_index, schema)
         self.pose_kwargs = {"flip_test": bool(flip_test)}
         if dataset_index is not None:
@@ -186,7 +229,7 @@ class VideoPoseEstimator:
         if max_persons is not None and int(max_persons) < 1:
             raise ValueError(f"max_persons must be >= 1, got {max_persons}")
         self.max_persons = max_persons
-        self.keypoint_threshold = keypoint_threshold
+        self.keypoint_threshold = None if keypoint_threshold is None else float(keypoint_threshold)
         self.lost_threshold = float(lost_threshold)
         self.frame_batch = int(frame_batch)
         self._tracker_template = tracker
@@ -206,7 +249,10 @@ class VideoPoseEstimator:
         self.stats.detector_seconds += time.perf_counter() - start
         boxes = np.asarray([d["bbox"] for d in dets], dtype=np.float64).reshape(-1, 4)
         scores = np.asarray([d["score"] for d in dets], dtype=np.float64)
-        return boxes, scores
+        # a detector function may return boxes off the frame: such a box holds nobody here
+        height, width = image.shape[:2]
+        inside = (boxes[:, 0] < width) & (boxes[:, 1] < height) & (boxes[:, 0] + boxes[:, 2] > 0) & (boxes[:, 1] + boxes[:, 3] > 0)
+        return boxes[inside], scores[inside]
 
     def _poses(self, images: list[np.ndarray], boxes: list[np.ndarray], scores: list[np.ndarray]) -> list[list[dict]]:
         """One forward pass for the crops of all `images` (the pipeline's list call)."""
@@ -214,9 +260,10 @@ class VideoPoseEstimator:
         if not any(len(b) for b in boxes):
             out = [[] for _ in images]
         else:
+            # max_persons: every box given here is kept (the pipeline's own limit applies to detections)
             out = self.pipeline(
                 images, boxes=[b.tolist() for b in boxes], box_scores=[s.tolist() for s in scores],
-                batch_size=len(images), **self.pose_kwargs,
+                batch_size=len(images), max_persons=max(len(b) for b in boxes), **self.pose_kwargs,
             )  # fmt: skip
         self.stats.pose_seconds += time.perf_counter() - start
         return out
@@ -227,7 +274,10 @@ class VideoPoseEstimator:
             boxes, scores = entry.get("boxes", []), entry.get("box_scores")
         else:
             boxes, scores = entry, None
-        arr = np.asarray(boxes if boxes is not None else [], dtype=np.float64)
+        try:
+            arr = np.asarray(boxes if boxes is not None else [], dtype=np.float64)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"frame {index}: boxes must be a list of [x, y, w, h], got {boxes!r:.100}") from err
         if arr.size == 0:
             arr = np.zeros((0, 4))
         if arr.ndim != 2 or arr.shape[1] != 4:
@@ -247,7 +297,8 @@ class VideoPoseEstimator:
             source: the frames.
             fps: frame rate (required for image folders and plain image iterators).
             boxes: optional person boxes per frame (an iterable with one `[[x, y, w, h], ...]` list,
-                or `{"boxes": ..., "box_scores": ...}` dict, per frame); the detector is then not used.
+                or `{"boxes": ..., "box_scores": ...}` dict, per frame; None or `[]` = nobody in that
+                frame); the detector is then not used.
 
         Raises:
             ValueError: bad source or frames (see `iter_frames`), fewer box lists than frames.
@@ -255,60 +306,75 @@ class VideoPoseEstimator:
         return self.process(iter_frames(source, fps=fps), boxes)
 
     def process(self, frames: Iterable[Frame], boxes: Iterable[Any] | None = None) -> Iterator[PoseFrame]:
-        """Like calling the estimator, for frames already opened (`iter_frames(...)`)."""
+        """Like calling the estimator, for frames already opened (`iter_frames(...)`). Each call starts
+        afresh: a new tracker (a copy of the `tracker=` given) and new smoothing state."""
         box_iter = iter(boxes) if boxes is not None else None
         self.stats = VideoStats()
         tracker = None
         if self.track:
             template = self._tracker_template
-            tracker = PoseTracker(sigmas=self._sigmas()) if template is None else template
+            tracker = PoseTracker(sigmas=self._sigmas()) if template is None else copy.deepcopy(template)
         smoother = PoseSmoother(**self.smoother_options) if self.smooth else None
         independent = box_iter is not None or self.detect_every == 1
         since_detection = self.detect_every  # the first frame is a detection frame
         redetect = False
         batch: list[Frame] = []
         frames = iter(frames)
-        while True:
-            start = time.perf_counter()
-            frame = next(frames, None)
-            self.stats.read_seconds += time.perf_counter() - start
-            if frame is not None and independent:
-                batch.append(frame)
-                if len(batch) < self.frame_batch:
-                    continue
-            if independent:
-                if batch:
-                    yield from self._independent_batch(batch, box_iter, tracker, smoother)
-                    batch = []
-            elif frame is not None:
-                detect = redetect or since_detection >= self.detect_every or not tracker.active_tracks()
-                if detect:
-                    boxes, scores = self._detect(frame.image)
-                    persons = self._poses([frame.image], [boxes], [scores])[0]
-                    sources = None  # detections: the tracker assigns them
-                    since_detection = 1
-                    redetect = False
-                else:
-                    persons, sources, redetect = self._carried(frame, tracker)
-                    since_detection += 1
-                yield self._finish(frame, persons, tracker, smoother, detected=detect, sources=sources)
-            if frame is None:
-                break
+        try:
+            while True:
+                start = time.perf_counter()
+                frame = next(frames, None)
+                self.stats.read_seconds += time.perf_counter() - start
+                if frame is not None and independent:
+                    batch.append(frame)
+                    if len(batch) < self.frame_batch:
+                        continue
+                if independent:
+                    if batch:
+                        yield from self._independent_batch(batch, box_iter, tracker, smoother)
+                        batch = []
+                elif frame is not None:
+                    # a detection frame: every N-th, after a lost track, with nobody to carry, and
+                    # while a new person's tentative track waits for its confirming detection
+                    tentative = any(t.track_id is None for t in tracker.tracks)
+                    detect = redetect or tentative or since_detection >= self.detect_every or not tracker.active_tracks()
+                    if detect:
+                        boxes, scores = self._detect(frame.image)
+                        persons = self._poses([frame.image], [boxes], [scores])[0]
+                        sources = None  # detections: the tracker assigns them
+                        since_detection = 1
+                        redetect = False
+                    else:
+                        persons, sources, redetect = self._carried(frame, tracker)
+                        since_detection += 1
+                    yield self._finish(frame, persons, tracker, smoother, detected=detect, sources=sources)
+                if frame is None:
+                    break
+        finally:
+            close = getattr(frames, "close", None)
+            if close is not None:
+                close()  # releases a video file or camera even when the caller stops early
         logger.info("video: %s", self.stats.summary())
 
     def _independent_batch(self, batch: list[Frame], box_iter, tracker, smoother) -> Iterator[PoseFrame]:
         all_boxes, all_scores = [], []
         for frame in batch:
             if box_iter is not None:
-                entry = next(box_iter, None)
-                if entry is None:
+                entry = next(box_iter, _END)
+                if entry is _END:
                     raise ValueError(f"boxes: no entry for frame {frame.index} (give one list per frame)")
                 boxes, scores = self._given_boxes(entry, frame.index)
             else:
                 boxes, scores = self._detect(frame.image)
             all_boxes.append(boxes)
             all_scores.append(scores)
-        results = self._poses([f.image for f in batch], all_boxes, all_scores)
+        try:
+            results = self._poses([f.image for f in batch], all_boxes, all_scores)
+        except ValueError as err:
+            if box_iter is None:
+                raise
+            first, last = batch[0].index, batch[-1].index
+            raise ValueError(f"boxes of frame{'s' if last > first else ''} {first}{f'-{last}' if last > first else ''}: {err}") from err
         for frame, persons in zip(batch, results):
             yield self._finish(frame, persons, tracker, smoother, detected=box_iter is None)
 
@@ -362,30 +428,26 @@ class VideoPoseEstimator:
 
     def _finish(self, frame: Frame, persons: list[dict], tracker, smoother, detected: bool, sources=None) -> PoseFrame:
         start = time.perf_counter()
-        out = persons
+        keypoints, boxes, scores = persons_to_arrays(persons, self.schema)
+        # every keypoint of the schema, in its order (the pipeline may have dropped some by a threshold)
+        out = [dict(person, keypoints=_full_keypoints(kps, self.schema)) for person, kps in zip(persons, keypoints)]
         if tracker is not None:
-            keypoints, boxes, scores = persons_to_arrays(persons, self.schema)
             ids = tracker.update(frame.timestamp, keypoints, boxes, scores, sources=sources)
-            out = []
-            for person, track_id, kps, box in zip(persons, ids, keypoints, boxes):
+            shown = []
+            for person, track_id, kps, box in zip(out, ids, keypoints, boxes):
                 if track_id is None:
                     continue  # tentative track or low-score person: not shown
-                person = dict(person, track_id=int(track_id))
+                person["track_id"] = int(track_id)
                 if smoother is not None:
                     scale = float(np.hypot(box[2], box[3]))
-                    smoothed = smoother.smooth(track_id, frame.timestamp, kps, scale)
-                    person["keypoints"] = [
-                        dict(kp, x=float(xy[0]), y=float(xy[1])) for kp, xy in zip(person["keypoints"], smoothed)
-                    ]
-                out.append(person)
-            out.sort(key=lambda p: p["track_id"])
+                    person["keypoints"] = _full_keypoints(smoother.smooth(track_id, frame.timestamp, kps, scale), self.schema)
+                shown.append(person)
+            out = sorted(shown, key=lambda p: p["track_id"])
             if smoother is not None:
                 smoother.keep_only(t.track_id for t in tracker.tracks if t.track_id is not None)
-        if self.keypoint_threshold is not None:
-            thr = float(self.keypoint_threshold)
-            out = [dict(p, keypoints=[kp for kp in p["keypoints"] if kp["score"] >= thr]) for p in out]
         self.stats.tracking_seconds += time.perf_counter() - start
         self.stats.frames += 1
         self.stats.detection_frames += int(detected)
         self.stats.persons += len(out)
-        return PoseFrame(frame.index, frame.timestamp, frame.image, out, detected=detected)
+        return PoseFrame(frame.index, frame.timestamp, frame.image, out, detected=detected,
+                         keypoint_threshold=self.keypoint_threshold)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -89,6 +90,7 @@ def _capture_frames(capture, name: str, fps: float | None, clock: Callable[[], f
                 raise ValueError(f"{name}: the file gives no usable frame rate ({rate}); pass fps=")
             fps = rate
         start = None
+        last = 0.0
         index = 0
         while True:
             ok, bgr = capture.read()
@@ -100,7 +102,9 @@ def _capture_frames(capture, name: str, fps: float | None, clock: Callable[[], f
             if clock is not None and fps is None:
                 now = clock()
                 start = now if start is None else start
-                stamp = now - start
+                # a coarse clock can stamp two quick reads alike: keep the stamps increasing
+                stamp = max(now - start, last + 1e-6) if index else 0.0
+                last = stamp
             else:
                 stamp = index / fps
             yield Frame(index, float(stamp), rgb)
@@ -120,7 +124,11 @@ def _open_capture(target: Any, name: str):
 
 
 def _folder_frames(folder: Path, fps: float) -> Iterator[Frame]:
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    # natural order: frame_2 before frame_10
+    files = sorted(
+        (p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS),
+        key=lambda p: [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", p.name)],
+    )
     if not files:
         raise ValueError(f"image folder {os.fspath(folder)!r} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
     for index, path in enumerate(files):
@@ -135,6 +143,9 @@ def _iterator_frames(frames: Iterable[Any], fps: float | None) -> Iterator[Frame
     index = -1
     for index, item in enumerate(frames):
         if isinstance(item, Frame):
+            image = item.image
+            if not (isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3):
+                raise ValueError(f"frame {index}: a Frame's image must be an (H, W, 3) uint8 RGB array")
             yield item
             continue
         if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], (int, float, np.floating, np.integer)):
@@ -153,8 +164,23 @@ def _iterator_frames(frames: Iterable[Any], fps: float | None) -> Iterator[Frame
         raise ValueError("the frame iterator gave no frames")
 
 
+def _prepend(first: Frame, rest: Iterator[Frame]) -> Iterator[Frame]:
+    yield first
+    yield from rest  # closing this generator closes `rest` (releasing a capture)
+
+
 def _checked(frames: Iterator[Frame], name: str) -> Iterator[Frame]:
-    """Refuse a frame whose size differs from the first one, and timestamps that do not increase."""
+    """Refuse a frame whose size differs from the first one, and timestamps that do not increase;
+    closing it closes `frames`."""
+    try:
+        yield from _checked_frames(frames, name)
+    finally:
+        close = getattr(frames, "close", None)
+        if close is not None:
+            close()
+
+
+def _checked_frames(frames: Iterator[Frame], name: str) -> Iterator[Frame]:
     first_size = None
     last_stamp = -math.inf
     for frame in frames:
@@ -174,7 +200,7 @@ def _checked(frames: Iterator[Frame], name: str) -> Iterator[Frame]:
         yield frame
 
 
-def iter_frames(source: Any, fps: float | None = None, clock: Callable[[], float] = time.monotonic) -> Iterator[Frame]:
+def iter_frames(source: Any, fps: float | None = None, clock: Callable[[], float] = time.perf_counter) -> Iterator[Frame]:
     """Stream the frames of `source`, one `Frame` at a time.
 
     Args:
@@ -191,8 +217,9 @@ def iter_frames(source: Any, fps: float | None = None, clock: Callable[[], float
         `Frame(index, timestamp, image (H, W, 3) uint8 RGB)`.
 
     Raises:
-        ValueError: a missing or unreadable file, zero frames, a frame whose size differs from the
-            first one, timestamps that do not increase, no frame rate where one is needed; the message
+        ValueError: a missing or unreadable file, zero frames, no frame rate where one is needed
+            (these at this call: the first frame is read at once); a frame whose size differs from
+            the first one, timestamps that do not increase (when that frame is reached). The message
             names the source (and the frame).
     """
     fps = _check_fps(fps)
@@ -219,4 +246,6 @@ def iter_frames(source: Any, fps: float | None = None, clock: Callable[[], float
     else:
         name = "frame iterator"
         frames = _iterator_frames(source, fps)
-    return _checked(frames, name)
+    # the first frame is read now: an unreadable, empty or rate-less source fails at this call
+    first = next(frames)
+    return _checked(_prepend(first, frames), name)
