@@ -498,8 +498,13 @@ def test_evaluate_model_batching_does_not_change_predictions(shared_data, traine
         )
         preds[batch_size] = json.loads(out.read_text())
     assert len(preds[1]) == len(preds[128])
-    # float32 batched matmuls differ in the last bits; DARK turns that into < 0.05 px
-    np.testing.assert_allclose([p["keypoints"] for p in preds[1]], [p["keypoints"] for p in preds[128]], atol=0.05)
+    # float32 batched matmuls differ in the last bits; DARK turns that into < 0.05 px, except where its
+    # Hessian is nearly flat: there one keypoint of 1,836 moved 0.24 px with oneDNN limited to AVX2. A
+    # moved argmax would move a keypoint by a heatmap pixel, several image pixels here.
+    a = np.asarray([p["keypoints"] for p in preds[1]])
+    b = np.asarray([p["keypoints"] for p in preds[128]])
+    np.testing.assert_allclose(a, b, atol=0.5)
+    assert np.mean(np.abs(a - b) <= 0.05) >= 0.995
     np.testing.assert_allclose([p["score"] for p in preds[1]], [p["score"] for p in preds[128]], atol=1e-4)
 
 
